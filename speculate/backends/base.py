@@ -1,0 +1,64 @@
+"""What the orchestrator needs from a model, whatever runs it.
+
+A backend's ``stream()`` is an async context manager yielding a :class:`TokenStream`:
+entering starts generation, leaving stops it and frees every resource (thread, HTTP
+connection) before returning, so cancellation never leaves work running behind.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+Message = dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationParams:
+    max_tokens: int
+    temperature: float
+    top_p: float = 1.0
+    seed: int | None = None
+
+
+@dataclass(slots=True)
+class Usage:
+    """Filled in by the backend while it streams; read after the stream ends."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    queue_ms: float = 0.0
+    finish_reason: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class TokenStream(Protocol):
+    usage: Usage
+
+    async def receive(self) -> str:
+        """The next piece of text; raises ``anyio.EndOfStream`` at the end and a
+        :class:`~speculate.errors.SpeculateError` on failure."""
+        ...
+
+
+class EdgeBackend(Protocol):
+    model_name: str
+
+    def stream(
+        self, messages: list[Message], params: GenerationParams
+    ) -> AbstractAsyncContextManager[TokenStream]: ...
+
+
+class CloudBackend(Protocol):
+    model_name: str
+
+    def stream(
+        self, messages: list[Message], params: GenerationParams
+    ) -> AbstractAsyncContextManager[TokenStream]: ...
+
+    async def probe(self) -> dict[str, Any]:
+        """``{"state": "up" | "down", "rtt_ms": ...}`` for readiness reports."""
+        ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,144 @@
+"""The edge model: llama.cpp in-process, one model shared by all requests.
+
+llama.cpp decodes on a worker thread so the event loop never blocks.  Requests take
+turns through a FIFO lock (first come, first served; the wait is reported as
+``edge_queue_ms``).  A stop flag is checked after every token, so leaving the stream
+stops generation within one token, and the lock is only released once the thread
+has let go of the model.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from speculate.backends.base import GenerationParams, Message, Usage
+from speculate.errors import EdgeError, ModelCorrupt, SpeculateError
+
+
+def default_threads() -> int:
+    return max(1, (os.cpu_count() or 2) // 2)
+
+
+class LlamaTokenStream:
+    def __init__(self, receive: MemoryObjectReceiveStream[str], usage: Usage) -> None:
+        self._receive = receive
+        self.usage = usage
+        self.error: SpeculateError | None = None
+
+    async def receive(self) -> str:
+        try:
+            return await self._receive.receive()
+        except anyio.EndOfStream:
+            if self.error is not None:
+                raise self.error from None
+            raise
+
+
+class LlamaCppEdge:
+    """An :class:`~speculate.backends.base.EdgeBackend` over llama-cpp-python."""
+
+    def __init__(
+        self,
+        model_path: Path,
+        *,
+        model_name: str,
+        n_ctx: int = 2048,
+        n_threads: int | None = None,
+        seed: int | None = None,
+    ) -> None:
+        from llama_cpp import Llama  # imported here: loading the library is slow
+
+        try:
+            self._llama = Llama(
+                model_path=str(model_path),
+                n_ctx=n_ctx,
+                n_threads=n_threads or default_threads(),
+                seed=seed if seed is not None else 0xFFFFFFFF,
+                verbose=False,
+            )
+        except (ValueError, RuntimeError) as exc:
+            raise ModelCorrupt(f"llama.cpp could not load {model_path}: {exc}") from exc
+        self.model_name = model_name
+        self._turn = anyio.Lock()  # anyio locks hand over in FIFO order: a fair queue
+
+    @asynccontextmanager
+    async def stream(
+        self, messages: list[Message], params: GenerationParams
+    ) -> AsyncIterator[LlamaTokenStream]:
+        queued_at = time.perf_counter()
+        async with self._turn:
+            usage = Usage(queue_ms=round((time.perf_counter() - queued_at) * 1000, 3))
+            send, receive = anyio.create_memory_object_stream[str](max_buffer_size=math.inf)
+            tokens = LlamaTokenStream(receive, usage)
+            stop = threading.Event()
+            async with anyio.create_task_group() as group:
+                group.start_soon(self._run, messages, params, send, stop, tokens)
+                try:
+                    yield tokens
+                finally:
+                    stop.set()  # the worker sees it after the current token
+            receive.close()
+
+    async def _run(
+        self,
+        messages: list[Message],
+        params: GenerationParams,
+        send: MemoryObjectSendStream[str],
+        stop: threading.Event,
+        tokens: LlamaTokenStream,
+    ) -> None:
+        with send:
+            try:
+                # Not abandonable: a cancelled request waits (one token at most) until
+                # the thread has stopped touching the model.
+                await anyio.to_thread.run_sync(
+                    self._generate, messages, params, send, stop, tokens.usage
+                )
+            except SpeculateError as exc:
+                tokens.error = exc
+            except Exception as exc:  # llama.cpp raises plain errors; map them once, here
+                tokens.error = EdgeError(f"edge generation failed: {exc}")
+
+    def _generate(
+        self,
+        messages: list[Message],
+        params: GenerationParams,
+        send: MemoryObjectSendStream[str],
+        stop: threading.Event,
+        usage: Usage,
+    ) -> None:
+        kwargs: dict[str, Any] = {
+            "messages": messages,
+            "stream": True,
+            "max_tokens": params.max_tokens,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+        }
+        if params.seed is not None:
+            kwargs["seed"] = params.seed
+        chunks = self._llama.create_chat_completion(**kwargs)
+        try:
+            for chunk in chunks:
+                if stop.is_set():
+                    usage.finish_reason = "cancelled"
+                    break
+                choice = chunk["choices"][0]
+                text = choice["delta"].get("content")
+                if text:
+                    usage.completion_tokens += 1
+                    anyio.from_thread.run_sync(send.send_nowait, text)
+                if choice.get("finish_reason"):
+                    usage.finish_reason = choice["finish_reason"]
+        finally:
+            chunks.close()
+            usage.prompt_tokens = max(0, self._llama.n_tokens - usage.completion_tokens)

@@ -1,0 +1,225 @@
+"""Streaming client for OpenAI-compatible servers: vLLM, llama_cpp.server, hosted APIs.
+
+Four separate limits, because they fail differently: *connect* (nobody there),
+*first token* (connected, but queued or prefilling too long), *stall* (the stream went
+quiet mid-answer) and *total*.  Every failure becomes one
+:class:`~speculate.errors.CloudError` subclass.  Leaving the ``stream()`` context
+closes the HTTP response at once, so an answer nobody wants stops costing tokens.
+The transport is injectable: tests drive protocol edge cases with
+``httpx.MockTransport`` and the real thing over sockets.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import httpx
+
+from speculate.backends.base import GenerationParams, Message, Usage
+from speculate.core.protocol import SSEDecoder
+from speculate.errors import (
+    CloudError,
+    CloudFirstTokenTimeout,
+    CloudHTTPError,
+    CloudProtocolError,
+    CloudStalled,
+    CloudTotalTimeout,
+    CloudUnreachable,
+)
+from speculate.settings import CloudSettings
+
+_ERROR_BODY_LIMIT = 4096
+
+
+class CloudTokenStream:
+    def __init__(self, response: httpx.Response, settings: CloudSettings, started: float) -> None:
+        self.usage = Usage()
+        self._settings = settings
+        self._started = started
+        self._lines = response.aiter_text()
+        self._decoder = SSEDecoder()
+        self._pending: list[str] = []
+        self._first = True
+        self._finished = False
+
+    async def receive(self) -> str:
+        while not self._pending:
+            if self._finished:
+                raise anyio.EndOfStream
+            await self._read_more()
+        return self._pending.pop(0)
+
+    async def _read_more(self) -> None:
+        s = self._settings
+        remaining = s.total_timeout_s - (time.monotonic() - self._started)
+        limit = s.first_token_timeout_s if self._first else s.stall_timeout_s
+        if remaining <= 0:
+            raise CloudTotalTimeout(f"the cloud answer exceeded {s.total_timeout_s:g} s")
+        try:
+            with anyio.fail_after(min(limit, remaining)):
+                chunk = await self._lines.__anext__()
+        except TimeoutError:
+            if remaining <= limit:
+                raise CloudTotalTimeout(f"the cloud answer exceeded {s.total_timeout_s:g} s") from None
+            if self._first:
+                raise CloudFirstTokenTimeout(f"no token from the cloud within {limit:g} s") from None
+            raise CloudStalled(f"the cloud stream stalled for {limit:g} s") from None
+        except StopAsyncIteration:
+            if not self._finished:
+                raise CloudProtocolError("the cloud stream ended without [DONE]") from None
+            return
+        except httpx.HTTPError as exc:
+            raise CloudError(f"the cloud connection failed mid-stream: {exc!r}") from exc
+        for message in self._decoder.feed(chunk):
+            self._handle(message.data)
+
+    def _handle(self, data: str) -> None:
+        if data.strip() == "[DONE]":
+            self._finished = True
+            return
+        try:
+            obj = json.loads(data)
+        except ValueError as exc:
+            raise CloudProtocolError(f"the cloud sent malformed JSON: {data[:200]!r}") from exc
+        if not isinstance(obj, dict):
+            raise CloudProtocolError(f"the cloud sent a non-object chunk: {data[:200]!r}")
+        if "error" in obj:
+            raise CloudError(f"the cloud reported an error mid-stream: {obj['error']!r:.300}")
+        if isinstance(obj.get("usage"), dict):
+            self.usage.prompt_tokens = int(obj["usage"].get("prompt_tokens") or 0)
+            self.usage.completion_tokens = int(obj["usage"].get("completion_tokens") or 0)
+        for choice in obj.get("choices") or []:
+            if not isinstance(choice, dict):
+                raise CloudProtocolError("a cloud chunk's choice is not an object")
+            delta = choice.get("delta") or {}
+            text = delta.get("content") if isinstance(delta, dict) else None
+            if text:
+                if not isinstance(text, str):
+                    raise CloudProtocolError("a cloud chunk's content is not a string")
+                self._first = False
+                self._pending.append(text)
+            if choice.get("finish_reason"):
+                self.usage.finish_reason = str(choice["finish_reason"])
+
+
+class OpenAICompatCloud:
+    """A :class:`~speculate.backends.base.CloudBackend` for any OpenAI-compatible server."""
+
+    def __init__(
+        self,
+        settings: CloudSettings,
+        *,
+        base_url: str,
+        model: str | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.settings = settings
+        self.base_url = base_url.rstrip("/")
+        self.model_name = model or settings.model or ""
+        headers = {"Accept": "text/event-stream"}
+        api_key = os.environ.get(settings.api_key_env)
+        if api_key:
+            headers["Authorization"] = f"Bearer {api_key}"
+        self._client = httpx.AsyncClient(
+            base_url=self.base_url,
+            headers=headers,
+            transport=transport,
+            timeout=httpx.Timeout(
+                connect=settings.connect_timeout_s,
+                read=None,  # reads are bounded by the first-token, stall and total limits
+                write=settings.connect_timeout_s,
+                pool=settings.connect_timeout_s,
+            ),
+        )
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def probe(self) -> dict[str, Any]:
+        """Is the cloud answering, and how fast?  One ``GET /models`` round trip."""
+        started = time.perf_counter()
+        try:
+            response = await self._client.get("/models", timeout=self.settings.connect_timeout_s)
+        except httpx.HTTPError as exc:
+            return {"state": "down", "error": type(exc).__name__}
+        rtt_ms = round((time.perf_counter() - started) * 1000, 2)
+        if response.status_code >= 400:
+            return {"state": "down", "status": response.status_code, "rtt_ms": rtt_ms}
+        return {"state": "up", "rtt_ms": rtt_ms}
+
+    async def discover_model(self) -> str:
+        """Ask ``/models`` which model to use when none is configured."""
+        if self.model_name:
+            return self.model_name
+        try:
+            response = await self._client.get("/models")
+            response.raise_for_status()
+            self.model_name = str(response.json()["data"][0]["id"])
+        except (httpx.HTTPError, KeyError, IndexError, ValueError) as exc:
+            raise CloudUnreachable(f"could not list models at {self.base_url}: {exc!r}") from exc
+        return self.model_name
+
+    @asynccontextmanager
+    async def stream(
+        self, messages: list[Message], params: GenerationParams
+    ) -> AsyncIterator[CloudTokenStream]:
+        body: dict[str, Any] = {
+            "model": self.model_name,
+            "messages": messages,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "max_tokens": params.max_tokens,
+            "temperature": params.temperature,
+        }
+        if params.seed is not None:
+            body["seed"] = params.seed
+        started = time.monotonic()
+        request = self._client.build_request("POST", "/chat/completions", json=body)
+        response = await self._open(request)
+        try:
+            yield CloudTokenStream(response, self.settings, started)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await response.aclose()
+
+    async def _open(self, request: httpx.Request) -> httpx.Response:
+        s = self.settings
+        try:
+            with anyio.fail_after(min(s.first_token_timeout_s, s.total_timeout_s)):
+                response = await self._client.send(request, stream=True)
+        except TimeoutError:
+            raise CloudFirstTokenTimeout(
+                f"the cloud sent no response headers within {s.first_token_timeout_s:g} s"
+            ) from None
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            raise CloudUnreachable(f"cannot connect to the cloud at {self.base_url}: {exc!r}") from exc
+        except httpx.HTTPError as exc:
+            raise CloudError(f"the cloud request failed: {exc!r}") from exc
+        if response.status_code >= 400:
+            await self._raise_for_status(response)
+        return response
+
+    async def _raise_for_status(self, response: httpx.Response) -> None:
+        try:
+            body = b""
+            async for part in response.aiter_bytes():
+                body += part
+                if len(body) >= _ERROR_BODY_LIMIT:
+                    break
+        except httpx.HTTPError:
+            body = b""
+        finally:
+            await response.aclose()
+        retry_after = response.headers.get("retry-after")
+        raise CloudHTTPError(
+            f"the cloud answered HTTP {response.status_code}: "
+            f"{body[:_ERROR_BODY_LIMIT].decode('utf-8', 'replace')[:300]}",
+            status=response.status_code,
+            retry_after_s=float(retry_after) if retry_after and retry_after.isdigit() else None,
+        )

@@ -1,0 +1,126 @@
+"""The local cloud stand-in: a real ``llama_cpp.server`` child process on loopback.
+
+Used when no ``cloud.base_url`` is configured, through exactly the same HTTP client
+as vLLM.  The child is tied to us three ways so it never outlives the server: it is
+stopped on shutdown, it gets SIGKILL from the kernel if we die (``PR_SET_PDEATHSIG``,
+Linux), and it runs in its own process group so stopping it takes its helpers too.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import anyio
+import httpx
+
+from speculate.errors import StandInError
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    os.setpgrp()
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class StandInServer:
+    def __init__(
+        self,
+        model_path: Path,
+        *,
+        alias: str,
+        n_ctx: int = 2048,
+        n_threads: int = 1,
+        startup_timeout_s: float = 120.0,
+    ) -> None:
+        self.model_path = model_path
+        self.alias = alias
+        self.n_ctx = n_ctx
+        self.n_threads = n_threads
+        self.startup_timeout_s = startup_timeout_s
+        self.port = 0
+        self.process: subprocess.Popen[bytes] | None = None
+        self._log = tempfile.TemporaryFile()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable, "-m", "llama_cpp.server",
+            "--model", str(self.model_path),
+            "--model_alias", self.alias,
+            "--host", "127.0.0.1",
+            "--port", str(self.port),
+            "--n_ctx", str(self.n_ctx),
+            "--n_threads", str(self.n_threads),
+            "--verbose", "False",
+        ]  # fmt: skip
+
+    async def start(self) -> str:
+        """Start the child and wait until it answers ``/v1/models``; return its base URL."""
+        self.port = free_port()
+        # Popen from the event-loop thread: PDEATHSIG follows the thread that forked.
+        self.process = subprocess.Popen(
+            self.command(),
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509 - no threads touch fork state here
+        )
+        deadline = time.monotonic() + self.startup_timeout_s
+        async with httpx.AsyncClient(timeout=2.0) as client:
+            while True:
+                if self.process.poll() is not None:
+                    raise StandInError(
+                        f"the cloud stand-in exited with code {self.process.returncode}:\n"
+                        f"{self.output()[-2000:]}"
+                    )
+                try:
+                    response = await client.get(f"{self.base_url}/models")
+                    if response.status_code == 200:
+                        return self.base_url
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline:
+                    await self.stop()
+                    raise StandInError(
+                        f"the cloud stand-in did not answer within {self.startup_timeout_s:g} s"
+                    )
+                # A child process gives no readiness event to wait on: poll, bounded above.
+                await anyio.sleep(0.1)
+
+    def output(self) -> str:
+        self._log.seek(0)
+        return self._log.read().decode("utf-8", "replace")
+
+    async def stop(self, grace_s: float = 5.0) -> None:
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        with anyio.move_on_after(grace_s):
+            await anyio.to_thread.run_sync(process.wait, abandon_on_cancel=True)
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            await anyio.to_thread.run_sync(process.wait)

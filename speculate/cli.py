@@ -1,0 +1,127 @@
+"""The ``speculate`` command: serve, ask, models, bench."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from speculate.errors import SpeculateError
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from speculate import models
+    from speculate.server import create_app
+    from speculate.settings import Settings
+
+    overrides: dict[str, dict[str, object]] = {"server": {}}
+    if args.host:
+        overrides["server"]["host"] = args.host
+    if args.port is not None:
+        overrides["server"]["port"] = args.port
+    settings = Settings.load(args.config, **overrides)
+    # Fail before binding the port, with a message that says what to do.
+    models.resolve(settings.edge.model)
+    if settings.cloud.base_url is None:
+        models.resolve(settings.cloud.standin.model)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.server.host,
+        port=settings.server.port,
+        ws="websockets-sansio",
+        ws_per_message_deflate=False,
+        ws_max_size=settings.server.ws_max_message_bytes,
+        log_level="info",
+        timeout_graceful_shutdown=5,
+    )
+    return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    from speculate.models_cli import list_models, pull_models
+
+    if args.action == "pull":
+        return pull_models(args.names, force=args.force)
+    return list_models()
+
+
+def _ask(args: argparse.Namespace) -> int:
+    from speculate.ask import ask
+
+    return ask(
+        args.prompt,
+        url=args.url,
+        mode=args.mode,
+        transport=args.transport,
+        max_tokens=args.max_tokens,
+    )
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from speculate.bench.ttft import run_ttft_bench
+
+    return run_ttft_bench(
+        requests=args.requests, config=args.config, max_tokens=args.max_tokens, json_out=args.json
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="speculate",
+        description="Hybrid edge/cloud LLM streaming: an on-device draft at once, "
+        "corrected live by a cloud model.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the server")
+    serve.add_argument("--config", help="YAML config (default: configs/default.yaml)")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.set_defaults(func=_serve)
+
+    ask = sub.add_parser("ask", help="ask a running server; watch the draft being corrected")
+    ask.add_argument("prompt")
+    ask.add_argument("--url", default="http://127.0.0.1:8000")
+    ask.add_argument(
+        "--mode", default="auto", choices=["auto", "speculative", "verify", "edge", "cloud"]
+    )
+    ask.add_argument("--transport", default="ws", choices=["ws", "sse"])
+    ask.add_argument("--max-tokens", type=int)
+    ask.set_defaults(func=_ask)
+
+    models = sub.add_parser("models", help="list or pull the embedded models")
+    models.add_argument("action", nargs="?", default="list", choices=["list", "pull"])
+    models.add_argument("names", nargs="*", help="models to pull (default: all)")
+    models.add_argument("--force", action="store_true", help="fetch again even if present")
+    models.set_defaults(func=_models)
+
+    bench = sub.add_parser(
+        "bench", help="time to first draft token: through the server vs llama.cpp directly"
+    )
+    bench.add_argument("--requests", type=int, default=30)
+    bench.add_argument("--max-tokens", type=int, default=8)
+    bench.add_argument("--config")
+    bench.add_argument("--json", action="store_true", help="print one JSON object last")
+    bench.set_defaults(func=_bench)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except SpeculateError as exc:
+        print(f"speculate: error: {exc.message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""Async clients for speculate's own streams (SSE and WebSocket).
+
+Used by ``speculate ask``, the benchmark and the tests: each yields decoded events
+in order; feed them to :class:`~speculate.core.text.ShownText` to rebuild the text.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import websockets
+
+from speculate.core.protocol import Done, Error, Event, SSEDecoder, decode_event
+
+
+def _terminal(event: Event) -> bool:
+    return isinstance(event, Done) or (isinstance(event, Error) and event.fatal)
+
+
+async def stream_sse(
+    base_url: str, body: dict[str, Any], *, client: httpx.AsyncClient | None = None
+) -> AsyncIterator[Event]:
+    """POST /v1/speculate and yield its events until the stream's last one."""
+    own = client is None
+    http = client or httpx.AsyncClient(timeout=httpx.Timeout(10.0, read=None))
+    try:
+        async with http.stream("POST", f"{base_url.rstrip('/')}/v1/speculate", json=body) as r:
+            if r.status_code != 200:
+                detail = (await r.aread()).decode("utf-8", "replace")
+                raise httpx.HTTPStatusError(
+                    f"HTTP {r.status_code}: {detail}", request=r.request, response=r
+                )
+            decoder = SSEDecoder()
+            async for chunk in r.aiter_text():
+                for message in decoder.feed(chunk):
+                    event = decode_event(message.data)
+                    yield event
+                    if _terminal(event):
+                        return
+    finally:
+        if own:
+            await http.aclose()
+
+
+def ws_url(base_url: str) -> str:
+    return base_url.rstrip("/").replace("http://", "ws://").replace("https://", "wss://") + "/v1/ws"
+
+
+async def stream_ws(base_url: str, body: dict[str, Any]) -> AsyncIterator[Event]:
+    """Send one ``speculate`` message over /v1/ws and yield that request's events."""
+    async with websockets.connect(ws_url(base_url), compression=None) as socket:
+        await socket.send(json.dumps({"type": "speculate", **body}))
+        async for frame in socket:
+            event = decode_event(str(frame))
+            yield event
+            if _terminal(event):
+                return

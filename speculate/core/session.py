@@ -1,0 +1,295 @@
+"""The per-request state machine: tokens in, wire events out.
+
+A :class:`Session` knows nothing about threads, sockets or clocks: the caller passes
+``now`` (seconds, any monotonic origin) and forwards the returned events.  It owns
+the shown text, the ``seq`` counter, coalescing of draft tokens, the alignment of
+cloud text against the draft, and the rules for how a stream ends.  Every wire
+``error`` event is made here, from a :class:`~speculate.errors.SpeculateError`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from rapidfuzz.distance import Levenshtein
+
+from speculate.core.diff import DraftAligner, complete_words, splice_ops
+from speculate.core.protocol import (
+    Commit,
+    Done,
+    Draft,
+    Error,
+    Event,
+    FinalSource,
+    Patch,
+    Route,
+    SpliceOp,
+    Start,
+)
+from speculate.errors import SpeculateError
+
+SideState = Literal["off", "running", "done", "failed"]
+
+
+@dataclass(frozen=True, slots=True)
+class SessionConfig:
+    """Coalescing and cost parameters (prices in USD per million tokens)."""
+
+    coalesce_s: float = 0.016
+    coalesce_chars: int = 96
+    edge_usd_per_mtok: float = 0.0
+    cloud_usd_per_mtok_in: float = 0.0
+    cloud_usd_per_mtok_out: float = 0.0
+
+
+class Session:
+    def __init__(
+        self,
+        request_id: str,
+        *,
+        route: Route,
+        reason: str,
+        edge_model: str,
+        cloud_model: str | None,
+        config: SessionConfig | None = None,
+        now: float = 0.0,
+    ) -> None:
+        self.request_id = request_id
+        self.route: Route = route
+        self._reason = reason
+        self._edge_model = edge_model
+        self._cloud_model = cloud_model
+        self.config = config or SessionConfig()
+        self._t0 = now
+        self._seq = 0
+        self.shown = ""
+        self.draft = ""
+        self.cloud = ""
+        self._cloud_scanned = 0  # end of the last finished cloud word
+        self._aligner = DraftAligner()
+        self._dirty_since: float | None = None
+        self._flushed_once = False
+        self.edge: SideState = "running" if route in ("speculative", "edge") else "off"
+        self.cloud_state: SideState = "running" if route in ("speculative", "cloud") else "off"
+        self.finished = False
+        self.stats: dict[str, Any] = {
+            "draft_first_ms": None,
+            "cloud_first_ms": None,
+            "final_ms": None,
+            "draft_tokens": 0,
+            "cloud_tokens": 0,
+            "edit_distance": 0,
+            "cost_usd": 0.0,
+            "cost_saved_usd": 0.0,
+            "prompt_tokens": 0,
+            "edge_queue_ms": 0.0,
+            "patches": 0,
+        }
+
+    # -- events --------------------------------------------------------------------
+    def _next(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def start(self) -> list[Event]:
+        return [
+            Start(
+                request_id=self.request_id,
+                seq=self._next(),
+                route=self.route,
+                reason=self._reason,
+                edge_model=self._edge_model,
+                cloud_model=self._cloud_model,
+            )
+        ]
+
+    @property
+    def next_flush_at(self) -> float | None:
+        """When buffered draft text must go out even if no further token comes."""
+        if self._dirty_since is None:
+            return None
+        return self._dirty_since + self.config.coalesce_s
+
+    # -- edge side -----------------------------------------------------------------
+    def receive_draft(self, text: str, now: float) -> list[Event]:
+        if self.edge != "running" or self.finished or not text:
+            return []
+        self.draft += text
+        self.stats["draft_tokens"] += 1
+        if self.stats["draft_first_ms"] is None:
+            self.stats["draft_first_ms"] = self._ms(now)
+        if self._dirty_since is None:
+            self._dirty_since = now
+        due = not self._flushed_once or now >= self._dirty_since + self.config.coalesce_s
+        if due or len(self.draft) - len(self.shown) >= self.config.coalesce_chars:
+            return self.flush(now)
+        return []
+
+    def flush(self, now: float) -> list[Event]:
+        """Bring the client's text up to date with everything received so far."""
+        self._dirty_since = None
+        if self.finished:
+            return []
+        self._flushed_once = True
+        return self._show(self._target(), "edge")
+
+    def edge_finished(self, now: float) -> list[Event]:
+        if self.edge != "running":
+            return []
+        self.edge = "done"
+        return self.flush(now) + self._maybe_done(now)
+
+    def edge_cancelled(self) -> None:
+        """The orchestrator stopped the edge because its draft is no longer needed."""
+        if self.edge == "running":
+            self.edge = "done"
+
+    def edge_failed(self, error: SpeculateError, now: float) -> list[Event]:
+        if self.edge != "running" or self.finished:
+            return []
+        self.edge = "failed"
+        events = self.flush(now)
+        if self.route == "edge":
+            return events + self._fatal(error)
+        return events + [self._error(error, fatal=False), *self._maybe_done(now)]
+
+    # -- cloud side ----------------------------------------------------------------
+    def receive_cloud(self, text: str, now: float) -> list[Event]:
+        if self.cloud_state != "running" or self.finished or not text:
+            return []
+        self.cloud += text
+        self.stats["cloud_tokens"] += 1
+        if self.stats["cloud_first_ms"] is None:
+            self.stats["cloud_first_ms"] = self._ms(now)
+        words, end = complete_words(self.cloud, self._cloud_scanned)
+        if not words:
+            return []
+        self._cloud_scanned = end
+        if self.route == "speculative":
+            self._aligner.set_draft(self.draft)
+            self._aligner.add_cloud_words(words)
+        return self._show(self._target(), "cloud")
+
+    def cloud_finished(self, now: float, *, completion_tokens: int | None = None) -> list[Event]:
+        if self.cloud_state != "running" or self.finished:
+            return []
+        self.cloud_state = "done"
+        if completion_tokens is not None:
+            self.stats["cloud_tokens"] = completion_tokens
+        self.edge_cancelled()
+        return self._show(self.cloud, "cloud") + self._done("cloud", now)
+
+    def cloud_failed(self, error: SpeculateError, now: float) -> list[Event]:
+        if self.cloud_state != "running" or self.finished:
+            return []
+        self.cloud_state = "failed"
+        if self.route == "cloud":
+            return self._fatal(error)
+        # The full draft stands: undo whatever cloud text had been spliced in.
+        events = self._show(self.draft, "edge") + [self._error(error, fatal=False)]
+        return events + self._maybe_done(now)
+
+    def cancel(self, reason: str = "cancelled by the client") -> list[Event]:
+        if self.finished:
+            return []
+        return self._fatal_event("cancelled", reason, "client")
+
+    def fail(self, error: SpeculateError) -> list[Event]:
+        """An unexpected failure outside both backends ends the stream."""
+        return [] if self.finished else self._fatal(error)
+
+    # -- internals -----------------------------------------------------------------
+    def _target(self) -> str:
+        """What the client should see now: cloud words so far + the uncovered draft tail."""
+        covered = self.cloud[: self._cloud_scanned]
+        if self.route == "cloud":
+            return covered
+        if self.route == "edge" or self.cloud_state == "failed" or not covered:
+            return self.draft
+        self._aligner.set_draft(self.draft)
+        return covered + self.draft[self._aligner.tail_offset :]
+
+    def _show(self, target: str, source: str) -> list[Event]:
+        if target == self.shown:
+            return []
+        if target.startswith(self.shown) and source == "edge":
+            event: Event = Draft(
+                request_id=self.request_id, seq=self._next(), text=target[len(self.shown) :]
+            )
+        else:
+            ops: tuple[SpliceOp, ...] = tuple(splice_ops(self.shown, target))
+            event = Patch(request_id=self.request_id, seq=self._next(), ops=ops, source=source)
+            self.stats["patches"] += 1
+        self.shown = target
+        return [event]
+
+    def _maybe_done(self, now: float) -> list[Event]:
+        if self.finished or self.edge == "running" or self.cloud_state == "running":
+            return []
+        if self.cloud_state == "done":
+            return self._done("cloud", now)
+        if self.shown or self.edge == "done":
+            return self._done("edge", now)
+        return self._fatal_event("no_answer", "neither model produced an answer", "server")
+
+    def _done(self, final_source: FinalSource, now: float) -> list[Event]:
+        self.finished = True
+        self.stats["final_ms"] = self._ms(now)
+        self.stats["edit_distance"] = Levenshtein.distance(self.draft, self.shown)
+        self._account(final_source)
+        commit = Commit(request_id=self.request_id, seq=self._next(), upto=len(self.shown))
+        done = Done(
+            request_id=self.request_id,
+            seq=self._next(),
+            text=self.shown,
+            final_source=final_source,
+            stats=dict(self.stats),
+        )
+        return [commit, done]
+
+    def _account(self, final_source: FinalSource) -> None:
+        """Fill ``cost_usd`` and ``cost_saved_usd`` (against sending it all to the cloud)."""
+        c, s = self.config, self.stats
+        prompt = s["prompt_tokens"]
+        per_token = 1e-6
+        cloud_cost = 0.0
+        if self.cloud_state != "off":
+            cloud_cost = prompt * c.cloud_usd_per_mtok_in + s["cloud_tokens"] * c.cloud_usd_per_mtok_out
+        edge_cost = (prompt + s["draft_tokens"]) * c.edge_usd_per_mtok if self.edge != "off" else 0.0
+        answer = s["cloud_tokens"] if final_source == "cloud" else s["draft_tokens"]
+        all_cloud = prompt * c.cloud_usd_per_mtok_in + answer * c.cloud_usd_per_mtok_out
+        s["cost_usd"] = round((cloud_cost + edge_cost) * per_token, 9)
+        s["cost_saved_usd"] = round(all_cloud * per_token - s["cost_usd"], 9)
+
+    def _error(self, error: SpeculateError, *, fatal: bool) -> Error:
+        return Error(
+            request_id=self.request_id,
+            seq=self._next(),
+            code=error.code,
+            message=error.message,
+            source=error.source,
+            fatal=fatal,
+        )
+
+    def _fatal(self, error: SpeculateError) -> list[Event]:
+        self.finished = True
+        return [self._error(error, fatal=True)]
+
+    def _fatal_event(
+        self, code: str, message: str, source: Literal["client", "server"]
+    ) -> list[Event]:
+        self.finished = True
+        return [
+            Error(
+                request_id=self.request_id,
+                seq=self._next(),
+                code=code,
+                message=message,
+                source=source,
+                fatal=True,
+            )
+        ]
+
+    def _ms(self, now: float) -> float:
+        return round((now - self._t0) * 1000, 3)

@@ -1,0 +1,70 @@
+"""Per-request event logs: the producer appends, any number of readers follow.
+
+The orchestrator never waits for a client: it appends to the log and moves on.
+Each transport (SSE, WebSocket, a resumed connection) follows the log from the
+``seq`` it already has, so a reader that reconnects gets every event exactly once.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+
+import anyio
+
+from speculate.core.protocol import Done, Error, Event
+
+
+class EventLog:
+    def __init__(self, request_id: str) -> None:
+        self.request_id = request_id
+        self.events: list[Event] = []
+        self.finished = False
+        self._changed = anyio.Event()
+
+    def extend(self, events: list[Event]) -> None:
+        if not events:
+            return
+        self.events.extend(events)
+        last = events[-1]
+        if isinstance(last, Done) or (isinstance(last, Error) and last.fatal):
+            self.finished = True
+        changed, self._changed = self._changed, anyio.Event()
+        changed.set()
+
+    async def follow(self, after: int = 0) -> AsyncIterator[Event]:
+        """Every event with ``seq > after``, live, until the stream's last event."""
+        sent = max(0, after)
+        while True:
+            while sent < len(self.events):
+                sent += 1
+                yield self.events[sent - 1]
+            if self.finished:
+                return
+            await self._changed.wait()
+
+    @property
+    def last(self) -> Event | None:
+        return self.events[-1] if self.events else None
+
+
+class RequestRegistry:
+    """The event logs of live requests and the most recent finished ones."""
+
+    def __init__(self, keep_finished: int = 1000) -> None:
+        self._logs: OrderedDict[str, EventLog] = OrderedDict()
+        self._keep = keep_finished
+
+    def create(self, request_id: str) -> EventLog:
+        log = EventLog(request_id)
+        self._logs[request_id] = log
+        self._evict()
+        return log
+
+    def get(self, request_id: str) -> EventLog | None:
+        return self._logs.get(request_id)
+
+    def _evict(self) -> None:
+        finished = [rid for rid, log in self._logs.items() if log.finished]
+        for rid in finished[: max(0, len(finished) - self._keep)]:
+            del self._logs[rid]

@@ -1,0 +1,73 @@
+"""The application factory: ``create_app(settings, backends=None)``.
+
+With ``backends`` given (tests, embedding) the app uses them as they are; without,
+start-up resolves and verifies the models (a missing or corrupt file stops start-up
+with a message saying how to fix it), loads the edge model and connects to the
+cloud, starting the local stand-in when no ``cloud.base_url`` is set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
+
+from speculate.orchestrator import Backends, Orchestrator
+from speculate.server import health, sse, ws
+from speculate.server.state import AppState, build_backends
+from speculate.settings import Settings
+
+WEB_DIR = Path(__file__).resolve().parent.parent.parent / "web"
+
+
+async def _no_ui(request: Request) -> Response:
+    return JSONResponse(
+        {
+            "service": "speculate",
+            "endpoints": ["POST /v1/speculate", "GET /v1/ws", "GET /readyz"],
+            "ui": "not installed (web/ is missing)",
+        }
+    )
+
+
+def create_app(settings: Settings | None = None, backends: Backends | None = None) -> Starlette:
+    settings = settings or Settings.load()
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        standin = None
+        ready = backends
+        if ready is None:
+            ready, standin = await build_backends(settings)
+        state = AppState(
+            settings=settings,
+            backends=ready,
+            orchestrator=Orchestrator(settings, ready),
+            standin=standin,
+        )
+        app.state.speculate = state
+        try:
+            yield
+        finally:
+            if backends is None:  # only close what we opened ourselves
+                await state.aclose()
+
+    routes: list[Route | WebSocketRoute | Mount] = [
+        Route("/healthz", health.healthz),
+        Route("/readyz", health.readyz),
+        Route("/v1/speculate", sse.speculate, methods=["POST"]),
+        Route("/v1/speculate/{request_id}/events", sse.follow),
+        Route("/v1/requests/{request_id}", health.request_result),
+        WebSocketRoute("/v1/ws", ws.websocket_endpoint),
+    ]
+    if (WEB_DIR / "index.html").exists():
+        routes.append(Mount("/", StaticFiles(directory=WEB_DIR, html=True)))
+    else:
+        routes.append(Route("/", _no_ui))
+    return Starlette(routes=routes, lifespan=lifespan)

@@ -1,0 +1,68 @@
+"""Liveness, readiness and the per-request result."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from speculate.core.protocol import Done, Error, Start
+from speculate.core.text import ShownText
+from speculate.server.errors import error_response
+from speculate.server.state import AppState
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    state: AppState | None = getattr(request.app.state, "speculate", None)
+    if state is None:
+        return JSONResponse({"ready": False, "reason": "loading the edge model"}, status_code=503)
+    cloud = state.backends.cloud
+    cloud_report: dict[str, object] = {"state": "none"}
+    if cloud is not None:
+        cloud_report = {
+            "model": cloud.model_name,
+            "standin": state.standin is not None,
+            # The stand-in listens on loopback only; showing where helps debugging.
+            **({"base_url": state.standin.base_url} if state.standin is not None else {}),
+            **(await cloud.probe()),
+        }
+    return JSONResponse(
+        {
+            "ready": True,
+            "edge": {"model": state.backends.edge.model_name, "state": "loaded"},
+            "cloud": cloud_report,
+        }
+    )
+
+
+async def request_result(request: Request) -> Response:
+    """The request's current or final text, rebuilt from its events."""
+    state: AppState = request.app.state.speculate
+    request_id = request.path_params["request_id"]
+    log = state.requests.get(request_id)
+    if log is None:
+        return error_response(404, "unknown_request", f"no request {request_id!r} is known")
+    shown = ShownText()
+    route = None
+    for event in log.events:
+        shown.apply(event)
+        if isinstance(event, Start):
+            route = event.route
+    done, fatal = shown.done, shown.fatal
+    return JSONResponse(
+        {
+            "request_id": request_id,
+            "route": route,
+            "state": "done" if done else "failed" if fatal else "running",
+            "text": shown.text,
+            "committed": shown.committed,
+            "final_source": done.final_source if done else None,
+            "stats": done.stats if done else None,
+            "error": fatal.fields() if isinstance(fatal, Error) else None,
+            "last_seq": shown.last_seq,
+            "final": isinstance(log.last, Done),
+        }
+    )

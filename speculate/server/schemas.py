@@ -1,0 +1,63 @@
+"""Validation of what clients send, with messages a person can act on."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from speculate.errors import BadRequest
+from speculate.orchestrator import SpeculateRequest
+from speculate.settings import ServerSettings
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+    @field_validator("content")
+    @classmethod
+    def _encodable(cls, value: str) -> str:
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("content holds a lone surrogate (not valid Unicode)") from None
+        return value
+
+
+class SpeculateBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    messages: list[ChatMessage] = Field(min_length=1)
+    mode: Literal["auto", "speculative", "verify", "edge", "cloud"] = "auto"
+    max_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+
+
+def parse_speculate(data: Any, limits: ServerSettings) -> SpeculateRequest:
+    """Validate a request body; raise :class:`BadRequest` with a readable message."""
+    if not isinstance(data, dict):
+        raise BadRequest("the body must be a JSON object with a 'messages' list")
+    data = {k: v for k, v in data.items() if k not in ("type", "request_id")}
+    try:
+        body = SpeculateBody.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}" for err in exc.errors()
+        )
+        raise BadRequest(f"invalid request: {problems}") from None
+    if body.max_tokens is not None and body.max_tokens > limits.max_tokens_limit:
+        raise BadRequest(f"max_tokens must be at most {limits.max_tokens_limit}")
+    if sum(len(m.content) for m in body.messages) > limits.max_prompt_chars:
+        raise BadRequest(f"the conversation is longer than {limits.max_prompt_chars} characters")
+    if body.messages[-1].role != "user":
+        raise BadRequest("the last message must come from the user")
+    return SpeculateRequest(
+        messages=[{"role": m.role, "content": m.content} for m in body.messages],
+        mode=body.mode,
+        max_tokens=body.max_tokens,
+        temperature=body.temperature,
+        request_id=SpeculateRequest.new_id(),
+    )

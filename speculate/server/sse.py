@@ -1,0 +1,68 @@
+"""``POST /v1/speculate`` and ``GET /v1/speculate/{id}/events``: the SSE transport.
+
+One task group per response (sse-starlette's): the orchestrator, the sender, the
+keep-alive pings and a ``receive()`` listener that notices the client leaving.  When
+the client leaves, the group is cancelled and so is the request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from sse_starlette import EventSourceResponse
+from starlette.requests import Request
+from starlette.responses import Response
+
+from speculate.core.protocol import encode_sse
+from speculate.errors import BadRequest
+from speculate.eventlog import EventLog
+from speculate.server.errors import error_response, from_exception, read_json
+from speculate.server.schemas import parse_speculate
+from speculate.server.state import AppState
+
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+async def _frames(log: EventLog, after: int) -> AsyncIterator[bytes]:
+    async for event in log.follow(after):
+        yield encode_sse(event)
+
+
+async def speculate(request: Request) -> Response:
+    state: AppState = request.app.state.speculate
+    limits = state.settings.server
+    try:
+        body = await read_json(request, limits.ws_max_message_bytes)
+        job = parse_speculate(body, limits)
+    except BadRequest as exc:
+        return from_exception(exc)
+    log = state.requests.create(job.request_id)
+
+    async def produce() -> None:
+        await state.orchestrator.run(job, log)
+
+    return EventSourceResponse(
+        _frames(log, 0),
+        ping=limits.sse_ping_s,
+        data_sender_callable=produce,
+        headers=SSE_HEADERS | {"X-Request-ID": job.request_id},
+    )
+
+
+async def follow(request: Request) -> Response:
+    """Replay what was missed (``Last-Event-ID`` or ``?after=N``), then go on live."""
+    state: AppState = request.app.state.speculate
+    request_id = request.path_params["request_id"]
+    log = state.requests.get(request_id)
+    if log is None:
+        return error_response(404, "unknown_request", f"no request {request_id!r} is known")
+    raw = request.headers.get("last-event-id") or request.query_params.get("after") or "0"
+    try:
+        after = int(raw)
+    except ValueError:
+        message = f"after / Last-Event-ID must be an integer, not {raw!r}"
+        return error_response(400, "bad_request", message)
+    if after < 0:
+        return error_response(400, "bad_request", "after / Last-Event-ID must not be negative")
+    ping = state.settings.server.sse_ping_s
+    return EventSourceResponse(_frames(log, after), ping=ping, headers=SSE_HEADERS)

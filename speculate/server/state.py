@@ -1,0 +1,79 @@
+"""What the app keeps on ``app.state``, built at start-up and torn down at shutdown."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import anyio
+
+from speculate import models
+from speculate.backends.llamacpp import LlamaCppEdge, default_threads
+from speculate.backends.openai_compat import OpenAICompatCloud
+from speculate.backends.standin import StandInServer
+from speculate.eventlog import RequestRegistry
+from speculate.orchestrator import Backends, Orchestrator
+from speculate.settings import Settings
+
+log = logging.getLogger("speculate.server")
+
+
+@dataclass(slots=True)
+class AppState:
+    settings: Settings
+    backends: Backends
+    orchestrator: Orchestrator
+    requests: RequestRegistry = field(default_factory=RequestRegistry)
+    standin: StandInServer | None = None
+    started_at: float = field(default_factory=time.monotonic)
+
+    async def aclose(self) -> None:
+        if self.backends.cloud is not None:
+            await self.backends.cloud.aclose()
+        if self.standin is not None:
+            await self.standin.stop()
+
+
+async def build_backends(settings: Settings) -> tuple[Backends, StandInServer | None]:
+    """Load the edge model and connect (or start) the cloud; fail fast and clearly."""
+    edge_path = models.resolve(settings.edge.model)
+    cloud_settings = settings.cloud
+    standin: StandInServer | None = None
+    if cloud_settings.base_url is None:
+        standin_path = models.resolve(cloud_settings.standin.model)
+        standin = StandInServer(
+            standin_path,
+            alias=cloud_settings.model or f"standin-{cloud_settings.standin.model}",
+            n_ctx=cloud_settings.standin.n_ctx,
+            n_threads=cloud_settings.standin.n_threads or default_threads(),
+            startup_timeout_s=cloud_settings.standin.startup_timeout_s,
+        )
+    log.info("loading edge model %s", edge_path)
+    edge = await anyio.to_thread.run_sync(
+        lambda: LlamaCppEdge(
+            edge_path,
+            model_name=settings.edge.model if settings.edge.model in models.EMBEDDED
+            else edge_path.stem,
+            n_ctx=settings.edge.n_ctx,
+            n_threads=settings.edge.n_threads,
+            seed=settings.edge.seed,
+        )
+    )
+    try:
+        if standin is not None:
+            log.info("starting the local cloud stand-in (%s)", standin.model_path.name)
+            base_url = await standin.start()
+            log.info("cloud stand-in ready at %s", base_url)
+        else:
+            assert cloud_settings.base_url is not None
+            base_url = cloud_settings.base_url
+        cloud = OpenAICompatCloud(cloud_settings, base_url=base_url, model=cloud_settings.model)
+        if standin is not None:
+            await cloud.discover_model()
+    except BaseException:
+        if standin is not None:
+            with anyio.CancelScope(shield=True):
+                await standin.stop()
+        raise
+    return Backends(edge=edge, cloud=cloud), standin

@@ -1,0 +1,111 @@
+"""Configuration: YAML files in ``configs/``, every key overridable from the environment.
+
+``SPECULATE_<SECTION>__<KEY>`` overrides ``section.key`` (for example
+``SPECULATE_CLOUD__BASE_URL=http://gpu-box:8000/v1``); environment beats file beats
+defaults.  Prices default to the guide's per-inference figures for an H100 serving a
+70B model and a Jetson-class edge device, expressed per million tokens.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, Field, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from speculate.errors import ConfigError
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
+
+
+class ServerSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    sse_ping_s: float = Field(15.0, gt=0)
+    ws_max_message_bytes: int = Field(256 * 1024, gt=0)
+    max_prompt_chars: int = Field(32_000, gt=0)
+    max_tokens_limit: int = Field(4096, gt=0)
+
+
+class EdgeSettings(BaseModel):
+    model: str = "smollm2-135m"
+    n_threads: int | None = Field(None, ge=1, description="None: half the cores, at least 1")
+    n_ctx: int = Field(2048, ge=128)
+    temperature: float = Field(0.7, ge=0)
+    top_p: float = Field(0.95, gt=0, le=1)
+    seed: int | None = None
+    max_tokens: int = Field(256, ge=1)
+    usd_per_mtok: float = Field(0.2, ge=0)
+
+
+class StandInSettings(BaseModel):
+    model: str = "smollm2-135m"
+    n_threads: int | None = Field(None, ge=1)
+    n_ctx: int = Field(2048, ge=128)
+    startup_timeout_s: float = Field(120.0, gt=0)
+
+
+class CloudSettings(BaseModel):
+    base_url: str | None = Field(None, description="None: start the local stand-in server")
+    model: str | None = None
+    api_key_env: str = "SPECULATE_CLOUD_API_KEY"
+    temperature: float = Field(0.0, ge=0)
+    connect_timeout_s: float = Field(3.0, gt=0)
+    first_token_timeout_s: float = Field(30.0, gt=0)
+    stall_timeout_s: float = Field(15.0, gt=0)
+    total_timeout_s: float = Field(180.0, gt=0)
+    usd_per_mtok_in: float = Field(0.25, ge=0)
+    usd_per_mtok_out: float = Field(1.0, ge=0)
+    standin: StandInSettings = StandInSettings()
+
+
+class StreamSettings(BaseModel):
+    coalesce_ms: float = Field(16.0, ge=0)
+    coalesce_chars: int = Field(96, ge=1)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="SPECULATE_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    server: ServerSettings = ServerSettings()
+    edge: EdgeSettings = EdgeSettings()
+    cloud: CloudSettings = CloudSettings()
+    stream: StreamSettings = StreamSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment wins over the YAML file, which arrives as init arguments.
+        return env_settings, init_settings
+
+    @classmethod
+    def load(cls, path: Path | str | None = None, **overrides: Any) -> Settings:
+        """Read a YAML config (default: configs/default.yaml) plus environment overrides."""
+        data: dict[str, Any] = {}
+        config = Path(path) if path is not None else DEFAULT_CONFIG
+        if path is not None or config.exists():
+            try:
+                loaded = yaml.safe_load(config.read_text(encoding="utf-8"))
+            except FileNotFoundError as exc:
+                raise ConfigError(f"config file not found: {config}") from exc
+            except yaml.YAMLError as exc:
+                raise ConfigError(f"config file {config} is not valid YAML: {exc}") from exc
+            if loaded is not None and not isinstance(loaded, dict):
+                raise ConfigError(f"config file {config} must hold a mapping of sections")
+            data = loaded or {}
+        for section, values in overrides.items():
+            data[section] = {**data.get(section, {}), **values}
+        try:
+            return cls(**data)
+        except ValidationError as exc:
+            raise ConfigError(f"invalid configuration ({config}):\n{exc}") from exc

@@ -1,0 +1,215 @@
+from __future__ import annotations
+
+import re
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from speculate.core import Commit, Done, Draft, Error, Event, Patch, Session, SessionConfig, ShownText
+from speculate.core.protocol import Route, Start
+from speculate.errors import CloudUnreachable, EdgeError
+
+
+def session(route: Route = "speculative", **config: float) -> Session:
+    return Session(
+        "r1",
+        route=route,
+        reason="test",
+        edge_model="edge",
+        cloud_model=None if route == "edge" else "cloud",
+        config=SessionConfig(**config),  # type: ignore[arg-type]
+    )
+
+
+def replay(events: list[Event]) -> ShownText:
+    shown = ShownText()
+    for event in events:
+        shown.apply(event)
+    return shown
+
+
+def words(text: str) -> list[str]:
+    return re.findall(r"\s*\S+\s*?", text) or [text]
+
+
+def test_edge_route_streams_draft_and_ends_with_it() -> None:
+    s = session("edge")
+    events = s.start() + s.receive_draft("Hello", 0.0) + s.receive_draft(" world", 0.001)
+    events += s.edge_finished(0.002)
+    shown = replay(events)
+    assert isinstance(events[0], Start)
+    assert isinstance(events[1], Draft)  # the first token is never held back
+    assert shown.done is not None
+    assert shown.done.final_source == "edge"
+    assert shown.text == "Hello world"
+    assert shown.done.stats["draft_tokens"] == 2
+
+
+def test_draft_tokens_are_coalesced_until_the_deadline() -> None:
+    s = session("edge", coalesce_s=0.016, coalesce_chars=1000)
+    events = s.start() + s.receive_draft("a", 0.0)
+    assert [e.type for e in events] == ["start", "draft"]
+    assert s.receive_draft("b", 0.005) == []
+    assert s.receive_draft("c", 0.010) == []
+    assert s.next_flush_at == pytest.approx(0.021)
+    flushed = s.flush(0.021)
+    assert [(e.type, e.text) for e in flushed if isinstance(e, Draft)] == [("draft", "bc")]
+    assert s.next_flush_at is None
+
+
+def test_coalescing_flushes_early_on_size() -> None:
+    s = session("edge", coalesce_s=10.0, coalesce_chars=4)
+    s.start()
+    s.receive_draft("x", 0.0)
+    assert s.receive_draft("ab", 0.001) == []
+    assert len(s.receive_draft("cdef", 0.002)) == 1
+
+
+def test_cloud_failure_restores_the_full_draft() -> None:
+    s = session()
+    events = s.start()
+    events += s.receive_draft("The sky is blue today.", 0.0)
+    events += s.receive_cloud("A sky ", 0.01)
+    assert s.shown.startswith("A sky")
+    events += s.cloud_failed(CloudUnreachable("down"), 0.02)
+    events += s.edge_finished(0.03)
+    shown = replay(events)
+    errors = [e for e in events if isinstance(e, Error)]
+    assert [(e.code, e.source, e.fatal) for e in errors] == [("cloud_unreachable", "cloud", False)]
+    assert shown.done is not None
+    assert shown.done.final_source == "edge"
+    assert shown.text == "The sky is blue today."
+
+
+def test_cloud_route_failure_is_fatal() -> None:
+    s = session("cloud")
+    events = s.start() + s.cloud_failed(CloudUnreachable("down"), 0.01)
+    shown = replay(events)
+    assert shown.fatal is not None
+    assert shown.fatal.code == "cloud_unreachable"
+
+
+def test_edge_failure_in_speculative_waits_for_the_cloud() -> None:
+    s = session()
+    events = s.start() + s.receive_draft("Part", 0.0) + s.edge_failed(EdgeError("boom"), 0.01)
+    assert not s.finished
+    events += s.receive_cloud("Full answer.", 0.02) + s.cloud_finished(0.03)
+    shown = replay(events)
+    assert shown.done is not None
+    assert shown.text == "Full answer."
+    assert shown.done.final_source == "cloud"
+
+
+def test_both_sides_failing_without_text_is_one_fatal_error() -> None:
+    s = session()
+    events = s.start() + s.edge_failed(EdgeError("e"), 0.0) + s.cloud_failed(CloudUnreachable("c"), 0)
+    shown = replay(events)
+    assert shown.fatal is not None
+    assert shown.fatal.code == "no_answer"
+
+
+def test_cancel_ends_with_one_fatal_error_and_nothing_after() -> None:
+    s = session()
+    events = s.start() + s.receive_draft("x", 0.0) + s.cancel()
+    events += s.receive_draft("y", 0.01) + s.edge_finished(0.02) + s.cancel()
+    shown = replay(events)
+    assert shown.fatal is not None
+    assert shown.fatal.code == "cancelled"
+    assert events[-1] is shown.fatal
+
+
+def test_stats_and_costs() -> None:
+    s = session(cloud_usd_per_mtok_in=1.0, cloud_usd_per_mtok_out=2.0)
+    s.stats["prompt_tokens"] = 10
+    events = s.start() + s.receive_draft("a b", 0.001) + s.receive_cloud("a c", 0.002)
+    events += s.cloud_finished(0.004)
+    done = events[-1]
+    assert isinstance(done, Done)
+    for key in ("draft_first_ms", "cloud_first_ms", "final_ms", "draft_tokens", "cloud_tokens",
+                "edit_distance", "cost_usd", "cost_saved_usd"):
+        assert key in done.stats
+    assert done.stats["edit_distance"] == 1
+    assert done.stats["cost_usd"] == pytest.approx((10 * 1.0 + 1 * 2.0) * 1e-6)
+    assert done.stats["cost_saved_usd"] == pytest.approx(0.0)
+    assert isinstance(events[-2], Commit)
+    assert events[-2].upto == len("a c")
+
+
+def test_shown_text_morphs_toward_the_cloud_while_keeping_the_tail() -> None:
+    s = session()
+    s.start()
+    s.receive_draft("Paris is a big city in the north of France.", 0.0)
+    s.receive_cloud("Paris is the ", 0.01)
+    assert s.shown == "Paris is the big city in the north of France."
+    patches = s.receive_cloud("capital ", 0.02)
+    assert all(isinstance(e, Patch) for e in patches)
+    assert s.shown.startswith("Paris is the capital")
+    assert s.shown.endswith("in the north of France.")
+
+
+unicode_words = st.lists(
+    st.text(alphabet=st.sampled_from(list("abcxyz漢字👋éé.,!")), min_size=1, max_size=6),
+    max_size=25,
+)
+seps = st.sampled_from([" ", "\n", "  ", " \n"])
+
+
+@st.composite
+def answers(draw: st.DrawFn) -> str:
+    parts = draw(unicode_words)
+    return "".join(w + draw(seps) for w in parts).rstrip(" ") if parts else ""
+
+
+def chunked(text: str, cuts: list[int]) -> list[str]:
+    points = sorted({c % (len(text) + 1) for c in cuts} | {0, len(text)})
+    return [text[a:b] for a, b in zip(points, points[1:], strict=False) if text[a:b]]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    draft=answers(),
+    cloud=answers(),
+    draft_cuts=st.lists(st.integers(0, 400), max_size=20),
+    cloud_cuts=st.lists(st.integers(0, 400), max_size=20),
+    order=st.lists(st.booleans(), max_size=60),
+    cloud_fails=st.booleans(),
+    coalesce=st.sampled_from([0.0, 0.016, 1.0]),
+)
+def test_invariants_hold_for_any_interleaving(
+    draft: str,
+    cloud: str,
+    draft_cuts: list[int],
+    cloud_cuts: list[int],
+    order: list[bool],
+    cloud_fails: bool,
+    coalesce: float,
+) -> None:
+    s = session(coalesce_s=coalesce, coalesce_chars=50)
+    events = s.start()
+    edge_chunks, cloud_chunks = chunked(draft, draft_cuts), chunked(cloud, cloud_cuts)
+    now = 0.0
+    picks = iter(order)
+    while edge_chunks or cloud_chunks:
+        now += 0.005
+        take_edge = next(picks, True) if edge_chunks and cloud_chunks else bool(edge_chunks)
+        if take_edge:
+            events += s.receive_draft(edge_chunks.pop(0), now)
+        else:
+            events += s.receive_cloud(cloud_chunks.pop(0), now)
+        flush_at = s.next_flush_at
+        if flush_at is not None and flush_at <= now:
+            events += s.flush(now)
+    if cloud_fails:
+        events += s.cloud_failed(CloudUnreachable("gone"), now)
+        events += s.edge_finished(now)
+    else:
+        events += s.edge_finished(now)
+        events += s.cloud_finished(now)
+    shown = replay(events)  # checks invariants 1-3 event by event
+    terminal = [e for e in events if isinstance(e, Done) or (isinstance(e, Error) and e.fatal)]
+    assert len(terminal) == 1
+    assert events[-1] is terminal[0]  # invariant 4
+    assert shown.done is not None
+    assert shown.text == (draft if cloud_fails else cloud)
+    assert shown.done.final_source == ("edge" if cloud_fails else "cloud")

@@ -1,0 +1,107 @@
+from __future__ import annotations
+
+import anyio
+import pytest
+
+from speculate.core.protocol import Done, Error, Event
+from speculate.core.text import ShownText
+from speculate.errors import CloudStalled, EdgeError
+from speculate.eventlog import EventLog
+from speculate.orchestrator import Backends, Orchestrator, SpeculateRequest
+from speculate.settings import Settings
+from tests.scripted import ScriptedBackend, words
+
+DRAFT = "The capital of France is Paris, a city on the Seine river."
+CLOUD = "Paris is the capital of France. It lies on the Seine."
+
+
+def request(mode: str = "speculative") -> SpeculateRequest:
+    return SpeculateRequest(
+        messages=[{"role": "user", "content": "capital of France?"}],
+        mode=mode,  # type: ignore[arg-type]
+        request_id=SpeculateRequest.new_id(),
+    )
+
+
+def replay(events: list[Event]) -> ShownText:
+    shown = ShownText()
+    for event in events:
+        shown.apply(event)
+    return shown
+
+
+async def run(backends: Backends, mode: str = "speculative") -> tuple[ShownText, list[Event]]:
+    log = EventLog("r")
+    with anyio.fail_after(10):
+        await Orchestrator(Settings(), backends).run(request(mode), log)
+    return replay(log.events), log.events
+
+
+async def test_speculative_ends_with_cloud_and_cancels_the_edge() -> None:
+    edge = ScriptedBackend("edge", words(DRAFT) * 50, delay_s=0.002)  # far longer than cloud
+    cloud = ScriptedBackend("cloud", words(CLOUD), delay_s=0.003)
+    shown, events = await run(Backends(edge, cloud))
+    assert shown.done is not None
+    assert shown.done.final_source == "cloud"
+    assert shown.text == CLOUD
+    assert edge.closed == edge.opened == 1  # the edge stream was left (cancelled)
+    assert edge.streams[0].sent < len(edge.pieces)
+    assert [e.type for e in events].count("patch") >= 1
+
+
+async def test_cloud_failure_mid_stream_leaves_the_full_draft() -> None:
+    edge = ScriptedBackend("edge", words(DRAFT), delay_s=0.002)
+    cloud = ScriptedBackend("cloud", words(CLOUD)[:3], delay_s=0.001, error=CloudStalled("quiet"))
+    shown, events = await run(Backends(edge, cloud))
+    assert shown.done is not None
+    assert shown.done.final_source == "edge"
+    assert shown.text == DRAFT
+    errors = [e for e in events if isinstance(e, Error)]
+    assert [(e.source, e.code, e.fatal) for e in errors] == [("cloud", "cloud_stalled", False)]
+
+
+async def test_edge_failure_is_reported_and_the_cloud_answer_stands() -> None:
+    edge = ScriptedBackend("edge", words(DRAFT)[:2], error=EdgeError("llama.cpp fell over"))
+    cloud = ScriptedBackend("cloud", words(CLOUD), delay_s=0.002)
+    shown, events = await run(Backends(edge, cloud))
+    assert shown.done is not None
+    assert shown.text == CLOUD
+    assert any(isinstance(e, Error) and e.source == "edge" and not e.fatal for e in events)
+
+
+@pytest.mark.parametrize(("mode", "expected"), [("edge", DRAFT), ("cloud", CLOUD)])
+async def test_single_sided_modes(mode: str, expected: str) -> None:
+    edge = ScriptedBackend("edge", words(DRAFT))
+    cloud = ScriptedBackend("cloud", words(CLOUD))
+    shown, events = await run(Backends(edge, cloud), mode)
+    assert shown.text == expected
+    start = events[0]
+    assert start.type == "start"
+    assert (edge.opened, cloud.opened) == ((1, 0) if mode == "edge" else (0, 1))
+
+
+async def test_cancelling_the_caller_cancels_both_sides_and_ends_the_stream() -> None:
+    edge = ScriptedBackend("edge", words(DRAFT) * 100, delay_s=0.005)
+    cloud = ScriptedBackend("cloud", words(CLOUD) * 100, delay_s=0.005)
+    log = EventLog("r")
+    orchestrator = Orchestrator(Settings(), Backends(edge, cloud))
+    async with anyio.create_task_group() as group:
+        group.start_soon(orchestrator.run, request(), log)
+        with anyio.fail_after(5):
+            async for event in log.follow():
+                if event.type == "draft":
+                    group.cancel_scope.cancel()
+                    break
+    assert edge.closed == edge.opened == 1
+    assert cloud.closed == cloud.opened == 1
+    shown = replay(log.events)
+    assert shown.fatal is not None
+    assert shown.fatal.code == "cancelled"
+
+
+async def test_coalescing_flushes_after_the_interval_without_new_tokens() -> None:
+    # Two quick tokens, then a long pause: the second must not wait for the third.
+    edge = ScriptedBackend("edge", ["a", "b"], delay_s=0.0)
+    shown, events = await run(Backends(edge, None), "edge")
+    assert shown.text == "ab"
+    assert isinstance(events[-1], Done)
