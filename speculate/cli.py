@@ -25,7 +25,7 @@ def _serve(args: argparse.Namespace) -> int:
     settings = Settings.load(args.config, **overrides)
     # Fail before binding the port, with a message that says what to do.
     models.resolve(settings.edge.model)
-    if settings.cloud.base_url is None:
+    if settings.cloud.enabled and settings.cloud.base_url is None:
         models.resolve(settings.cloud.standin.model)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)

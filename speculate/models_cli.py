@@ -33,8 +33,9 @@ def pull_models(names: list[str], *, force: bool = False) -> int:
             console=console,
             transient=False,
         ) as progress:
-            task = progress.add_task(name, total=models.EMBEDDED[name].size
-                                     if name in models.EMBEDDED else None)
+            task = progress.add_task(
+                name, total=models.EMBEDDED[name].size if name in models.EMBEDDED else None
+            )
 
             def report(label: str, done: int, total: int, task: object = task) -> None:
                 progress.update(task, description=label, completed=done, total=total)  # type: ignore[arg-type]

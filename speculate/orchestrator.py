@@ -150,7 +150,9 @@ class _Run:
     async def edge_side(self) -> None:
         session = self.session
         try:
-            async with self.backends.edge.stream(self.request.messages, self.params("edge")) as tokens:
+            async with self.backends.edge.stream(
+                self.request.messages, self.params("edge")
+            ) as tokens:
                 session.stats["edge_queue_ms"] = tokens.usage.queue_ms
                 while True:
                     flush_at = session.next_flush_at

@@ -48,6 +48,7 @@ class StandInSettings(BaseModel):
 
 
 class CloudSettings(BaseModel):
+    enabled: bool = Field(True, description="False: an edge-only device, no cloud at all")
     base_url: str | None = Field(None, description="None: start the local stand-in server")
     model: str | None = None
     api_key_env: str = "SPECULATE_CLOUD_API_KEY"

@@ -59,7 +59,7 @@ class LlamaCppEdge:
         from llama_cpp import Llama  # imported here: loading the library is slow
 
         try:
-            self._llama = Llama(
+            self._llama: Any = Llama(
                 model_path=str(model_path),
                 n_ctx=n_ctx,
                 n_threads=n_threads or default_threads(),
@@ -126,7 +126,8 @@ class LlamaCppEdge:
         }
         if params.seed is not None:
             kwargs["seed"] = params.seed
-        chunks = self._llama.create_chat_completion(**kwargs)
+        # llama-cpp-python types its stream as a union with the non-stream response.
+        chunks: Any = self._llama.create_chat_completion(**kwargs)
         try:
             for chunk in chunks:
                 if stop.is_set():
@@ -136,7 +137,7 @@ class LlamaCppEdge:
                 text = choice["delta"].get("content")
                 if text:
                     usage.completion_tokens += 1
-                    anyio.from_thread.run_sync(send.send_nowait, text)
+                    anyio.from_thread.run_sync(send.send_nowait, str(text))
                 if choice.get("finish_reason"):
                     usage.finish_reason = choice["finish_reason"]
         finally:

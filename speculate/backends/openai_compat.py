@@ -66,9 +66,13 @@ class CloudTokenStream:
                 chunk = await self._lines.__anext__()
         except TimeoutError:
             if remaining <= limit:
-                raise CloudTotalTimeout(f"the cloud answer exceeded {s.total_timeout_s:g} s") from None
+                raise CloudTotalTimeout(
+                    f"the cloud answer exceeded {s.total_timeout_s:g} s"
+                ) from None
             if self._first:
-                raise CloudFirstTokenTimeout(f"no token from the cloud within {limit:g} s") from None
+                raise CloudFirstTokenTimeout(
+                    f"no token from the cloud within {limit:g} s"
+                ) from None
             raise CloudStalled(f"the cloud stream stalled for {limit:g} s") from None
         except StopAsyncIteration:
             if not self._finished:
@@ -198,7 +202,9 @@ class OpenAICompatCloud:
                 f"the cloud sent no response headers within {s.first_token_timeout_s:g} s"
             ) from None
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-            raise CloudUnreachable(f"cannot connect to the cloud at {self.base_url}: {exc!r}") from exc
+            raise CloudUnreachable(
+                f"cannot connect to the cloud at {self.base_url}: {exc!r}"
+            ) from exc
         except httpx.HTTPError as exc:
             raise CloudError(f"the cloud request failed: {exc!r}") from exc
         if response.status_code >= 400:

@@ -56,7 +56,7 @@ class StandInServer:
         self.startup_timeout_s = startup_timeout_s
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
-        self._log = tempfile.TemporaryFile()
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the child
 
     @property
     def base_url(self) -> str:
@@ -78,12 +78,12 @@ class StandInServer:
         """Start the child and wait until it answers ``/v1/models``; return its base URL."""
         self.port = free_port()
         # Popen from the event-loop thread: PDEATHSIG follows the thread that forked.
-        self.process = subprocess.Popen(
+        self.process = subprocess.Popen(  # noqa: ASYNC220 - forks in microseconds
             self.command(),
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 - no threads touch fork state here
+            preexec_fn=_die_with_parent,
         )
         deadline = time.monotonic() + self.startup_timeout_s
         async with httpx.AsyncClient(timeout=2.0) as client:

@@ -111,9 +111,7 @@ class DraftAligner:
             above = rows[-1]
             row = [i]
             for j in range(1, width + 1):
-                row.append(
-                    min(above[j - 1] + (word != draft[j - 1]), above[j] + 1, row[j - 1] + 1)
-                )
+                row.append(min(above[j - 1] + (word != draft[j - 1]), above[j] + 1, row[j - 1] + 1))
             rows.append(row)
         return _Window(rows, cloud, draft)
 
@@ -195,9 +193,10 @@ def _word_ops(removed: str, inserted: str, base: int) -> list[SpliceOp]:
     b_at = _offsets(b)
     ops: list[SpliceOp] = []
     shift = 0  # how much earlier ops changed the length before this point
-    for tag, i1, i2, j1, j2 in Levenshtein.opcodes(a, b):
-        if tag == "equal":
+    for block in Levenshtein.opcodes(a, b):
+        if block.tag == "equal":
             continue
+        i1, i2, j1, j2 = block.src_start, block.src_end, block.dest_start, block.dest_end
         at = base + a_at[i1] + shift
         delete = a_at[i2] - a_at[i1]
         insert = inserted[b_at[j1] : b_at[j2]]

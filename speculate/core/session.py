@@ -152,7 +152,7 @@ class Session:
         events = self.flush(now)
         if self.route == "edge":
             return events + self._fatal(error)
-        return events + [self._error(error, fatal=False), *self._maybe_done(now)]
+        return [*events, self._error(error, fatal=False), *self._maybe_done(now)]
 
     # -- cloud side ----------------------------------------------------------------
     def receive_cloud(self, text: str, now: float) -> list[Event]:
@@ -187,7 +187,7 @@ class Session:
         if self.route == "cloud":
             return self._fatal(error)
         # The full draft stands: undo whatever cloud text had been spliced in.
-        events = self._show(self.draft, "edge") + [self._error(error, fatal=False)]
+        events = [*self._show(self.draft, "edge"), self._error(error, fatal=False)]
         return events + self._maybe_done(now)
 
     def cancel(self, reason: str = "cancelled by the client") -> list[Event]:
@@ -255,8 +255,12 @@ class Session:
         per_token = 1e-6
         cloud_cost = 0.0
         if self.cloud_state != "off":
-            cloud_cost = prompt * c.cloud_usd_per_mtok_in + s["cloud_tokens"] * c.cloud_usd_per_mtok_out
-        edge_cost = (prompt + s["draft_tokens"]) * c.edge_usd_per_mtok if self.edge != "off" else 0.0
+            cloud_cost = (
+                prompt * c.cloud_usd_per_mtok_in + s["cloud_tokens"] * c.cloud_usd_per_mtok_out
+            )
+        edge_cost = (
+            (prompt + s["draft_tokens"]) * c.edge_usd_per_mtok if self.edge != "off" else 0.0
+        )
         answer = s["cloud_tokens"] if final_source == "cloud" else s["draft_tokens"]
         all_cloud = prompt * c.cloud_usd_per_mtok_in + answer * c.cloud_usd_per_mtok_out
         s["cost_usd"] = round((cloud_cost + edge_cost) * per_token, 9)

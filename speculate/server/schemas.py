@@ -45,7 +45,8 @@ def parse_speculate(data: Any, limits: ServerSettings) -> SpeculateRequest:
         body = SpeculateBody.model_validate(data)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}" for err in exc.errors()
+            f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}"
+            for err in exc.errors()
         )
         raise BadRequest(f"invalid request: {problems}") from None
     if body.max_tokens is not None and body.max_tokens > limits.max_tokens_limit:

@@ -40,7 +40,7 @@ async def build_backends(settings: Settings) -> tuple[Backends, StandInServer | 
     edge_path = models.resolve(settings.edge.model)
     cloud_settings = settings.cloud
     standin: StandInServer | None = None
-    if cloud_settings.base_url is None:
+    if cloud_settings.enabled and cloud_settings.base_url is None:
         standin_path = models.resolve(cloud_settings.standin.model)
         standin = StandInServer(
             standin_path,
@@ -53,13 +53,16 @@ async def build_backends(settings: Settings) -> tuple[Backends, StandInServer | 
     edge = await anyio.to_thread.run_sync(
         lambda: LlamaCppEdge(
             edge_path,
-            model_name=settings.edge.model if settings.edge.model in models.EMBEDDED
+            model_name=settings.edge.model
+            if settings.edge.model in models.EMBEDDED
             else edge_path.stem,
             n_ctx=settings.edge.n_ctx,
             n_threads=settings.edge.n_threads,
             seed=settings.edge.seed,
         )
     )
+    if not cloud_settings.enabled:
+        return Backends(edge=edge, cloud=None), None
     try:
         if standin is not None:
             log.info("starting the local cloud stand-in (%s)", standin.model_path.name)

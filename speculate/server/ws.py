@@ -76,7 +76,9 @@ class _Socket:
                 or not _CLIENT_ID.fullmatch(client_id)
                 or self.state.requests.get(client_id) is not None
             ):
-                await self.reject(str(client_id)[:64], BadRequest("request_id is invalid or in use"))
+                await self.reject(
+                    str(client_id)[:64], BadRequest("request_id is invalid or in use")
+                )
                 return
             try:
                 job = parse_speculate(message, self.state.settings.server)
@@ -94,12 +96,14 @@ class _Socket:
             if scope is not None:
                 scope.cancel()
         elif kind == "resume":
-            log = self.state.requests.get(str(message.get("request_id")))
+            known = self.state.requests.get(str(message.get("request_id")))
             after = message.get("after", 0)
-            if log is None or not isinstance(after, int) or after < 0:
-                await self.websocket.close(CLOSE_POLICY, "resume: unknown request_id or bad 'after'")
+            if known is None or not isinstance(after, int) or after < 0:
+                await self.websocket.close(
+                    CLOSE_POLICY, "resume: unknown request_id or bad 'after'"
+                )
                 raise WebSocketDisconnect(CLOSE_POLICY)
-            group.start_soon(self.forward, log, after)
+            group.start_soon(self.forward, known, after)
         else:
             await self.websocket.close(
                 CLOSE_POLICY, "unknown message type; use speculate, cancel or resume"
@@ -127,7 +131,9 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
                     await websocket.close(CLOSE_INVALID_PAYLOAD, "the message is not valid JSON")
                     break
                 if not isinstance(message, dict):
-                    await websocket.close(CLOSE_INVALID_PAYLOAD, "the message must be a JSON object")
+                    await websocket.close(
+                        CLOSE_INVALID_PAYLOAD, "the message must be a JSON object"
+                    )
                     break
                 await socket.handle(message, group)
         except WebSocketDisconnect:

@@ -3,8 +3,19 @@ from __future__ import annotations
 import subprocess
 import sys
 
-IO_LIBRARIES = {"asyncio", "anyio", "httpx", "starlette", "sse_starlette", "websockets",
-                "llama_cpp", "uvicorn", "sqlite3", "socket", "threading"}
+IO_LIBRARIES = {
+    "asyncio",
+    "anyio",
+    "httpx",
+    "starlette",
+    "sse_starlette",
+    "websockets",
+    "llama_cpp",
+    "uvicorn",
+    "sqlite3",
+    "socket",
+    "threading",
+}
 
 
 def test_core_imports_no_io_library() -> None:

@@ -1,12 +1,23 @@
 from __future__ import annotations
 
+import itertools
 import re
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from speculate.core import Commit, Done, Draft, Error, Event, Patch, Session, SessionConfig, ShownText
+from speculate.core import (
+    Commit,
+    Done,
+    Draft,
+    Error,
+    Event,
+    Patch,
+    Session,
+    SessionConfig,
+    ShownText,
+)
 from speculate.core.protocol import Route, Start
 from speculate.errors import CloudUnreachable, EdgeError
 
@@ -103,7 +114,9 @@ def test_edge_failure_in_speculative_waits_for_the_cloud() -> None:
 
 def test_both_sides_failing_without_text_is_one_fatal_error() -> None:
     s = session()
-    events = s.start() + s.edge_failed(EdgeError("e"), 0.0) + s.cloud_failed(CloudUnreachable("c"), 0)
+    events = (
+        s.start() + s.edge_failed(EdgeError("e"), 0.0) + s.cloud_failed(CloudUnreachable("c"), 0)
+    )
     shown = replay(events)
     assert shown.fatal is not None
     assert shown.fatal.code == "no_answer"
@@ -126,8 +139,16 @@ def test_stats_and_costs() -> None:
     events += s.cloud_finished(0.004)
     done = events[-1]
     assert isinstance(done, Done)
-    for key in ("draft_first_ms", "cloud_first_ms", "final_ms", "draft_tokens", "cloud_tokens",
-                "edit_distance", "cost_usd", "cost_saved_usd"):
+    for key in (
+        "draft_first_ms",
+        "cloud_first_ms",
+        "final_ms",
+        "draft_tokens",
+        "cloud_tokens",
+        "edit_distance",
+        "cost_usd",
+        "cost_saved_usd",
+    ):
         assert key in done.stats
     assert done.stats["edit_distance"] == 1
     assert done.stats["cost_usd"] == pytest.approx((10 * 1.0 + 1 * 2.0) * 1e-6)
@@ -163,7 +184,7 @@ def answers(draw: st.DrawFn) -> str:
 
 def chunked(text: str, cuts: list[int]) -> list[str]:
     points = sorted({c % (len(text) + 1) for c in cuts} | {0, len(text)})
-    return [text[a:b] for a, b in zip(points, points[1:], strict=False) if text[a:b]]
+    return [text[a:b] for a, b in itertools.pairwise(points) if text[a:b]]
 
 
 @settings(max_examples=300, deadline=None)

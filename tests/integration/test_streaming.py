@@ -13,7 +13,7 @@ import pytest
 import websockets
 
 from speculate.client import stream_sse, stream_ws, ws_url
-from speculate.core.protocol import Done, Draft, Error, Event, Patch, decode_event
+from speculate.core.protocol import Draft, Error, Event, decode_event
 from speculate.core.text import ShownText
 from tests.integration.conftest import ServerProcess
 
@@ -63,8 +63,16 @@ def check_speculative(shown: ShownText, timeline: list[tuple[float, Event]]) -> 
     # Incremental delivery: the draft reached us well before the cloud had finished.
     assert done_at - first_draft > 0.05
     assert shown.done.stats["draft_first_ms"] < shown.done.stats["final_ms"]
-    for key in ("draft_first_ms", "cloud_first_ms", "final_ms", "draft_tokens", "cloud_tokens",
-                "edit_distance", "cost_usd", "cost_saved_usd"):
+    for key in (
+        "draft_first_ms",
+        "cloud_first_ms",
+        "final_ms",
+        "draft_tokens",
+        "cloud_tokens",
+        "edit_distance",
+        "cost_usd",
+        "cost_saved_usd",
+    ):
         assert key in shown.done.stats
 
 
@@ -117,8 +125,9 @@ async def test_ws_runs_requests_concurrently_and_cancels_one(server: ServerProce
 async def test_client_disconnect_cancels_the_request(server: ServerProcess) -> None:
     request_id = None
     async with httpx.AsyncClient(timeout=30) as client:
-        async with client.stream("POST", f"{server.url}/v1/speculate",
-                                 json=body(max_tokens=200)) as response:
+        async with client.stream(
+            "POST", f"{server.url}/v1/speculate", json=body(max_tokens=200)
+        ) as response:
             request_id = response.headers["x-request-id"]
             async for chunk in response.aiter_text():
                 if "event: draft" in chunk:
@@ -134,12 +143,13 @@ async def test_client_disconnect_cancels_the_request(server: ServerProcess) -> N
 
 
 async def test_follow_replays_a_finished_stream_from_any_point(server: ServerProcess) -> None:
-    shown, timeline = await collect(stream_sse(server.url, body(mode="edge")))
+    _shown, timeline = await collect(stream_sse(server.url, body(mode="edge")))
     request_id = timeline[0][1].request_id
     after = 2
     async with httpx.AsyncClient(timeout=30) as client:
-        response = await client.get(f"{server.url}/v1/speculate/{request_id}/events",
-                                    headers={"Last-Event-ID": str(after)})
+        response = await client.get(
+            f"{server.url}/v1/speculate/{request_id}/events", headers={"Last-Event-ID": str(after)}
+        )
     seqs = [int(line[4:]) for line in response.text.splitlines() if line.startswith("id: ")]
     assert seqs == list(range(after + 1, len(timeline) + 1))
 
@@ -161,8 +171,11 @@ async def test_bad_input_gets_a_json_400(
     server: ServerProcess, payload: bytes, fragment: str
 ) -> None:
     async with httpx.AsyncClient(timeout=10) as client:
-        response = await client.post(f"{server.url}/v1/speculate", content=payload,
-                                     headers={"content-type": "application/json"})
+        response = await client.post(
+            f"{server.url}/v1/speculate",
+            content=payload,
+            headers={"content-type": "application/json"},
+        )
     assert response.status_code == 400
     error = response.json()["error"]
     assert error["code"] == "bad_request"

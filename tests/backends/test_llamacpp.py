@@ -1,0 +1,102 @@
+"""The edge backend against the real embedded model."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import anyio
+import pytest
+
+from speculate import models
+from speculate.backends.base import GenerationParams
+from speculate.backends.llamacpp import LlamaCppEdge
+
+pytestmark = pytest.mark.slow
+
+MESSAGES = [{"role": "user", "content": "Count from one to twenty in words."}]
+
+
+@pytest.fixture(scope="module")
+def edge() -> Iterator[LlamaCppEdge]:
+    return LlamaCppEdge(models.resolve("smollm2-135m"), model_name="smollm2-135m", n_threads=1)
+
+
+async def test_streams_tokens_and_reports_usage(edge: LlamaCppEdge) -> None:
+    params = GenerationParams(max_tokens=16, temperature=0.0)
+    pieces = []
+    with anyio.fail_after(60):
+        async with edge.stream(MESSAGES, params) as tokens:
+            while True:
+                try:
+                    pieces.append(await tokens.receive())
+                except anyio.EndOfStream:
+                    break
+    assert len(pieces) > 4
+    assert tokens.usage.completion_tokens == len(pieces)
+    assert tokens.usage.prompt_tokens > 5
+    assert tokens.usage.finish_reason in ("length", "stop")
+
+
+async def test_leaving_the_stream_stops_generation_within_a_token(edge: LlamaCppEdge) -> None:
+    params = GenerationParams(max_tokens=400, temperature=0.0)
+    with anyio.fail_after(60):
+        async with edge.stream(MESSAGES, params) as tokens:
+            for _ in range(3):
+                await tokens.receive()
+        # The context has exited: the worker thread has let go of the model.
+    assert tokens.usage.finish_reason == "cancelled"
+    assert tokens.usage.completion_tokens <= 3 + 1
+
+
+async def test_the_event_loop_stays_responsive_while_decoding(edge: LlamaCppEdge) -> None:
+    params = GenerationParams(max_tokens=48, temperature=0.0)
+    gaps: list[float] = []
+
+    async def ticker() -> None:
+        last = time.perf_counter()
+        while True:
+            await anyio.sleep(0.005)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+
+    with anyio.fail_after(60):
+        async with anyio.create_task_group() as group:
+            group.start_soon(ticker)
+            async with edge.stream(MESSAGES, params) as tokens:
+                while True:
+                    try:
+                        await tokens.receive()
+                    except anyio.EndOfStream:
+                        break
+            group.cancel_scope.cancel()
+    assert len(gaps) > 10
+    assert max(gaps) < 0.25  # a blocked loop would show the whole decode as one gap
+
+
+async def test_concurrent_requests_take_fair_turns(edge: LlamaCppEdge) -> None:
+    params = GenerationParams(max_tokens=8, temperature=0.0)
+    order: list[int] = []
+    waits: dict[int, float] = {}
+
+    async def one(i: int, ready: anyio.Event) -> None:
+        ready.set()
+        async with edge.stream(MESSAGES, params) as tokens:
+            waits[i] = tokens.usage.queue_ms
+            order.append(i)
+            while True:
+                try:
+                    await tokens.receive()
+                except anyio.EndOfStream:
+                    break
+
+    with anyio.fail_after(120):
+        async with anyio.create_task_group() as group:
+            for i in range(4):
+                ready = anyio.Event()
+                group.start_soon(one, i, ready)
+                await ready.wait()
+    assert order == [0, 1, 2, 3]  # first come, first served
+    assert waits[0] < waits[3]
+    assert waits[3] > 0

@@ -1,0 +1,163 @@
+"""Protocol edge cases of the cloud client, driven through httpx.MockTransport.
+
+The real server (llama_cpp.server) is exercised by the integration tests; here we
+check how our client reacts to what a misbehaving server might send.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+
+import anyio
+import httpx
+import pytest
+
+from speculate.backends.base import GenerationParams
+from speculate.backends.openai_compat import OpenAICompatCloud
+from speculate.errors import (
+    CloudError,
+    CloudHTTPError,
+    CloudProtocolError,
+    CloudUnreachable,
+)
+from speculate.settings import CloudSettings
+
+PARAMS = GenerationParams(max_tokens=8, temperature=0.0)
+
+
+def chunk(text: str | None = None, finish: str | None = None, **extra: object) -> str:
+    delta = {"content": text} if text is not None else {}
+    payload = {"choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
+    return f"data: {json.dumps(payload)}\n\n"
+
+
+def cloud(
+    handler: Callable[[httpx.Request], httpx.Response], **settings: float
+) -> OpenAICompatCloud:
+    return OpenAICompatCloud(
+        CloudSettings(**settings),  # type: ignore[arg-type]
+        base_url="http://cloud.test/v1",
+        model="m",
+        transport=httpx.MockTransport(handler),
+    )
+
+
+async def drain(client: OpenAICompatCloud) -> tuple[list[str], object]:
+    pieces = []
+    with anyio.fail_after(10):
+        async with client.stream([{"role": "user", "content": "hi"}], PARAMS) as tokens:
+            while True:
+                try:
+                    pieces.append(await tokens.receive())
+                except anyio.EndOfStream:
+                    break
+    return pieces, tokens.usage
+
+
+async def test_parses_chunks_usage_and_done_across_odd_chunking() -> None:
+    body = (
+        chunk("Hel")
+        + chunk("lo")
+        + chunk(None, "stop")
+        + ('data: {"choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": 2}}\n\n')
+        + "data: [DONE]\n\n"
+    )
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+
+        # Split in 5-byte pieces so lines straddle reads.
+        async def parts() -> AsyncIterator[bytes]:
+            for i in range(0, len(body), 5):
+                yield body[i : i + 5].encode()
+
+        return httpx.Response(200, content=parts(), headers={"content-type": "text/event-stream"})
+
+    pieces, usage = await drain(cloud(handler))
+    assert pieces == ["Hel", "lo"]
+    assert usage.prompt_tokens == 7  # type: ignore[attr-defined]
+    assert usage.finish_reason == "stop"  # type: ignore[attr-defined]
+    sent = json.loads(seen[0].content)
+    assert sent["stream"] is True
+    assert sent["model"] == "m"
+
+
+async def test_api_key_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TEST_CLOUD_KEY", "sk-test")
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, text=chunk("x") + "data: [DONE]\n\n")
+
+    client = OpenAICompatCloud(
+        CloudSettings(api_key_env="TEST_CLOUD_KEY"),
+        base_url="http://cloud.test/v1",
+        model="m",
+        transport=httpx.MockTransport(handler),
+    )
+    await drain(client)
+    assert seen[0].headers["authorization"] == "Bearer sk-test"
+
+
+@pytest.mark.parametrize(
+    ("response", "error", "fragment"),
+    [
+        (
+            httpx.Response(503, text="overloaded", headers={"retry-after": "3"}),
+            CloudHTTPError,
+            "503",
+        ),
+        (httpx.Response(200, text="data: {nope\n\n"), CloudProtocolError, "malformed JSON"),
+        (httpx.Response(200, text=chunk("a")), CloudProtocolError, "without [DONE]"),
+        (httpx.Response(200, text='data: {"error": {"message": "boom"}}\n\n'), CloudError, "boom"),
+        (httpx.Response(200, text="data: [1, 2]\n\n"), CloudProtocolError, "non-object"),
+    ],
+)
+async def test_failures_map_into_the_exception_tree(
+    response: httpx.Response, error: type[Exception], fragment: str
+) -> None:
+    with pytest.raises(error, match=fragment.replace("[", r"\[")) as caught:
+        await drain(cloud(lambda request: response))
+    if isinstance(caught.value, CloudHTTPError):
+        assert caught.value.status == 503
+        assert caught.value.retry_after_s == 3.0
+
+
+async def test_connection_refused_is_unreachable() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused", request=request)
+
+    with pytest.raises(CloudUnreachable):
+        await drain(cloud(handler))
+
+
+async def test_first_token_and_stall_timeouts_are_separate() -> None:
+    async def slow_start() -> AsyncIterator[bytes]:
+        await anyio.sleep(5)
+        yield b""
+
+    async def stall() -> AsyncIterator[bytes]:
+        yield chunk("a").encode()
+        await anyio.sleep(5)
+        yield b""
+
+    def start_handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=slow_start())
+
+    def stall_handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=stall())
+
+    with pytest.raises(CloudError) as first:
+        await drain(cloud(start_handler, first_token_timeout_s=0.2, stall_timeout_s=1))
+    assert first.value.code == "cloud_first_token_timeout"
+    with pytest.raises(CloudError) as stalled:
+        await drain(cloud(stall_handler, first_token_timeout_s=1, stall_timeout_s=0.2))
+    assert stalled.value.code == "cloud_stalled"
+    with pytest.raises(CloudError) as total:
+        await drain(
+            cloud(stall_handler, first_token_timeout_s=1, stall_timeout_s=1, total_timeout_s=0.3)
+        )
+    assert total.value.code == "cloud_total_timeout"

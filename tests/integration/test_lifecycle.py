@@ -1,0 +1,105 @@
+"""Start-up, shutdown and failure of the whole server process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import anyio
+import psutil
+import pytest
+
+from speculate.backends.standin import free_port
+from speculate.client import stream_sse
+from speculate.core.protocol import Error
+from speculate.core.text import ShownText
+from tests.integration.conftest import start_server
+
+pytestmark = pytest.mark.slow
+
+BODY = {"messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 24}
+
+
+def test_unreachable_cloud_leaves_the_draft_within_the_connect_timeout(tmp_path: Path) -> None:
+    closed_port = free_port()  # nothing listens here
+    server = start_server(
+        str(tmp_path),
+        {
+            "SPECULATE_CLOUD__BASE_URL": f"http://127.0.0.1:{closed_port}/v1",
+            "SPECULATE_CLOUD__MODEL": "llama-70b",
+            "SPECULATE_CLOUD__CONNECT_TIMEOUT_S": "2",
+        },
+    )
+    try:
+
+        async def main() -> tuple[ShownText, list[Error], float]:
+            shown, errors = ShownText(), []
+            started = time.perf_counter()
+            with anyio.fail_after(60):
+                async for event in stream_sse(server.url, BODY):
+                    shown.apply(event)
+                    if isinstance(event, Error):
+                        errors.append(event)
+            return shown, errors, time.perf_counter() - started
+
+        shown, errors, _elapsed = anyio.run(main)
+    finally:
+        server.stop()
+    assert shown.done is not None
+    assert shown.done.final_source == "edge"
+    assert shown.text  # the draft stands
+    assert [(e.source, e.code, e.fatal) for e in errors] == [("cloud", "cloud_unreachable", False)]
+    # A refused connection fails at once, far inside the 2 s connect timeout.
+    assert shown.done.stats["cloud_first_ms"] is None
+
+
+def _children(pid: int) -> list[psutil.Process]:
+    return psutil.Process(pid).children(recursive=True)
+
+
+def test_no_orphan_survives_sigkill_of_the_server(tmp_path: Path) -> None:
+    server = start_server(str(tmp_path))
+    children = _children(server.process.pid)
+    assert any("llama_cpp.server" in " ".join(c.cmdline()) for c in children)
+    server.process.send_signal(signal.SIGKILL)
+    server.process.wait(timeout=10)
+    _gone, alive = psutil.wait_procs(children, timeout=15)
+    assert alive == [], f"orphans left behind: {alive}"
+
+
+def test_sigterm_stops_the_standin_too(tmp_path: Path) -> None:
+    server = start_server(str(tmp_path))
+    children = _children(server.process.pid)
+    server.process.send_signal(signal.SIGTERM)
+    # uvicorn re-raises the signal after its graceful shutdown, hence -SIGTERM.
+    assert server.process.wait(timeout=30) in (0, -signal.SIGTERM)
+    assert "Application shutdown complete" in server.log()
+    _gone, alive = psutil.wait_procs(children, timeout=15)
+    assert alive == []
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(None, "is not downloaded yet"), (b"garbage" * 100, "does not match its SHA-256")],
+)
+def test_missing_or_corrupt_model_stops_start_up_with_a_fix(
+    tmp_path: Path, content: bytes | None, message: str
+) -> None:
+    models_dir = tmp_path / "models"
+    models_dir.mkdir()
+    if content is not None:
+        (models_dir / "SmolLM2-135M-Instruct.Q4_1.gguf").write_bytes(content)
+    result = subprocess.run(
+        [sys.executable, "-m", "speculate.cli", "serve", "--port", str(free_port())],
+        env={**os.environ, "SPECULATE_MODELS_DIR": str(models_dir)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "speculate models pull" in result.stderr
