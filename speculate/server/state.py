@@ -49,13 +49,12 @@ async def build_backends(settings: Settings) -> tuple[Backends, StandInServer | 
             n_threads=cloud_settings.standin.n_threads or default_threads(),
             startup_timeout_s=cloud_settings.standin.startup_timeout_s,
         )
+    edge_name = settings.edge.model if settings.edge.model in models.EMBEDDED else edge_path.stem
     log.info("loading edge model %s", edge_path)
     edge = await anyio.to_thread.run_sync(
         lambda: LlamaCppEdge(
             edge_path,
-            model_name=settings.edge.model
-            if settings.edge.model in models.EMBEDDED
-            else edge_path.stem,
+            model_name=edge_name,
             n_ctx=settings.edge.n_ctx,
             n_threads=settings.edge.n_threads,
             seed=settings.edge.seed,

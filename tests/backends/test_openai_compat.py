@@ -161,3 +161,23 @@ async def test_first_token_and_stall_timeouts_are_separate() -> None:
             cloud(stall_handler, first_token_timeout_s=1, stall_timeout_s=1, total_timeout_s=0.3)
         )
     assert total.value.code == "cloud_total_timeout"
+
+
+async def test_leaving_early_closes_the_http_response_at_once() -> None:
+    responses: list[httpx.Response] = []
+
+    async def endless() -> AsyncIterator[bytes]:
+        while True:
+            yield chunk("more ").encode()
+            await anyio.sleep(0.01)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        responses.append(httpx.Response(200, content=endless()))
+        return responses[-1]
+
+    client = cloud(handler)
+    with anyio.fail_after(5):
+        async with client.stream([{"role": "user", "content": "hi"}], PARAMS) as tokens:
+            assert await tokens.receive() == "more "
+            assert not responses[0].is_closed
+    assert responses[0].is_closed  # closed on leaving, not when the stream would end
