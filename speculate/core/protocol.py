@@ -16,6 +16,18 @@ Route = Literal["speculative", "verify", "edge", "cloud", "cache"]
 FinalSource = Literal["cloud", "edge"]
 ErrorSource = Literal["edge", "cloud", "server", "client"]
 
+# What every ``done.stats`` holds at least (the design fixes these names).
+REQUIRED_STATS = (
+    "draft_first_ms",
+    "cloud_first_ms",
+    "final_ms",
+    "draft_tokens",
+    "cloud_tokens",
+    "edit_distance",
+    "cost_usd",
+    "cost_saved_usd",
+)
+
 
 @dataclass(frozen=True, slots=True)
 class SpliceOp:
