@@ -27,6 +27,7 @@ class ServerSettings(BaseModel):
     ws_max_message_bytes: int = Field(256 * 1024, gt=0)
     max_prompt_chars: int = Field(32_000, gt=0)
     max_tokens_limit: int = Field(4096, gt=0)
+    resume_grace_s: float = Field(30.0, ge=0, description="how long an unfollowed request lives")
 
 
 class EdgeSettings(BaseModel):

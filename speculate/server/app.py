@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
-from speculate.orchestrator import Backends, Orchestrator
+from speculate.orchestrator import Backends
 from speculate.server import health, sse, ws
 from speculate.server.state import AppState, build_backends
 from speculate.settings import Settings
@@ -45,15 +45,11 @@ def create_app(settings: Settings | None = None, backends: Backends | None = Non
         ready = backends
         if ready is None:
             ready, standin = await build_backends(settings)
-        state = AppState(
-            settings=settings,
-            backends=ready,
-            orchestrator=Orchestrator(settings, ready),
-            standin=standin,
-        )
+        state = AppState.create(settings, ready, standin)
         app.state.speculate = state
         try:
-            yield
+            async with state.jobs.running():
+                yield
         finally:
             if backends is None:  # only close what we opened ourselves
                 await state.aclose()
@@ -63,7 +59,8 @@ def create_app(settings: Settings | None = None, backends: Backends | None = Non
         Route("/readyz", health.readyz),
         Route("/v1/speculate", sse.speculate, methods=["POST"]),
         Route("/v1/speculate/{request_id}/events", sse.follow),
-        Route("/v1/requests/{request_id}", health.request_result),
+        Route("/v1/requests/{request_id}", health.request_result, methods=["GET"]),
+        Route("/v1/requests/{request_id}", sse.cancel, methods=["DELETE"]),
         WebSocketRoute("/v1/ws", ws.websocket_endpoint),
     ]
     if (WEB_DIR / "index.html").exists():

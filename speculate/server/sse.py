@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 
 from sse_starlette import EventSourceResponse
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 
 from speculate.core.protocol import encode_sse
 from speculate.errors import BadRequest
@@ -28,6 +28,12 @@ async def _frames(log: EventLog, after: int) -> AsyncIterator[bytes]:
         yield encode_sse(event)
 
 
+async def _followed_frames(state: AppState, log: EventLog, after: int) -> AsyncIterator[bytes]:
+    async with state.jobs.following(log.request_id):
+        async for frame in _frames(log, after):
+            yield frame
+
+
 async def speculate(request: Request) -> Response:
     state: AppState = request.app.state.speculate
     limits = state.settings.server
@@ -36,6 +42,15 @@ async def speculate(request: Request) -> Response:
         job = parse_speculate(body, limits)
     except BadRequest as exc:
         return from_exception(exc)
+    if "respond-async" in request.headers.get("prefer", ""):
+        # Detached: the request outlives this response; follow it with EventSource.
+        state.jobs.start(job)
+        events = f"/v1/speculate/{job.request_id}/events"
+        return JSONResponse(
+            {"request_id": job.request_id, "events": events},
+            status_code=202,
+            headers={"Location": events, "X-Request-ID": job.request_id},
+        )
     log = state.requests.create(job.request_id)
 
     async def produce() -> None:
@@ -65,4 +80,16 @@ async def follow(request: Request) -> Response:
     if after < 0:
         return error_response(400, "bad_request", "after / Last-Event-ID must not be negative")
     ping = state.settings.server.sse_ping_s
-    return EventSourceResponse(_frames(log, after), ping=ping, headers=SSE_HEADERS)
+    frames = _followed_frames(state, log, after)
+    return EventSourceResponse(frames, ping=ping, headers=SSE_HEADERS)
+
+
+async def cancel(request: Request) -> Response:
+    """``DELETE /v1/requests/{id}``: stop a running request (its stream ends ``cancelled``)."""
+    state: AppState = request.app.state.speculate
+    request_id = request.path_params["request_id"]
+    if state.requests.get(request_id) is None:
+        return error_response(404, "unknown_request", f"no request {request_id!r} is known")
+    if not state.jobs.cancel(request_id):
+        return error_response(409, "not_running", f"request {request_id!r} is not running")
+    return JSONResponse({"request_id": request_id, "cancelled": True}, status_code=202)

@@ -14,6 +14,7 @@ from speculate.backends.openai_compat import OpenAICompatCloud
 from speculate.backends.standin import StandInServer
 from speculate.eventlog import RequestRegistry
 from speculate.orchestrator import Backends, Orchestrator
+from speculate.server.jobs import Jobs
 from speculate.settings import Settings
 
 log = logging.getLogger("speculate.server")
@@ -24,9 +25,19 @@ class AppState:
     settings: Settings
     backends: Backends
     orchestrator: Orchestrator
-    requests: RequestRegistry = field(default_factory=RequestRegistry)
+    requests: RequestRegistry
+    jobs: Jobs
     standin: StandInServer | None = None
     started_at: float = field(default_factory=time.monotonic)
+
+    @classmethod
+    def create(
+        cls, settings: Settings, backends: Backends, standin: StandInServer | None = None
+    ) -> AppState:
+        orchestrator = Orchestrator(settings, backends)
+        requests = RequestRegistry()
+        jobs = Jobs(orchestrator, requests, settings.server.resume_grace_s)
+        return cls(settings, backends, orchestrator, requests, jobs, standin)
 
     async def aclose(self) -> None:
         if self.backends.cloud is not None:
