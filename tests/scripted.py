@@ -64,3 +64,57 @@ def words(text: str) -> list[str]:
     import re
 
     return re.findall(r"\S+\s*", text)
+
+
+@dataclass
+class Script:
+    """What each side answers to one prompt, and how fast."""
+
+    draft: str
+    cloud: str
+    draft_delay_s: float = 0.01
+    cloud_delay_s: float = 0.03
+    cloud_start_s: float = 0.0
+
+
+@dataclass
+class ScriptBook:
+    """Answers chosen by the last user message (a prefix match); records what was asked."""
+
+    scripts: dict[str, Script]
+    default: Script
+    asked: list[list[Message]] = field(default_factory=list)
+
+    def lookup(self, messages: list[Message]) -> Script:
+        prompt = messages[-1]["content"]
+        for prefix, script in self.scripts.items():
+            if prompt.startswith(prefix):
+                return script
+        return self.default
+
+
+@dataclass
+class BookBackend:
+    """A scripted edge or cloud side whose answer depends on the prompt."""
+
+    book: ScriptBook
+    side: str
+    model_name: str = "scripted"
+
+    @asynccontextmanager
+    async def stream(
+        self, messages: list[Message], params: GenerationParams
+    ) -> AsyncIterator[ScriptedStream]:
+        script = self.book.lookup(messages)
+        if self.side == "edge":
+            self.book.asked.append(messages)
+            yield ScriptedStream(words(script.draft), script.draft_delay_s, None)
+        else:
+            await anyio.sleep(script.cloud_start_s)  # the scripted network round trip
+            yield ScriptedStream(words(script.cloud), script.cloud_delay_s, None)
+
+    async def probe(self) -> dict[str, Any]:
+        return {"state": "up", "rtt_ms": 1.0}
+
+    async def aclose(self) -> None:
+        pass

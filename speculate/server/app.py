@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
@@ -20,6 +21,7 @@ from starlette.staticfiles import StaticFiles
 
 from speculate.orchestrator import Backends
 from speculate.server import health, sse, ws
+from speculate.server.headers import SecurityHeaders
 from speculate.server.state import AppState, build_backends
 from speculate.settings import Settings
 
@@ -67,4 +69,6 @@ def create_app(settings: Settings | None = None, backends: Backends | None = Non
         routes.append(Mount("/", StaticFiles(directory=WEB_DIR, html=True)))
     else:
         routes.append(Route("/", _no_ui))
-    return Starlette(routes=routes, lifespan=lifespan)
+    return Starlette(
+        routes=routes, lifespan=lifespan, middleware=[Middleware(SecurityHeaders)]
+    )

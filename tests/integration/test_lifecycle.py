@@ -17,7 +17,7 @@ from speculate.backends.standin import free_port
 from speculate.client import stream_sse
 from speculate.core.protocol import Error
 from speculate.core.text import ShownText
-from tests.integration.conftest import start_server
+from tests.servers import start_server
 
 pytestmark = pytest.mark.slow
 

@@ -13,8 +13,8 @@ import pytest
 
 from speculate.client import stream_ws
 from speculate.core.text import ShownText
-from tests.integration.conftest import ServerProcess, start_server
 from tests.integration.test_streaming import greedy_cloud_answer
+from tests.servers import ServerProcess, start_server
 
 pytestmark = pytest.mark.slow
 

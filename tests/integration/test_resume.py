@@ -13,7 +13,7 @@ import websockets
 from speculate.client import ws_url
 from speculate.core.protocol import SSEDecoder, decode_event
 from speculate.core.text import ShownText
-from tests.integration.conftest import ServerProcess, start_server
+from tests.servers import ServerProcess, start_server
 
 pytestmark = pytest.mark.slow
 

@@ -15,7 +15,7 @@ import websockets
 from speculate.client import stream_sse, stream_ws, ws_url
 from speculate.core.protocol import REQUIRED_STATS, Draft, Error, Event, decode_event
 from speculate.core.text import ShownText
-from tests.integration.conftest import ServerProcess
+from tests.servers import ServerProcess
 
 pytestmark = pytest.mark.slow
 

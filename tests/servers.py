@@ -1,4 +1,4 @@
-"""Real servers for integration tests: `speculate serve` as a child process on loopback."""
+"""Real servers for the tests: `speculate serve` as a child process on loopback."""
 
 from __future__ import annotations
 
@@ -6,11 +6,9 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import httpx
-import pytest
 
 from speculate.backends.standin import free_port
 
@@ -58,11 +56,3 @@ def start_server(tmp_dir: str, env: dict[str, str] | None = None, *args: str) ->
         time.sleep(0.2)  # bounded start-up poll: a child process offers no readiness event
     server.stop()
     raise RuntimeError(f"server did not become ready:\n{server.log()}")
-
-
-@pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """The embedded default: SmolLM2 edge + local llama_cpp.server stand-in cloud."""
-    proc = start_server(str(tmp_path_factory.mktemp("server")))
-    yield proc
-    proc.stop()

@@ -1,0 +1,135 @@
+// One answer in the chat: applies events to its ShownText and renders them.
+// While streaming: plain text, draft styled as draft, spliced-in text highlighted,
+// removed text struck through for a moment. When done: safe Markdown, a badge with
+// route and final source, chips with the timings, and a draft-vs-final diff toggle.
+
+import { renderDiff } from "./diff.js";
+import { renderMarkdown } from "./markdown.js";
+import { ShownText } from "./text.js";
+
+function el(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+function ms(value) {
+  if (value === null || value === undefined) return "–";
+  return value >= 1000 ? `${(value / 1000).toFixed(2)} s` : `${Math.round(value)} ms`;
+}
+
+export class Answer {
+  constructor(container, { onSettled = () => {}, onCloudError = () => {} } = {}) {
+    this.shown = new ShownText();
+    this.requestId = null;
+    this.route = null;
+    this.onSettled = onSettled;
+    this.onCloudError = onCloudError;
+    this.node = el("article", "answer");
+    this.node.dataset.state = "waiting";
+    this.badge = el("div", "badge", "…");
+    this.body = el("div", "text");
+    this.body.setAttribute("aria-live", "polite");
+    this.body.setAttribute("aria-busy", "true");
+    this.notes = el("div", "notes");
+    this.chips = el("div", "chips");
+    this.node.append(this.badge, this.body, this.notes, this.chips);
+    container.append(this.node);
+    this.frame = 0;
+    this.timer = 0;
+  }
+
+  handle(event) {
+    if (!this.shown.apply(event)) return;
+    if (event.event === "start") {
+      this.requestId = event.request_id;
+      this.route = event.route;
+      this.node.dataset.requestId = event.request_id;
+      this.node.dataset.state = "streaming";
+      this.badge.textContent = event.route;
+      this.badge.title = event.reason;
+    } else if (event.event === "queued") {
+      this.node.dataset.pending = "true";
+      this.notes.replaceChildren(el("span", "pending", `refinement pending: ${event.reason}`));
+    } else if (event.event === "error") {
+      const note = el("span", event.fatal ? "problem fatal" : "problem", `${event.source}: ${event.message}`);
+      note.setAttribute("role", "status");
+      this.notes.append(note);
+      if (event.source === "cloud") this.onCloudError(event);
+    }
+    if (event.event === "done") this.finish();
+    else if (this.shown.fatal) this.fail();
+    else this.schedule();
+  }
+
+  schedule() {
+    if (!this.frame) this.frame = requestAnimationFrame(() => this.render());
+  }
+
+  render() {
+    this.frame = 0;
+    clearTimeout(this.timer);
+    const now = performance.now();
+    const nodes = this.shown.runs(now).map((run) => {
+      if (run.kind === "ghost") return el("del", "ghost", run.text);
+      const span = el("span", run.kind, run.text);
+      // Restarting the highlight on every render would flicker: continue it instead.
+      if (run.kind === "fresh") span.style.animationDelay = `-${Math.round(run.age)}ms`;
+      return span;
+    });
+    this.body.replaceChildren(...nodes);
+    const expiry = this.shown.nextExpiry(now);
+    if (expiry !== Infinity) this.timer = setTimeout(() => this.schedule(), expiry - now + 16);
+  }
+
+  finish() {
+    cancelAnimationFrame(this.frame);
+    clearTimeout(this.timer);
+    const done = this.shown.done;
+    const s = done.stats || {};
+    this.node.dataset.pending = "false";
+    this.notes.querySelectorAll(".pending").forEach((n) => n.remove());
+    this.badge.textContent = `${this.route} · final from ${done.final_source}`;
+    this.body.replaceChildren(renderMarkdown(done.text));
+    this.body.setAttribute("aria-busy", "false");
+    const chips = [
+      ["first draft", ms(s.draft_first_ms)],
+      ["first cloud token", ms(s.cloud_first_ms)],
+      ["final", ms(s.final_ms)],
+      ["tokens", `${s.draft_tokens ?? 0} edge / ${s.cloud_tokens ?? 0} cloud`],
+      ["cost", `$${(s.cost_usd ?? 0).toFixed(6)}`],
+      ["edits", `${s.edit_distance ?? 0} chars`],
+    ];
+    this.chips.replaceChildren(
+      ...chips.map(([label, value]) => {
+        const chip = el("span", "chip");
+        chip.append(el("span", "label", label), el("span", "value", value));
+        return chip;
+      }),
+    );
+    if (this.shown.draft && this.shown.draft !== done.text) {
+      const toggle = el("button", "toggle", "Show draft vs final");
+      toggle.type = "button";
+      toggle.setAttribute("aria-pressed", "false");
+      toggle.addEventListener("click", () => {
+        const showing = toggle.getAttribute("aria-pressed") === "true";
+        toggle.setAttribute("aria-pressed", String(!showing));
+        toggle.textContent = showing ? "Show draft vs final" : "Show final answer";
+        this.body.replaceChildren(showing ? renderMarkdown(done.text) : renderDiff(this.shown.draft, done.text));
+      });
+      this.chips.append(toggle);
+    }
+    this.node.dataset.state = "done";
+    this.onSettled(this);
+  }
+
+  fail() {
+    cancelAnimationFrame(this.frame);
+    this.render();
+    this.body.setAttribute("aria-busy", "false");
+    this.node.dataset.state = this.shown.fatal.code === "cancelled" ? "cancelled" : "error";
+    this.badge.textContent = `${this.route || "request"} · ${this.shown.fatal.code}`;
+    this.onSettled(this);
+  }
+}
