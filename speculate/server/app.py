@@ -69,6 +69,4 @@ def create_app(settings: Settings | None = None, backends: Backends | None = Non
         routes.append(Mount("/", StaticFiles(directory=WEB_DIR, html=True)))
     else:
         routes.append(Route("/", _no_ui))
-    return Starlette(
-        routes=routes, lifespan=lifespan, middleware=[Middleware(SecurityHeaders)]
-    )
+    return Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(SecurityHeaders)])
