@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 
@@ -14,6 +13,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from speculate import models
+    from speculate.logs import configure as configure_logging
     from speculate.server import create_app
     from speculate.settings import Settings
 
@@ -27,8 +27,7 @@ def _serve(args: argparse.Namespace) -> int:
     models.resolve(settings.edge.model)
     if settings.cloud.enabled and settings.cloud.base_url is None:
         models.resolve(settings.cloud.standin.model)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    configure_logging(settings.server.log_format)
     uvicorn.run(
         create_app(settings),
         host=settings.server.host,
@@ -37,6 +36,7 @@ def _serve(args: argparse.Namespace) -> int:
         ws_per_message_deflate=False,
         ws_max_size=settings.server.ws_max_message_bytes,
         log_level="info",
+        log_config=None,  # keep our handlers (JSON lines when configured)
         timeout_graceful_shutdown=5,
     )
     return 0
@@ -67,6 +67,24 @@ def _bench(args: argparse.Namespace) -> int:
 
     return run_ttft_bench(
         requests=args.requests, config=args.config, max_tokens=args.max_tokens, json_out=args.json
+    )
+
+
+def _report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from speculate import store
+    from speculate.report import run_report
+    from speculate.settings import Settings
+
+    settings = Settings.load(args.config)
+    db = Path(args.db or settings.store.path or store.default_path())
+    return run_report(
+        db,
+        Path(args.out),
+        settings.costs,
+        fleets=args.fleet,
+        requests_per_month=args.requests_per_month,
     )
 
 
@@ -108,6 +126,16 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--config")
     bench.add_argument("--json", action="store_true", help="print one JSON object last")
     bench.set_defaults(func=_bench)
+
+    report = sub.add_parser("report", help="tables and plots of the request log: latency, cost")
+    report.add_argument("--db", help="request log (default: store.path from the config)")
+    report.add_argument("--config", help="YAML config whose costs section prices the traffic")
+    report.add_argument("--out", default="report", help="directory for the PNG plots")
+    report.add_argument(
+        "--fleet", type=int, nargs="+", default=[10, 100, 1000], help="fleet sizes to project"
+    )
+    report.add_argument("--requests-per-month", type=int, default=30_000)
+    report.set_defaults(func=_report)
     return parser
 
 

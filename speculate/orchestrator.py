@@ -13,13 +13,14 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 import anyio
 
 from speculate.backends.base import CloudBackend, EdgeBackend, GenerationParams, Message
 from speculate.core.protocol import Event, Route
 from speculate.core.session import Session, SessionConfig
+from speculate.cost import prices
 from speculate.errors import SpeculateError
 from speculate.eventlog import EventLog
 from speculate.settings import Settings
@@ -36,10 +37,19 @@ class SpeculateRequest:
     max_tokens: int | None = None
     temperature: float | None = None
     request_id: str = ""
+    append_only: bool = False  # commit text as soon as it is final (OpenAI-style clients)
 
     @staticmethod
     def new_id() -> str:
         return "req_" + uuid.uuid4().hex
+
+
+class RunObserver(Protocol):
+    """Told about every request: metrics, the request log, structured logs."""
+
+    def started(self, request: SpeculateRequest) -> None: ...
+
+    async def finished(self, request: SpeculateRequest, events: EventLog) -> None: ...
 
 
 @dataclass(slots=True)
@@ -64,16 +74,22 @@ def choose_route(mode: Mode, cloud_available: bool) -> tuple[Route, str]:
 
 
 class Orchestrator:
-    def __init__(self, settings: Settings, backends: Backends) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        backends: Backends,
+        observers: list[RunObserver] | None = None,
+    ) -> None:
         self.settings = settings
         self.backends = backends
-        stream, edge, cloud = settings.stream, settings.edge, settings.cloud
+        self.observers = observers or []
+        price = prices(settings.costs)
         self.session_config = SessionConfig(
-            coalesce_s=stream.coalesce_ms / 1000,
-            coalesce_chars=stream.coalesce_chars,
-            edge_usd_per_mtok=edge.usd_per_mtok,
-            cloud_usd_per_mtok_in=cloud.usd_per_mtok_in,
-            cloud_usd_per_mtok_out=cloud.usd_per_mtok_out,
+            coalesce_s=settings.stream.coalesce_ms / 1000,
+            coalesce_chars=settings.stream.coalesce_chars,
+            edge_usd_per_mtok=price.edge,
+            cloud_usd_per_mtok_in=price.cloud_in,
+            cloud_usd_per_mtok_out=price.cloud_out,
         )
 
     def new_session(self, request: SpeculateRequest) -> Session:
@@ -87,13 +103,24 @@ class Orchestrator:
             cloud_model=cloud.model_name if cloud is not None and route != "edge" else None,
             config=self.session_config,
             now=time.perf_counter(),
+            commit_progressively=request.append_only,
         )
 
     async def run(self, request: SpeculateRequest, events: EventLog) -> None:
         """Run the request to its end, appending every event to ``events``."""
         session = self.new_session(request)
         run = _Run(self, request, session, events)
-        await run.execute()
+        for observer in self.observers:
+            observer.started(request)
+        try:
+            await run.execute()
+        finally:
+            with anyio.CancelScope(shield=True):
+                for observer in self.observers:
+                    try:
+                        await observer.finished(request, events)
+                    except Exception:  # bookkeeping must never break an answer
+                        log.exception("observer %r failed", observer)
 
 
 class _Run:

@@ -28,6 +28,10 @@ class ServerSettings(BaseModel):
     max_prompt_chars: int = Field(32_000, gt=0)
     max_tokens_limit: int = Field(4096, gt=0)
     resume_grace_s: float = Field(30.0, ge=0, description="how long an unfollowed request lives")
+    api_keys: list[str] = Field(
+        default_factory=list, description="Bearer keys for /v1 (empty: no authentication)"
+    )
+    log_format: str = Field("text", pattern="^(text|json)$")
 
 
 class EdgeSettings(BaseModel):
@@ -38,7 +42,6 @@ class EdgeSettings(BaseModel):
     top_p: float = Field(0.95, gt=0, le=1)
     seed: int | None = None
     max_tokens: int = Field(256, ge=1)
-    usd_per_mtok: float = Field(0.2, ge=0)
 
 
 class StandInSettings(BaseModel):
@@ -58,9 +61,28 @@ class CloudSettings(BaseModel):
     first_token_timeout_s: float = Field(30.0, gt=0)
     stall_timeout_s: float = Field(15.0, gt=0)
     total_timeout_s: float = Field(180.0, gt=0)
-    usd_per_mtok_in: float = Field(0.25, ge=0)
-    usd_per_mtok_out: float = Field(1.0, ge=0)
     standin: StandInSettings = StandInSettings()
+
+
+class CostSettings(BaseModel):
+    """Inputs of :mod:`speculate.cost`; per-token cloud prices override the GPU-hour ones."""
+
+    edge_hardware_usd: float = Field(1000.0, ge=0)
+    edge_lifetime_years: float = Field(3.0, gt=0)
+    edge_power_watts: float = Field(25.0, ge=0)
+    electricity_usd_per_kwh: float = Field(0.15, ge=0)
+    edge_tokens_per_second: float = Field(20.0, gt=0)
+    cloud_usd_per_gpu_hour: float = Field(2.49, ge=0)
+    cloud_tokens_per_second: float = Field(700.0, gt=0)
+    cloud_prefill_ratio: float = Field(0.1, ge=0)
+    cloud_usd_per_mtok_in: float | None = Field(None, ge=0)
+    cloud_usd_per_mtok_out: float | None = Field(None, ge=0)
+
+
+class StoreSettings(BaseModel):
+    path: str | None = Field(None, description="SQLite file; None: the user's data directory")
+    request_log: bool = True
+    log_prompts: bool = Field(False, description="keep prompt text in the request log")
 
 
 class StreamSettings(BaseModel):
@@ -77,6 +99,8 @@ class Settings(BaseSettings):
     edge: EdgeSettings = EdgeSettings()
     cloud: CloudSettings = CloudSettings()
     stream: StreamSettings = StreamSettings()
+    costs: CostSettings = CostSettings()
+    store: StoreSettings = StoreSettings()
 
     @classmethod
     def settings_customise_sources(

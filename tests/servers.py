@@ -5,10 +5,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
+import uvicorn
 
 from speculate.backends.standin import free_port
 
@@ -18,6 +23,7 @@ class ServerProcess:
     process: subprocess.Popen[bytes]
     url: str
     log_path: str
+    db_path: str
 
     def log(self) -> str:
         with open(self.log_path, encoding="utf-8", errors="replace") as handle:
@@ -36,14 +42,19 @@ class ServerProcess:
 def start_server(tmp_dir: str, env: dict[str, str] | None = None, *args: str) -> ServerProcess:
     port = free_port()
     log_path = os.path.join(tmp_dir, f"server-{port}.log")
+    db_path = os.path.join(tmp_dir, f"requests-{port}.db")
     handle = open(log_path, "wb")  # noqa: SIM115 - closed with the process
     process = subprocess.Popen(
         [sys.executable, "-m", "speculate.cli", "serve", "--port", str(port), *args],
         stdout=handle,
         stderr=subprocess.STDOUT,
-        env={**os.environ, **(env or {})},
+        env={
+            **os.environ,
+            "SPECULATE_STORE__PATH": db_path,
+            **(env or {}),
+        },
     )
-    server = ServerProcess(process, f"http://127.0.0.1:{port}", log_path)
+    server = ServerProcess(process, f"http://127.0.0.1:{port}", log_path, db_path)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -56,3 +67,25 @@ def start_server(tmp_dir: str, env: dict[str, str] | None = None, *args: str) ->
         time.sleep(0.2)  # bounded start-up poll: a child process offers no readiness event
     server.stop()
     raise RuntimeError(f"server did not become ready:\n{server.log()}")
+
+
+@contextmanager
+def serve_in_thread(app: Any) -> Iterator[str]:
+    """Run an ASGI app under a real uvicorn on a loopback port; yield its URL."""
+    port = free_port()
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, ws="websockets-sansio", log_level="warning"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the in-process server did not start")
+        time.sleep(0.02)  # bounded start-up poll: uvicorn offers no cross-thread event
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)

@@ -70,13 +70,19 @@ class LlamaCppEdge:
             raise ModelCorrupt(f"llama.cpp could not load {model_path}: {exc}") from exc
         self.model_name = model_name
         self._turn = anyio.Lock()  # anyio locks hand over in FIFO order: a fair queue
+        self.waiting = 0  # requests queued for the model right now
 
     @asynccontextmanager
     async def stream(
         self, messages: list[Message], params: GenerationParams
     ) -> AsyncIterator[LlamaTokenStream]:
         queued_at = time.perf_counter()
-        async with self._turn:
+        self.waiting += 1
+        try:
+            await self._turn.acquire()
+        finally:
+            self.waiting -= 1
+        try:
             usage = Usage(queue_ms=round((time.perf_counter() - queued_at) * 1000, 3))
             send, receive = anyio.create_memory_object_stream[str](max_buffer_size=math.inf)
             tokens = LlamaTokenStream(receive, usage)
@@ -88,6 +94,8 @@ class LlamaCppEdge:
                 finally:
                     stop.set()  # the worker sees it after the current token
             receive.close()
+        finally:
+            self._turn.release()
 
     async def _run(
         self,

@@ -24,7 +24,6 @@ from speculate.core.protocol import (
     FinalSource,
     Patch,
     Route,
-    SpliceOp,
     Start,
 )
 from speculate.errors import SpeculateError
@@ -54,7 +53,13 @@ class Session:
         cloud_model: str | None,
         config: SessionConfig | None = None,
         now: float = 0.0,
+        commit_progressively: bool = False,
     ) -> None:
+        """``commit_progressively``: commit text as soon as it cannot change any more
+        (the edge's text on the edge route, the cloud's finished words otherwise), so
+        an append-only client can stream it.  A cloud failure then keeps the committed
+        cloud words and continues with the draft's uncovered tail, instead of reverting
+        to the full draft."""
         self.request_id = request_id
         self.route: Route = route
         self._reason = reason
@@ -62,6 +67,8 @@ class Session:
         self._cloud_model = cloud_model
         self.config = config or SessionConfig()
         self._t0 = now
+        self._progressive = commit_progressively
+        self._committed = 0
         self._seq = 0
         self.shown = ""
         self.draft = ""
@@ -132,7 +139,10 @@ class Session:
         if self.finished:
             return []
         self._flushed_once = True
-        return self._show(self._target(), "edge")
+        events = self._show(self._target(), "edge")
+        if self.route == "edge":
+            events += self._commit(len(self.shown))
+        return events
 
     def edge_finished(self, now: float) -> list[Event]:
         if self.edge != "running":
@@ -169,7 +179,7 @@ class Session:
         if self.route == "speculative":
             self._aligner.set_draft(self.draft)
             self._aligner.add_cloud_words(words)
-        return self._show(self._target(), "cloud")
+        return self._show(self._target(), "cloud") + self._commit(self._cloud_scanned)
 
     def cloud_finished(self, now: float, *, completion_tokens: int | None = None) -> list[Event]:
         if self.cloud_state != "running" or self.finished:
@@ -186,8 +196,9 @@ class Session:
         self.cloud_state = "failed"
         if self.route == "cloud":
             return self._fatal(error)
-        # The full draft stands: undo whatever cloud text had been spliced in.
-        events = [*self._show(self.draft, "edge"), self._error(error, fatal=False)]
+        # The draft stands: undo whatever cloud text had been spliced in (all of it,
+        # unless it was already committed to an append-only client).
+        events = [*self._show(self._target(), "edge"), self._error(error, fatal=False)]
         return events + self._maybe_done(now)
 
     def cancel(self, reason: str = "cancelled by the client") -> list[Event]:
@@ -205,10 +216,15 @@ class Session:
         covered = self.cloud[: self._cloud_scanned]
         if self.route == "cloud":
             return covered
-        if self.route == "edge" or self.cloud_state == "failed" or not covered:
+        if self.route == "edge" or not covered:
+            return self.draft
+        if self.cloud_state == "failed" and not self._progressive:
             return self.draft
         self._aligner.set_draft(self.draft)
-        return covered + self.draft[self._aligner.tail_offset :]
+        tail = self.draft[self._aligner.tail_offset :]
+        if tail and not tail[0].isspace():
+            return f"{covered} {tail}"  # the draft's first word: keep the two apart
+        return covered + tail
 
     def _show(self, target: str, source: str) -> list[Event]:
         if target == self.shown:
@@ -218,11 +234,17 @@ class Session:
                 request_id=self.request_id, seq=self._next(), text=target[len(self.shown) :]
             )
         else:
-            ops: tuple[SpliceOp, ...] = tuple(splice_ops(self.shown, target))
+            ops = tuple(splice_ops(self.shown, target, floor=self._committed))
             event = Patch(request_id=self.request_id, seq=self._next(), ops=ops, source=source)
             self.stats["patches"] += 1
         self.shown = target
         return [event]
+
+    def _commit(self, upto: int) -> list[Event]:
+        if not self._progressive or upto <= self._committed or self.finished:
+            return []
+        self._committed = upto
+        return [Commit(request_id=self.request_id, seq=self._next(), upto=upto)]
 
     def _maybe_done(self, now: float) -> list[Event]:
         if self.finished or self.edge == "running" or self.cloud_state == "running":
@@ -238,6 +260,7 @@ class Session:
         self.stats["final_ms"] = self._ms(now)
         self.stats["edit_distance"] = Levenshtein.distance(self.draft, self.shown)
         self._account(final_source)
+        self._committed = len(self.shown)
         commit = Commit(request_id=self.request_id, seq=self._next(), upto=len(self.shown))
         done = Done(
             request_id=self.request_id,

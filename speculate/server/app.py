@@ -20,7 +20,8 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
 from speculate.orchestrator import Backends
-from speculate.server import health, sse, ws
+from speculate.server import health, openai_api, sse, ws
+from speculate.server.auth import ApiKeys
 from speculate.server.headers import SecurityHeaders
 from speculate.server.state import AppState, build_backends
 from speculate.settings import Settings
@@ -36,6 +37,11 @@ async def _no_ui(request: Request) -> Response:
             "ui": "not installed (web/ is missing)",
         }
     )
+
+
+async def _metrics(request: Request) -> Response:
+    state: AppState = request.app.state.speculate
+    return await state.metrics.endpoint(request)
 
 
 def create_app(settings: Settings | None = None, backends: Backends | None = None) -> Starlette:
@@ -55,6 +61,8 @@ def create_app(settings: Settings | None = None, backends: Backends | None = Non
         finally:
             if backends is None:  # only close what we opened ourselves
                 await state.aclose()
+            elif state.request_log is not None:
+                state.request_log.close()
 
     routes: list[Route | WebSocketRoute | Mount] = [
         Route("/healthz", health.healthz),
@@ -64,9 +72,16 @@ def create_app(settings: Settings | None = None, backends: Backends | None = Non
         Route("/v1/requests/{request_id}", health.request_result, methods=["GET"]),
         Route("/v1/requests/{request_id}", sse.cancel, methods=["DELETE"]),
         WebSocketRoute("/v1/ws", ws.websocket_endpoint),
+        Route("/v1/chat/completions", openai_api.chat_completions, methods=["POST"]),
+        Route("/v1/models", openai_api.list_models),
+        Route("/metrics", _metrics),
     ]
     if (WEB_DIR / "index.html").exists():
         routes.append(Mount("/", StaticFiles(directory=WEB_DIR, html=True)))
     else:
         routes.append(Route("/", _no_ui))
-    return Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(SecurityHeaders)])
+    middleware = [
+        Middleware(SecurityHeaders),
+        Middleware(ApiKeys, keys=settings.server.api_keys),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan, middleware=middleware)

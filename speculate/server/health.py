@@ -22,12 +22,14 @@ async def readyz(request: Request) -> Response:
     cloud = state.backends.cloud
     cloud_report: dict[str, object] = {"state": "none"}
     if cloud is not None:
+        probe = await cloud.probe()
+        state.metrics.cloud_up.set(1.0 if probe.get("state") == "up" else 0.0)
         cloud_report = {
             "model": cloud.model_name,
             "standin": state.standin is not None,
             # The stand-in listens on loopback only; showing where helps debugging.
             **({"base_url": state.standin.base_url} if state.standin is not None else {}),
-            **(await cloud.probe()),
+            **probe,
         }
     return JSONResponse(
         {

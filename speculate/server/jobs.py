@@ -68,7 +68,7 @@ class Jobs:
 
     def cancel(self, request_id: str) -> bool:
         job = self._running.get(request_id)
-        if job is None:
+        if job is None or job.log.finished:
             return False
         job.scope.cancel()
         return True

@@ -5,17 +5,21 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import anyio
 
-from speculate import models
+from speculate import models, store
 from speculate.backends.llamacpp import LlamaCppEdge, default_threads
 from speculate.backends.openai_compat import OpenAICompatCloud
 from speculate.backends.standin import StandInServer
 from speculate.eventlog import RequestRegistry
-from speculate.orchestrator import Backends, Orchestrator
+from speculate.logs import RequestLogger
+from speculate.orchestrator import Backends, Orchestrator, RunObserver
 from speculate.server.jobs import Jobs
+from speculate.server.metrics import Metrics
 from speculate.settings import Settings
+from speculate.store import RequestLog
 
 log = logging.getLogger("speculate.server")
 
@@ -27,6 +31,8 @@ class AppState:
     orchestrator: Orchestrator
     requests: RequestRegistry
     jobs: Jobs
+    metrics: Metrics
+    request_log: RequestLog | None = None
     standin: StandInServer | None = None
     started_at: float = field(default_factory=time.monotonic)
 
@@ -34,12 +40,22 @@ class AppState:
     def create(
         cls, settings: Settings, backends: Backends, standin: StandInServer | None = None
     ) -> AppState:
-        orchestrator = Orchestrator(settings, backends)
+        metrics = Metrics()
+        metrics.watch_edge_queue(lambda: float(getattr(backends.edge, "waiting", 0)))
+        observers: list[RunObserver] = [metrics, RequestLogger()]
+        request_log = None
+        if settings.store.request_log:
+            path = Path(settings.store.path) if settings.store.path else store.default_path()
+            request_log = RequestLog(path, keep_prompts=settings.store.log_prompts)
+            observers.append(request_log)
+        orchestrator = Orchestrator(settings, backends, observers)
         requests = RequestRegistry()
         jobs = Jobs(orchestrator, requests, settings.server.resume_grace_s)
-        return cls(settings, backends, orchestrator, requests, jobs, standin)
+        return cls(settings, backends, orchestrator, requests, jobs, metrics, request_log, standin)
 
     async def aclose(self) -> None:
+        if self.request_log is not None:
+            self.request_log.close()
         if self.backends.cloud is not None:
             await self.backends.cloud.aclose()
         if self.standin is not None:

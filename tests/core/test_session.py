@@ -22,7 +22,7 @@ from speculate.core.protocol import REQUIRED_STATS, Route, Start
 from speculate.errors import CloudUnreachable, EdgeError
 
 
-def session(route: Route = "speculative", **config: float) -> Session:
+def session(route: Route = "speculative", progressive: bool = False, **config: float) -> Session:
     return Session(
         "r1",
         route=route,
@@ -30,6 +30,7 @@ def session(route: Route = "speculative", **config: float) -> Session:
         edge_model="edge",
         cloud_model=None if route == "edge" else "cloud",
         config=SessionConfig(**config),  # type: ignore[arg-type]
+        commit_progressively=progressive,
     )
 
 
@@ -186,6 +187,7 @@ def chunked(text: str, cuts: list[int]) -> list[str]:
     order=st.lists(st.booleans(), max_size=60),
     cloud_fails=st.booleans(),
     coalesce=st.sampled_from([0.0, 0.016, 1.0]),
+    progressive=st.booleans(),
 )
 def test_invariants_hold_for_any_interleaving(
     draft: str,
@@ -195,8 +197,9 @@ def test_invariants_hold_for_any_interleaving(
     order: list[bool],
     cloud_fails: bool,
     coalesce: float,
+    progressive: bool,
 ) -> None:
-    s = session(coalesce_s=coalesce, coalesce_chars=50)
+    s = session(progressive=progressive, coalesce_s=coalesce, coalesce_chars=50)
     events = s.start()
     edge_chunks, cloud_chunks = chunked(draft, draft_cuts), chunked(cloud, cloud_cuts)
     now = 0.0
@@ -222,5 +225,48 @@ def test_invariants_hold_for_any_interleaving(
     assert len(terminal) == 1
     assert events[-1] is terminal[0]  # invariant 4
     assert shown.done is not None
-    assert shown.text == (draft if cloud_fails else cloud)
+    committed_cloud = max([e.upto for e in events[:-2] if isinstance(e, Commit)], default=0)
+    if cloud_fails and committed_cloud:
+        # Progressive commits: the committed cloud words stay, the draft's tail follows.
+        assert progressive
+        assert shown.text.startswith(cloud[:committed_cloud])
+    else:
+        assert shown.text == (draft if cloud_fails else cloud)
     assert shown.done.final_source == ("edge" if cloud_fails else "cloud")
+
+
+@pytest.mark.parametrize("route", ["edge", "cloud", "speculative"])
+def test_progressive_commits_follow_the_final_text(route: Route) -> None:
+    s = session(route, progressive=True, coalesce_s=0.0)
+    events = s.start()
+    if route != "cloud":
+        events += s.receive_draft("Draft words here ", 0.001)
+    if route != "edge":
+        events += s.receive_cloud("Cloud words ", 0.002) + s.receive_cloud("arrive", 0.003)
+        events += s.cloud_finished(0.004)
+    else:
+        events += s.edge_finished(0.004)
+    shown = replay(events)  # also checks no patch touches committed text
+    commits = [e.upto for e in events if isinstance(e, Commit)]
+    assert len(commits) >= 2  # text was committed before the end, not only at done
+    assert commits == sorted(commits)
+    assert shown.done is not None
+
+
+def test_progressive_cloud_failure_keeps_committed_cloud_words() -> None:
+    s = session(progressive=True)
+    events = s.start() + s.receive_draft("The sky is blue today.", 0.0)
+    events += s.receive_cloud("The heavens ", 0.01)
+    events += s.cloud_failed(CloudUnreachable("gone"), 0.02) + s.edge_finished(0.03)
+    shown = replay(events)
+    assert shown.text.startswith("The heavens")
+    assert shown.text.endswith("blue today.")
+
+
+def test_a_tail_that_starts_a_word_is_kept_apart() -> None:
+    s = session()
+    s.start()
+    s.receive_draft("alpha beta", 0.0)
+    s.receive_cloud("zeta ", 0.01)
+    assert " " in s.shown
+    assert not s.shown.startswith("zetaalpha")

@@ -5,19 +5,17 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-import uvicorn
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from speculate.backends.standin import free_port
 from speculate.orchestrator import Backends
 from speculate.server import create_app
 from speculate.settings import Settings
 from tests.scripted import BookBackend, Script, ScriptBook
+from tests.servers import serve_in_thread
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -59,26 +57,14 @@ class ScriptedServer:
 
 
 @pytest.fixture(scope="session")
-def scripted_server() -> Iterator[ScriptedServer]:
+def scripted_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScriptedServer]:
     """create_app with scripted backends: the UI's own logic under test, served for real."""
     book = ScriptBook(dict(SCRIPTS), DEFAULT)
     backends = Backends(edge=BookBackend(book, "edge"), cloud=BookBackend(book, "cloud"))
-    port = free_port()
-    settings = Settings(server={"resume_grace_s": 10})  # type: ignore[arg-type]
-    config = uvicorn.Config(
-        create_app(settings, backends), host="127.0.0.1", port=port, ws="websockets-sansio",
-        log_level="warning",
-    )  # fmt: skip
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "scripted server did not start"
-        time.sleep(0.02)  # bounded start-up poll: uvicorn offers no cross-thread event
-    yield ScriptedServer(f"http://127.0.0.1:{port}", book)
-    server.should_exit = True
-    thread.join(timeout=10)
+    db = tmp_path_factory.mktemp("scripted") / "requests.db"
+    settings = Settings(server={"resume_grace_s": 10}, store={"path": str(db)})  # type: ignore[arg-type]
+    with serve_in_thread(create_app(settings, backends)) as url:
+        yield ScriptedServer(url, book)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,71 @@
+"""Optional API keys on every ``/v1`` route and the WebSocket (a pure ASGI middleware).
+
+Keys come from ``server.api_keys`` (or ``SPECULATE_SERVER__API_KEYS='["k1","k2"]'``).
+A client sends ``Authorization: Bearer <key>``; a browser WebSocket, which cannot set
+headers, may pass ``?api_key=<key>``.  Every configured key is compared in constant
+time, so timing reveals neither the key nor which key matched.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from urllib.parse import parse_qs
+
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+UNAUTHORIZED = {
+    "error": {
+        "message": "Missing or invalid API key: send 'Authorization: Bearer <key>'.",
+        "type": "invalid_request_error",
+        "param": None,
+        "code": "invalid_api_key",
+    }
+}
+
+
+def key_matches(candidate: str, keys: list[str]) -> bool:
+    matched = False
+    for key in keys:  # no early exit: the same work whichever key (if any) matches
+        matched |= hmac.compare_digest(candidate.encode(), key.encode())
+    return matched
+
+
+class ApiKeys:
+    def __init__(self, app: ASGIApp, keys: list[str]) -> None:
+        self.app = app
+        self.keys = [k for k in keys if k]
+
+    def _presented(self, scope: Scope) -> str:
+        authorization = Headers(scope=scope).get("authorization", "")
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() == "bearer" and token:
+            return token.strip()
+        if scope["type"] == "websocket":
+            query = parse_qs(scope.get("query_string", b"").decode())
+            return str(query.get("api_key", [""])[0])
+        return ""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        protected = scope["type"] in ("http", "websocket") and scope["path"].startswith("/v1")
+        if not self.keys or not protected or key_matches(self._presented(scope), self.keys):
+            await self.app(scope, receive, send)
+            return
+        if scope["type"] == "websocket":
+            # Closing before accepting makes the server answer the handshake with 403.
+            await send({"type": "websocket.close", "code": 1008, "reason": "unauthorized"})
+            return
+        body = json.dumps(UNAUTHORIZED).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 401,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"www-authenticate", b"Bearer"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,109 @@
+"""Prometheus metrics, one registry per app (no module globals).
+
+Everything is read off a request's finished event log, so the numbers are exactly
+what clients saw: route, outcome, timings from ``done.stats``, cloud errors by code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from starlette.requests import Request
+from starlette.responses import Response
+
+from speculate.core.protocol import Done, Error, Start
+from speculate.eventlog import EventLog
+from speculate.orchestrator import SpeculateRequest
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+EDIT_BUCKETS = (0, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "speculate_requests", "Finished requests", ["route", "outcome"], registry=r
+        )
+        self.active = Gauge("speculate_active_requests", "Requests running now", registry=r)
+        self.draft_first = Histogram(
+            "speculate_draft_first_seconds", "Time to the first draft token", ["route"],
+            buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.cloud_first = Histogram(
+            "speculate_cloud_first_seconds", "Time to the first cloud token", ["route"],
+            buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.final = Histogram(
+            "speculate_final_seconds", "Time to the final answer", ["route"],
+            buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.edit_distance = Histogram(
+            "speculate_edit_distance_chars", "Draft vs final edit distance", ["route"],
+            buckets=EDIT_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.tokens = Counter("speculate_tokens", "Generated tokens", ["side"], registry=r)
+        self.cloud_errors = Counter(
+            "speculate_cloud_errors", "Cloud failures by kind", ["code"], registry=r
+        )
+        self.cost = Counter("speculate_cost_usd", "Cost of the answers", registry=r)
+        self.saved = Counter(
+            "speculate_cost_saved_usd", "Saved against sending everything to the cloud",
+            registry=r,
+        )  # fmt: skip
+        self.edge_queue = Gauge(
+            "speculate_edge_queue_depth", "Requests waiting for the edge model", registry=r
+        )
+        self.cloud_up = Gauge(
+            "speculate_cloud_up", "1 if the last cloud probe succeeded", registry=r
+        )
+
+    def watch_edge_queue(self, depth: Callable[[], float]) -> None:
+        self.edge_queue.set_function(depth)
+
+    # -- RunObserver -------------------------------------------------------------------
+    def started(self, request: SpeculateRequest) -> None:
+        self.active.inc()
+
+    async def finished(self, request: SpeculateRequest, events: EventLog) -> None:
+        self.active.dec()
+        route, outcome = "unknown", "cancelled"
+        for event in events.events:
+            if isinstance(event, Start):
+                route = event.route
+            elif isinstance(event, Error):
+                if event.source == "cloud":
+                    self.cloud_errors.labels(event.code).inc()
+                if event.fatal:
+                    outcome = "cancelled" if event.code == "cancelled" else "error"
+            elif isinstance(event, Done):
+                outcome = f"final_{event.final_source}"
+                self._done(route, event.stats)
+        self.requests.labels(route, outcome).inc()
+
+    def _done(self, route: str, stats: dict[str, object]) -> None:
+        def seconds(key: str) -> float | None:
+            value = stats.get(key)
+            return float(value) / 1000 if isinstance(value, int | float) else None
+
+        for key, histogram in (
+            ("draft_first_ms", self.draft_first),
+            ("cloud_first_ms", self.cloud_first),
+            ("final_ms", self.final),
+        ):
+            value = seconds(key)
+            if value is not None:
+                histogram.labels(route).observe(value)
+        self.edit_distance.labels(route).observe(float(str(stats.get("edit_distance", 0))))
+        self.tokens.labels("edge").inc(float(str(stats.get("draft_tokens", 0))))
+        self.tokens.labels("cloud").inc(float(str(stats.get("cloud_tokens", 0))))
+        self.cost.inc(max(0.0, float(str(stats.get("cost_usd", 0.0)))))
+        saved = float(str(stats.get("cost_saved_usd", 0.0)))
+        if saved > 0:
+            self.saved.inc(saved)
+
+    async def endpoint(self, request: Request) -> Response:
+        return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,211 @@
+"""``POST /v1/chat/completions`` and ``GET /v1/models``, OpenAI-compatible.
+
+Plain clients get only the final answer, append-only: the request runs with
+progressive commits and the stream carries each newly committed piece, so no text a
+client has received is ever retracted.  Model names choose the mode.
+
+Opt-in extension: with ``"speculate": {"events": true}`` in the body, the stream also
+carries every speculate event (draft, patch, ...) as a chunk with empty ``choices``
+and a ``speculate`` field holding the event; plain clients skip such chunks as they
+skip usage chunks.  A non-streaming answer always carries a ``speculate`` summary.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sse_starlette import EventSourceResponse
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from speculate.core.protocol import Done, Error, to_dict
+from speculate.core.text import ShownText
+from speculate.errors import BadRequest
+from speculate.orchestrator import Mode, SpeculateRequest
+from speculate.server.errors import read_json
+from speculate.server.schemas import ChatMessage
+from speculate.server.state import AppState
+
+MODELS: dict[str, Mode] = {
+    "speculate": "auto",
+    "speculate-speculative": "speculative",
+    "speculate-verify": "verify",
+    "speculate-edge": "edge",
+    "speculate-cloud": "cloud",
+}
+
+
+class StreamOptions(BaseModel):
+    include_usage: bool = False
+
+
+class Extension(BaseModel):
+    events: bool = False
+
+
+class ChatBody(BaseModel):
+    model_config = ConfigDict(extra="ignore")  # OpenAI clients send many optional fields
+
+    model: str
+    messages: list[ChatMessage] = Field(min_length=1)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+    n: int = Field(1, ge=1, le=1)
+    speculate: Extension = Extension()
+
+
+def openai_error(
+    status: int, message: str, *, kind: str = "invalid_request_error",
+    param: str | None = None, code: str | None = None,
+) -> JSONResponse:  # fmt: skip
+    body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
+    return JSONResponse(body, status_code=status)
+
+
+async def list_models(request: Request) -> Response:
+    data = [
+        {"id": name, "object": "model", "created": 0, "owned_by": "speculate", "mode": mode}
+        for name, mode in MODELS.items()
+    ]
+    return JSONResponse({"object": "list", "data": data})
+
+
+def _parse(data: object, state: AppState) -> tuple[ChatBody, SpeculateRequest]:
+    if not isinstance(data, dict):
+        raise BadRequest("the body must be a JSON object")
+    try:
+        body = ChatBody.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise BadRequest(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}") from None
+    limits = state.settings.server
+    max_tokens = body.max_completion_tokens or body.max_tokens
+    if max_tokens is not None and max_tokens > limits.max_tokens_limit:
+        raise BadRequest(f"max_tokens must be at most {limits.max_tokens_limit}")
+    if sum(len(m.content) for m in body.messages) > limits.max_prompt_chars:
+        raise BadRequest(f"the conversation is longer than {limits.max_prompt_chars} characters")
+    job = SpeculateRequest(
+        messages=[{"role": m.role, "content": m.content} for m in body.messages],
+        mode=MODELS.get(body.model, "auto"),
+        max_tokens=max_tokens,
+        temperature=body.temperature,
+        request_id="chatcmpl-" + SpeculateRequest.new_id().removeprefix("req_"),
+        append_only=True,
+    )
+    return body, job
+
+
+def _usage(done: Done) -> dict[str, int]:
+    stats = done.stats
+    completion = int(
+        stats["cloud_tokens"] if done.final_source == "cloud" else stats["draft_tokens"]
+    )
+    prompt = int(stats.get("prompt_tokens") or 0)
+    return {"prompt_tokens": prompt, "completion_tokens": completion,
+            "total_tokens": prompt + completion}  # fmt: skip
+
+
+def _summary(done: Done, route: str | None) -> dict[str, Any]:
+    return {"request_id": done.request_id, "route": route, "final_source": done.final_source,
+            "stats": done.stats}  # fmt: skip
+
+
+async def chat_completions(request: Request) -> Response:
+    state: AppState = request.app.state.speculate
+    try:
+        body, job = _parse(await read_json(request, state.settings.server.ws_max_message_bytes),
+                           state)  # fmt: skip
+    except BadRequest as exc:
+        return openai_error(400, exc.message, code=exc.code)
+    if body.model not in MODELS:
+        return openai_error(
+            404, f"The model `{body.model}` does not exist; see GET /v1/models.",
+            param="model", code="model_not_found",
+        )  # fmt: skip
+    log = state.requests.create(job.request_id)
+    if not body.stream:
+        await state.orchestrator.run(job, log)
+        return _complete(body, log.events)
+
+    async def produce() -> None:
+        await state.orchestrator.run(job, log)
+
+    chunks = _stream(body, job, log.follow())
+    return EventSourceResponse(
+        chunks, ping=state.settings.server.sse_ping_s, data_sender_callable=produce,
+        headers={"X-Request-ID": job.request_id},
+    )  # fmt: skip
+
+
+def _complete(body: ChatBody, events: list[Any]) -> Response:
+    shown, route = ShownText(), None
+    for event in events:
+        shown.apply(event)
+        route = getattr(event, "route", route)
+    if shown.done is None:
+        fatal = shown.fatal
+        message = fatal.message if isinstance(fatal, Error) else "the request ended without answer"
+        return openai_error(502, message, kind="server_error",
+                            code=fatal.code if fatal else "no_answer")  # fmt: skip
+    done = shown.done
+    return JSONResponse(
+        {
+            "id": done.request_id,
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body.model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": done.text},
+                    "logprobs": None,
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": _usage(done),
+            "speculate": _summary(done, route),
+        }
+    )
+
+
+async def _stream(
+    body: ChatBody, job: SpeculateRequest, events: AsyncIterator[Any]
+) -> AsyncIterator[dict[str, str]]:
+    created = int(time.time())
+
+    def chunk(delta: dict[str, str] | None, finish: Literal["stop"] | None = None,
+              **extra: Any) -> dict[str, str]:  # fmt: skip
+        choices = (
+            []
+            if delta is None
+            else [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
+        )
+        payload = {"id": job.request_id, "object": "chat.completion.chunk", "created": created,
+                   "model": body.model, "choices": choices, **extra}  # fmt: skip
+        return {"data": json.dumps(payload, ensure_ascii=False)}
+
+    shown, sent = ShownText(), 0
+    yield chunk({"role": "assistant", "content": ""})
+    async for event in events:
+        shown.apply(event)
+        if body.speculate.events:
+            yield chunk(None, speculate=to_dict(event))
+        if shown.committed > sent:
+            yield chunk({"content": shown.text[sent : shown.committed]})
+            sent = shown.committed
+        if isinstance(event, Done):
+            yield chunk({}, "stop")
+            if body.stream_options and body.stream_options.include_usage:
+                yield chunk(None, usage=_usage(event))
+        elif isinstance(event, Error) and event.fatal:
+            error = {"message": event.message, "type": "server_error", "code": event.code}
+            yield {"data": json.dumps({"error": error})}
+            break
+    yield {"data": "[DONE]"}

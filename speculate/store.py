@@ -1,0 +1,115 @@
+"""SQLite storage: the request log (what ``speculate report`` reads).
+
+One row per finished request: route, outcome, timings, tokens and cost.  Prompt
+text is stored only when ``store.log_prompts`` is on.  The file is created private
+(0600) and runs in WAL mode so readers never block the server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+from platformdirs import user_data_dir
+
+from speculate.core.protocol import Done, Error, Start
+from speculate.eventlog import EventLog
+from speculate.orchestrator import SpeculateRequest
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS requests (
+    request_id TEXT PRIMARY KEY,
+    finished_at REAL NOT NULL,
+    mode TEXT NOT NULL,
+    route TEXT,
+    outcome TEXT NOT NULL,
+    final_source TEXT,
+    draft_first_ms REAL,
+    cloud_first_ms REAL,
+    final_ms REAL,
+    prompt_tokens INTEGER,
+    draft_tokens INTEGER,
+    cloud_tokens INTEGER,
+    edit_distance INTEGER,
+    cost_usd REAL,
+    cost_saved_usd REAL,
+    error_code TEXT,
+    prompt TEXT
+);
+CREATE INDEX IF NOT EXISTS requests_finished_at ON requests (finished_at);
+"""
+
+
+def default_path() -> Path:
+    return Path(user_data_dir("speculate")) / "speculate.db"
+
+
+def open_private(path: Path) -> sqlite3.Connection:
+    """Open (creating it 0600 if new) a SQLite database in WAL mode."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    connection = sqlite3.connect(path, check_same_thread=False)
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=NORMAL")
+    connection.executescript(SCHEMA)
+    return connection
+
+
+def row_for(request: SpeculateRequest, events: EventLog, *, keep_prompt: bool) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "request_id": request.request_id,
+        "finished_at": time.time(),
+        "mode": request.mode,
+        "route": None,
+        "outcome": "cancelled",
+        "final_source": None,
+        "error_code": None,
+        "prompt": json.dumps(request.messages, ensure_ascii=False) if keep_prompt else None,
+    }
+    for event in events.events:
+        if isinstance(event, Start):
+            row["route"] = event.route
+        elif isinstance(event, Error) and event.fatal:
+            row["outcome"] = "cancelled" if event.code == "cancelled" else "error"
+            row["error_code"] = event.code
+        elif isinstance(event, Done):
+            row["outcome"] = "done"
+            row["final_source"] = event.final_source
+            for key in ("draft_first_ms", "cloud_first_ms", "final_ms", "prompt_tokens",
+                        "draft_tokens", "cloud_tokens", "edit_distance", "cost_usd",
+                        "cost_saved_usd"):  # fmt: skip
+                row[key] = event.stats.get(key)
+    return row
+
+
+class RequestLog:
+    """A :class:`~speculate.orchestrator.RunObserver` writing one row per request."""
+
+    def __init__(self, path: Path, *, keep_prompts: bool = False) -> None:
+        self.path = path
+        self.keep_prompts = keep_prompts
+        self._db = open_private(path)
+        self._lock = anyio.Lock()
+
+    def started(self, request: SpeculateRequest) -> None:
+        pass
+
+    async def finished(self, request: SpeculateRequest, events: EventLog) -> None:
+        row = row_for(request, events, keep_prompt=self.keep_prompts)
+        async with self._lock:
+            await anyio.to_thread.run_sync(self._insert, row)
+
+    def _insert(self, row: dict[str, Any]) -> None:
+        columns = ", ".join(row)
+        marks = ", ".join(f":{name}" for name in row)
+        with self._db:
+            self._db.execute(f"INSERT OR REPLACE INTO requests ({columns}) VALUES ({marks})", row)
+
+    def close(self) -> None:
+        self._db.close()
