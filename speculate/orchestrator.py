@@ -44,6 +44,15 @@ class SpeculateRequest:
         return "req_" + uuid.uuid4().hex
 
 
+@dataclass(slots=True)
+class StopReason:
+    """How a request that is cancelled from outside ends (mutable until it happens)."""
+
+    code: str = "cancelled"
+    message: str = "cancelled by the client"
+    source: Literal["client", "server"] = "client"
+
+
 class RunObserver(Protocol):
     """Told about every request: metrics, the request log, structured logs."""
 
@@ -106,10 +115,13 @@ class Orchestrator:
             commit_progressively=request.append_only,
         )
 
-    async def run(self, request: SpeculateRequest, events: EventLog) -> None:
-        """Run the request to its end, appending every event to ``events``."""
+    async def run(
+        self, request: SpeculateRequest, events: EventLog, stop: StopReason | None = None
+    ) -> None:
+        """Run the request to its end, appending every event to ``events``.  If it is
+        cancelled from outside, its last event is a fatal error as ``stop`` says."""
         session = self.new_session(request)
-        run = _Run(self, request, session, events)
+        run = _Run(self, request, session, events, stop or StopReason())
         for observer in self.observers:
             observer.started(request)
         try:
@@ -127,8 +139,14 @@ class _Run:
     """The state of one running request (kept off the Orchestrator: it is shared)."""
 
     def __init__(
-        self, owner: Orchestrator, request: SpeculateRequest, session: Session, events: EventLog
+        self,
+        owner: Orchestrator,
+        request: SpeculateRequest,
+        session: Session,
+        events: EventLog,
+        stop: StopReason,
     ) -> None:
+        self.stop = stop
         self.settings = owner.settings
         self.backends = owner.backends
         self.request = request
@@ -171,8 +189,8 @@ class _Run:
             self.emit(self.session.fail(SpeculateError(f"internal error: {exc!r}")))
         finally:
             if not self.session.finished:
-                # Cancelled from outside (client gone or cancel message).
-                self.emit(self.session.cancel())
+                # Cancelled from outside: client gone, cancel message or shutdown.
+                self.emit(self.session.cancel(self.stop.code, self.stop.message, self.stop.source))
 
     async def edge_side(self) -> None:
         session = self.session

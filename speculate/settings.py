@@ -32,6 +32,17 @@ class ServerSettings(BaseModel):
         default_factory=list, description="Bearer keys for /v1 (empty: no authentication)"
     )
     log_format: str = Field("text", pattern="^(text|json)$")
+    max_concurrent_streams: int = Field(256, ge=1)
+    rate_per_minute: float = Field(600.0, ge=0, description="per client address; 0: no limit")
+    rate_burst: int = Field(60, ge=1)
+    ws_messages_per_second: float = Field(50.0, gt=0)
+    shutdown_grace_s: float = Field(10.0, ge=0, description="time in-flight streams get")
+    retain_finished: int = Field(1000, ge=0, description="finished requests kept for resume")
+    allowed_origins: list[str] = Field(
+        default_factory=list,
+        description="WebSocket Origins allowed besides the server's own (exact match)",
+    )
+    cors_origins: list[str] = Field(default_factory=list, description="empty: no CORS")
 
 
 class EdgeSettings(BaseModel):

@@ -201,10 +201,16 @@ class Session:
         events = [*self._show(self._target(), "edge"), self._error(error, fatal=False)]
         return events + self._maybe_done(now)
 
-    def cancel(self, reason: str = "cancelled by the client") -> list[Event]:
+    def cancel(
+        self,
+        code: str = "cancelled",
+        message: str = "cancelled by the client",
+        source: Literal["client", "server"] = "client",
+    ) -> list[Event]:
+        """End the stream from outside (client cancel, client gone, server shutdown)."""
         if self.finished:
             return []
-        return self._fatal_event("cancelled", reason, "client")
+        return self._fatal_event(code, message, source)
 
     def fail(self, error: SpeculateError) -> list[Event]:
         """An unexpected failure outside both backends ends the stream."""

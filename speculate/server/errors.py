@@ -31,3 +31,7 @@ async def read_json(request: Request, limit: int) -> object:
         return json.loads(body)
     except ValueError as exc:
         raise BadRequest(f"the body is not valid JSON: {exc}") from None
+
+
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"

@@ -1,9 +1,12 @@
-"""Requests that may outlive the connection that started them.
+"""Every running request, in the app's own task group.
 
-WebSocket requests and detached SSE requests (``Prefer: respond-async``) run in the
-app's own task group rather than the connection's, so a client whose network drops
-can reconnect and ``resume``.  A request nobody follows is cancelled after
-``resume_grace_s``: a client that went away for good still stops the models.
+Requests outlive the connection that started them when the client may come back:
+WebSocket and detached SSE requests (``Prefer: respond-async``) wait
+``resume_grace_s`` for a reader before they are cancelled, so a client whose network
+drops can reconnect and ``resume``.  A request tied to its response (plain
+``POST /v1/speculate``) is cancelled as soon as its reader leaves.  Shutdown drains:
+running requests get a grace period to finish, then end with a fatal
+``server_shutdown`` error that their readers still receive.
 """
 
 from __future__ import annotations
@@ -16,12 +19,14 @@ import anyio
 from anyio.abc import TaskGroup
 
 from speculate.eventlog import EventLog, RequestRegistry
-from speculate.orchestrator import Orchestrator, SpeculateRequest
+from speculate.orchestrator import Orchestrator, SpeculateRequest, StopReason
 
 
 @dataclass(eq=False)
 class _Job:
     log: EventLog
+    grace_s: float
+    stop: StopReason = field(default_factory=StopReason)
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
     followers: int = 0
     generation: int = 0  # bumped whenever the number of readers changes
@@ -35,43 +40,77 @@ class _Job:
 
 class Jobs:
     def __init__(
-        self, orchestrator: Orchestrator, registry: RequestRegistry, resume_grace_s: float
+        self,
+        orchestrator: Orchestrator,
+        registry: RequestRegistry,
+        resume_grace_s: float,
+        max_running: int = 256,
     ) -> None:
         self.orchestrator = orchestrator
         self.registry = registry
         self.resume_grace_s = resume_grace_s
+        self.max_running = max_running
         self._group: TaskGroup | None = None
         self._running: dict[str, _Job] = {}
+        self._idle = anyio.Event()
+        self.draining = False
+
+    @property
+    def running_count(self) -> int:
+        return len(self._running)
+
+    @property
+    def full(self) -> bool:
+        return self.draining or len(self._running) >= self.max_running
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
-        """Own the task group that detached requests run in (the app's lifespan)."""
+        """Own the task group requests run in (for the app's lifespan)."""
         async with anyio.create_task_group() as group:
             self._group = group
             try:
                 yield
             finally:
+                self._stop_all(StopReason("server_shutdown", "the server stopped", "server"))
                 group.cancel_scope.cancel()
                 self._group = None
 
-    def start(self, request: SpeculateRequest) -> EventLog:
+    def start(
+        self, request: SpeculateRequest, *, attached: bool = False, start_grace_s: float = 10.0
+    ) -> EventLog:
+        """Run ``request``.  ``attached``: cancel it the moment its last reader leaves
+        (it still gets ``start_grace_s`` to be picked up at all)."""
         if self._group is None:
             raise RuntimeError("Jobs.start() outside Jobs.running()")
-        job = _Job(self.registry.create(request.request_id))
+        job = _Job(
+            self.registry.create(request.request_id), 0.0 if attached else self.resume_grace_s
+        )
         self._running[request.request_id] = job
+        self._idle = anyio.Event()
         self._group.start_soon(self._run, request, job)
-        self._group.start_soon(self._reap, job)
+        self._group.start_soon(self._reap, job, start_grace_s if attached else job.grace_s)
         return job.log
 
-    def is_running(self, request_id: str) -> bool:
-        return request_id in self._running
-
-    def cancel(self, request_id: str) -> bool:
+    def cancel(self, request_id: str, reason: StopReason | None = None) -> bool:
         job = self._running.get(request_id)
         if job is None or job.log.finished:
             return False
+        if reason is not None:
+            job.stop = reason
         job.scope.cancel()
         return True
+
+    async def drain(self, grace_s: float) -> None:
+        """Refuse new requests, give running ones ``grace_s`` to finish, stop the rest."""
+        self.draining = True
+        with anyio.move_on_after(grace_s):
+            if self._running:
+                await self._idle.wait()
+        self._stop_all(StopReason("server_shutdown", "the server is shutting down", "server"))
+
+    def _stop_all(self, reason: StopReason) -> None:
+        for request_id in list(self._running):
+            self.cancel(request_id, reason)
 
     @asynccontextmanager
     async def following(self, request_id: str) -> AsyncIterator[None]:
@@ -88,20 +127,22 @@ class Jobs:
             job.followers -= 1
             job.touch()
             if job.followers == 0 and not job.log.finished and self._group is not None:
-                self._group.start_soon(self._reap, job)
+                self._group.start_soon(self._reap, job, job.grace_s)
 
     async def _run(self, request: SpeculateRequest, job: _Job) -> None:
         try:
             with job.scope:
-                await self.orchestrator.run(request, job.log)
+                await self.orchestrator.run(request, job.log, job.stop)
         finally:
             self._running.pop(request.request_id, None)
             job.touch()
+            if not self._running:
+                self._idle.set()
 
-    async def _reap(self, job: _Job) -> None:
+    async def _reap(self, job: _Job, grace_s: float) -> None:
         """Cancel the job if it stays without readers for the whole grace period."""
         generation = job.generation
-        with anyio.move_on_after(self.resume_grace_s):
+        with anyio.move_on_after(grace_s):
             while job.generation == generation and not job.log.finished:
                 await job.changed.wait()
             return  # a reader came (or went: that starts a fresh reaper), or it ended

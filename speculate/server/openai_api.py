@@ -26,8 +26,10 @@ from speculate.core.protocol import Done, Error, to_dict
 from speculate.core.text import ShownText
 from speculate.errors import BadRequest
 from speculate.orchestrator import Mode, SpeculateRequest
-from speculate.server.errors import read_json
+from speculate.server.errors import client_address, read_json
+from speculate.server.limits import admit
 from speculate.server.schemas import ChatMessage
+from speculate.server.sse import holding
 from speculate.server.state import AppState
 
 MODELS: dict[str, Mode] = {
@@ -129,19 +131,22 @@ async def chat_completions(request: Request) -> Response:
             404, f"The model `{body.model}` does not exist; see GET /v1/models.",
             param="model", code="model_not_found",
         )  # fmt: skip
-    log = state.requests.create(job.request_id)
+    refusal = admit(state, client_address(request))
+    if refusal is not None:
+        return refusal
+    log = state.jobs.start(job, attached=True)
     if not body.stream:
-        await state.orchestrator.run(job, log)
+        async with state.jobs.following(job.request_id):
+            async for _ in log.follow():
+                pass
         return _complete(body, log.events)
 
-    async def produce() -> None:
-        await state.orchestrator.run(job, log)
-
-    chunks = _stream(body, job, log.follow())
     return EventSourceResponse(
-        chunks, ping=state.settings.server.sse_ping_s, data_sender_callable=produce,
+        _stream(body, job, log.follow()),
+        ping=state.settings.server.sse_ping_s,
+        data_sender_callable=holding(state, job.request_id),
         headers={"X-Request-ID": job.request_id},
-    )  # fmt: skip
+    )
 
 
 def _complete(body: ChatBody, events: list[Any]) -> Response:

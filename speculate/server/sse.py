@@ -7,8 +7,9 @@ the client leaves, the group is cancelled and so is the request.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 
+import anyio
 from sse_starlette import EventSourceResponse
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -16,7 +17,8 @@ from starlette.responses import JSONResponse, Response
 from speculate.core.protocol import encode_sse
 from speculate.errors import BadRequest
 from speculate.eventlog import EventLog
-from speculate.server.errors import error_response, from_exception, read_json
+from speculate.server.errors import client_address, error_response, from_exception, read_json
+from speculate.server.limits import admit
 from speculate.server.schemas import parse_speculate
 from speculate.server.state import AppState
 
@@ -28,12 +30,6 @@ async def _frames(log: EventLog, after: int) -> AsyncIterator[bytes]:
         yield encode_sse(event)
 
 
-async def _followed_frames(state: AppState, log: EventLog, after: int) -> AsyncIterator[bytes]:
-    async with state.jobs.following(log.request_id):
-        async for frame in _frames(log, after):
-            yield frame
-
-
 async def speculate(request: Request) -> Response:
     state: AppState = request.app.state.speculate
     limits = state.settings.server
@@ -42,6 +38,9 @@ async def speculate(request: Request) -> Response:
         job = parse_speculate(body, limits)
     except BadRequest as exc:
         return from_exception(exc)
+    refusal = admit(state, client_address(request))
+    if refusal is not None:
+        return refusal
     if "respond-async" in request.headers.get("prefer", ""):
         # Detached: the request outlives this response; follow it with EventSource.
         state.jobs.start(job)
@@ -51,17 +50,25 @@ async def speculate(request: Request) -> Response:
             status_code=202,
             headers={"Location": events, "X-Request-ID": job.request_id},
         )
-    log = state.requests.create(job.request_id)
-
-    async def produce() -> None:
-        await state.orchestrator.run(job, log)
-
+    # Attached: the request ends when this response's reader goes away.
+    log = state.jobs.start(job, attached=True)
     return EventSourceResponse(
         _frames(log, 0),
         ping=limits.sse_ping_s,
-        data_sender_callable=produce,
+        data_sender_callable=holding(state, job.request_id),
         headers=SSE_HEADERS | {"X-Request-ID": job.request_id},
     )
+
+
+def holding(state: AppState, request_id: str) -> Callable[[], Coroutine[None, None, None]]:
+    """A task for the response's task group that counts as the request's reader until
+    the group ends (stream finished or client gone: sse-starlette's receive() listener)."""
+
+    async def hold() -> None:
+        async with state.jobs.following(request_id):
+            await anyio.sleep_forever()
+
+    return hold
 
 
 async def follow(request: Request) -> Response:
@@ -80,8 +87,10 @@ async def follow(request: Request) -> Response:
     if after < 0:
         return error_response(400, "bad_request", "after / Last-Event-ID must not be negative")
     ping = state.settings.server.sse_ping_s
-    frames = _followed_frames(state, log, after)
-    return EventSourceResponse(frames, ping=ping, headers=SSE_HEADERS)
+    hold = holding(state, request_id)
+    return EventSourceResponse(
+        _frames(log, after), ping=ping, headers=SSE_HEADERS, data_sender_callable=hold
+    )
 
 
 async def cancel(request: Request) -> Response:

@@ -18,6 +18,7 @@ from speculate.logs import RequestLogger
 from speculate.orchestrator import Backends, Orchestrator, RunObserver
 from speculate.server.jobs import Jobs
 from speculate.server.metrics import Metrics
+from speculate.server.ratelimit import RateLimiter
 from speculate.settings import Settings
 from speculate.store import RequestLog
 
@@ -32,6 +33,7 @@ class AppState:
     requests: RequestRegistry
     jobs: Jobs
     metrics: Metrics
+    rate_limiter: RateLimiter
     request_log: RequestLog | None = None
     standin: StandInServer | None = None
     started_at: float = field(default_factory=time.monotonic)
@@ -49,9 +51,14 @@ class AppState:
             request_log = RequestLog(path, keep_prompts=settings.store.log_prompts)
             observers.append(request_log)
         orchestrator = Orchestrator(settings, backends, observers)
-        requests = RequestRegistry()
-        jobs = Jobs(orchestrator, requests, settings.server.resume_grace_s)
-        return cls(settings, backends, orchestrator, requests, jobs, metrics, request_log, standin)
+        server = settings.server
+        requests = RequestRegistry(keep_finished=server.retain_finished)
+        jobs = Jobs(orchestrator, requests, server.resume_grace_s, server.max_concurrent_streams)
+        limiter = RateLimiter(server.rate_per_minute, server.rate_burst)
+        return cls(
+            settings, backends, orchestrator, requests, jobs, metrics, limiter, request_log,
+            standin,
+        )  # fmt: skip
 
     async def aclose(self) -> None:
         if self.request_log is not None:
