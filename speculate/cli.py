@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from types import FrameType
 
 from speculate.errors import SpeculateError
 
@@ -28,8 +29,18 @@ def _serve(args: argparse.Namespace) -> int:
     if settings.cloud.enabled and settings.cloud.base_url is None:
         models.resolve(settings.cloud.standin.model)
     configure_logging(settings.server.log_format)
-    uvicorn.run(
-        create_app(settings),
+    app = create_app(settings)
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            # First let running streams finish (or end them with a final error) ...
+            begin_shutdown = getattr(app.state, "begin_shutdown", None)
+            if begin_shutdown is not None:
+                begin_shutdown()
+            super().handle_exit(sig, frame)  # ... while uvicorn stops accepting.
+
+    config = uvicorn.Config(
+        app,
         host=settings.server.host,
         port=settings.server.port,
         ws="websockets-sansio",
@@ -37,8 +48,9 @@ def _serve(args: argparse.Namespace) -> int:
         ws_max_size=settings.server.ws_max_message_bytes,
         log_level="info",
         log_config=None,  # keep our handlers (JSON lines when configured)
-        timeout_graceful_shutdown=5,
+        timeout_graceful_shutdown=int(settings.server.shutdown_grace_s) + 5,
     )
+    Server(config).run()
     return 0
 
 

@@ -82,6 +82,12 @@ class CloudTotalTimeout(CloudTimeout):
     code = "cloud_total_timeout"
 
 
+class CloudDropped(CloudError):
+    """The connection broke in the middle of the answer."""
+
+    code = "cloud_dropped"
+
+
 class CloudHTTPError(CloudError):
     """The cloud answered with an HTTP error status."""
 

@@ -72,6 +72,10 @@ class CloudSettings(BaseModel):
     first_token_timeout_s: float = Field(30.0, gt=0)
     stall_timeout_s: float = Field(15.0, gt=0)
     total_timeout_s: float = Field(180.0, gt=0)
+    retries: int = Field(2, ge=0, description="before the first byte only")
+    max_chunk_bytes: int = Field(1 << 20, ge=1024, description="a longer SSE line is an error")
+    retry_base_s: float = Field(0.2, ge=0)
+    retry_cap_s: float = Field(2.0, ge=0)
     standin: StandInSettings = StandInSettings()
 
 

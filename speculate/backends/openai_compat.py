@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -24,6 +25,7 @@ import httpx
 from speculate.backends.base import GenerationParams, Message, Usage
 from speculate.core.protocol import SSEDecoder
 from speculate.errors import (
+    CloudDropped,
     CloudError,
     CloudFirstTokenTimeout,
     CloudHTTPError,
@@ -35,6 +37,7 @@ from speculate.errors import (
 from speculate.settings import CloudSettings
 
 _ERROR_BODY_LIMIT = 4096
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 
 class CloudTokenStream:
@@ -79,9 +82,13 @@ class CloudTokenStream:
                 raise CloudProtocolError("the cloud stream ended without [DONE]") from None
             return
         except httpx.HTTPError as exc:
-            raise CloudError(f"the cloud connection failed mid-stream: {exc!r}") from exc
+            raise CloudDropped(f"the cloud connection broke mid-stream: {exc!r}") from exc
         for message in self._decoder.feed(chunk):
+            if len(message.data) > s.max_chunk_bytes:
+                raise CloudProtocolError(f"a cloud chunk exceeded {s.max_chunk_bytes} bytes")
             self._handle(message.data)
+        if self._decoder.pending > s.max_chunk_bytes:
+            raise CloudProtocolError(f"a cloud line exceeded {s.max_chunk_bytes} bytes")
 
     def _handle(self, data: str) -> None:
         if data.strip() == "[DONE]":
@@ -193,6 +200,27 @@ class OpenAICompatCloud:
                 await response.aclose()
 
     async def _open(self, request: httpx.Request) -> httpx.Response:
+        """Send the request; retry refused connections and 429/5xx answers, but only
+        before the first byte of an answer (capped, full-jitter backoff, Retry-After
+        honoured within the cap), and only while the first-token budget lasts."""
+        s = self.settings
+        started = time.monotonic()
+        for attempt in range(s.retries + 1):
+            try:
+                return await self._open_once(request)
+            except (CloudUnreachable, CloudHTTPError) as exc:
+                retryable = not isinstance(exc, CloudHTTPError) or exc.status in RETRY_STATUSES
+                if not retryable or attempt == s.retries:
+                    raise
+                delay = random.uniform(0, min(s.retry_cap_s, s.retry_base_s * 2**attempt))
+                if isinstance(exc, CloudHTTPError) and exc.retry_after_s is not None:
+                    delay = min(s.retry_cap_s, exc.retry_after_s)
+                if time.monotonic() - started + delay >= s.first_token_timeout_s:
+                    raise
+                await anyio.sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _open_once(self, request: httpx.Request) -> httpx.Response:
         s = self.settings
         try:
             with anyio.fail_after(min(s.first_token_timeout_s, s.total_timeout_s)):

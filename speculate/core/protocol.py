@@ -198,6 +198,11 @@ class SSEDecoder:
         self._data: list[str] = []
         self._last_id: str | None = None
 
+    @property
+    def pending(self) -> int:
+        """Characters buffered without a line end yet (a bound for untrusted peers)."""
+        return len(self._buffer)
+
     def feed(self, chunk: str) -> Iterator[SSEMessage]:
         self._buffer += chunk
         while True:

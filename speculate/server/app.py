@@ -8,12 +8,14 @@ cloud, starting the local stand-in when no ``cloud.base_url`` is set.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
@@ -54,6 +56,13 @@ def create_app(settings: Settings | None = None, backends: Backends | None = Non
         if ready is None:
             ready, standin = await build_backends(settings)
         state = AppState.create(settings, ready, standin)
+        loop = asyncio.get_running_loop()  # uvicorn runs asyncio; signals arrive on its thread
+
+        def begin_shutdown() -> None:
+            grace = settings.server.shutdown_grace_s
+            loop.call_soon_threadsafe(state.jobs.request_drain, grace)
+
+        app.state.begin_shutdown = begin_shutdown
         app.state.speculate = state
         try:
             async with state.jobs.running():
@@ -80,8 +89,16 @@ def create_app(settings: Settings | None = None, backends: Backends | None = Non
         routes.append(Mount("/", StaticFiles(directory=WEB_DIR, html=True)))
     else:
         routes.append(Route("/", _no_ui))
-    middleware = [
-        Middleware(SecurityHeaders),
-        Middleware(ApiKeys, keys=settings.server.api_keys),
-    ]
+    middleware = [Middleware(SecurityHeaders)]
+    if settings.server.cors_origins:  # exact origins only; never a wildcard by default
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=settings.server.cors_origins,
+                allow_methods=["GET", "POST", "DELETE"],
+                allow_headers=["authorization", "content-type", "last-event-id", "prefer"],
+                expose_headers=["x-request-id", "location"],
+            )
+        )
+    middleware.append(Middleware(ApiKeys, keys=settings.server.api_keys))
     return Starlette(routes=routes, lifespan=lifespan, middleware=middleware)

@@ -54,6 +54,8 @@ class Jobs:
         self._running: dict[str, _Job] = {}
         self._idle = anyio.Event()
         self.draining = False
+        self._drain_requested = anyio.Event()
+        self._drain_grace_s = 0.0
 
     @property
     def running_count(self) -> int:
@@ -68,6 +70,7 @@ class Jobs:
         """Own the task group requests run in (for the app's lifespan)."""
         async with anyio.create_task_group() as group:
             self._group = group
+            group.start_soon(self._drain_when_asked)
             try:
                 yield
             finally:
@@ -99,6 +102,16 @@ class Jobs:
             job.stop = reason
         job.scope.cancel()
         return True
+
+    def request_drain(self, grace_s: float) -> None:
+        """Ask for :meth:`drain` (from the event loop's thread, e.g. a signal handler
+        scheduled with ``call_soon_threadsafe``)."""
+        self._drain_grace_s = grace_s
+        self._drain_requested.set()
+
+    async def _drain_when_asked(self) -> None:
+        await self._drain_requested.wait()
+        await self.drain(self._drain_grace_s)
 
     async def drain(self, grace_s: float) -> None:
         """Refuse new requests, give running ones ``grace_s`` to finish, stop the rest."""

@@ -21,12 +21,14 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from speculate.core.protocol import Error, encode_json
 from speculate.errors import BadRequest
 from speculate.orchestrator import SpeculateRequest
+from speculate.server.ratelimit import RateLimiter
 from speculate.server.schemas import parse_speculate
 from speculate.server.state import AppState
 
 CLOSE_UNSUPPORTED = 1003
 CLOSE_INVALID_PAYLOAD = 1007
 CLOSE_POLICY = 1008
+CLOSE_TRY_AGAIN = 1013
 _CLIENT_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 
 
@@ -66,6 +68,9 @@ class _Socket:
         await self.send(encode_json(event))
 
     async def speculate(self, message: dict[str, Any], group: TaskGroup) -> None:
+        if self.state.jobs.full:
+            limit = self.state.settings.server.max_concurrent_streams
+            raise _Violation(CLOSE_TRY_AGAIN, f"{limit} streams are running; try again later")
         client_id = message.get("request_id")
         if client_id is not None and (
             not isinstance(client_id, str)
@@ -117,16 +122,37 @@ def _parse(frame: Mapping[str, Any]) -> dict[str, Any]:
     return message
 
 
+def origin_allowed(websocket: WebSocket, allowed: list[str]) -> bool:
+    """Browsers always send Origin: accept our own origin and the exact allowlist.
+    Clients without an Origin header are not browsers (no cross-site hijacking)."""
+    origin = websocket.headers.get("origin")
+    if origin is None or origin in allowed:
+        return True
+    host = websocket.headers.get("host", "")
+    return origin in (f"http://{host}", f"https://{host}")
+
+
 async def websocket_endpoint(websocket: WebSocket) -> None:
     state: AppState = websocket.app.state.speculate
+    server = state.settings.server
+    if not origin_allowed(websocket, server.allowed_origins):
+        await websocket.close(CLOSE_POLICY, "origin not allowed")  # a 403 at the handshake
+        return
+    client = websocket.client.host if websocket.client else "unknown"
+    if state.rate_limiter.check(client):
+        await websocket.close(CLOSE_POLICY, "too many requests from this client")
+        return
     await websocket.accept()
     socket = _Socket(websocket, state)
+    messages = RateLimiter(server.ws_messages_per_second * 60, int(server.ws_messages_per_second))
     async with anyio.create_task_group() as group:
         try:
             while True:
                 frame = await websocket.receive()
                 if frame["type"] == "websocket.disconnect":
                     break
+                if messages.check("socket"):
+                    raise _Violation(CLOSE_POLICY, "too many messages; slow down")
                 await socket.handle(_parse(frame), group)
         except _Violation as violation:
             await websocket.close(violation.code, violation.reason)
