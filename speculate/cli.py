@@ -5,17 +5,16 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from types import FrameType
 
 from speculate.errors import SpeculateError
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
 
     from speculate import models
     from speculate.logs import configure as configure_logging
     from speculate.server import create_app
+    from speculate.server.run import DrainingServer, uvicorn_config
     from speculate.settings import Settings
 
     overrides: dict[str, dict[str, object]] = {"server": {}}
@@ -30,27 +29,7 @@ def _serve(args: argparse.Namespace) -> int:
         models.resolve(settings.cloud.standin.model)
     configure_logging(settings.server.log_format)
     app = create_app(settings)
-
-    class Server(uvicorn.Server):
-        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-            # First let running streams finish (or end them with a final error) ...
-            begin_shutdown = getattr(app.state, "begin_shutdown", None)
-            if begin_shutdown is not None:
-                begin_shutdown()
-            super().handle_exit(sig, frame)  # ... while uvicorn stops accepting.
-
-    config = uvicorn.Config(
-        app,
-        host=settings.server.host,
-        port=settings.server.port,
-        ws="websockets-sansio",
-        ws_per_message_deflate=False,
-        ws_max_size=settings.server.ws_max_message_bytes,
-        log_level="info",
-        log_config=None,  # keep our handlers (JSON lines when configured)
-        timeout_graceful_shutdown=int(settings.server.shutdown_grace_s) + 5,
-    )
-    Server(config).run()
+    DrainingServer(uvicorn_config(app, settings)).run()
     return 0
 
 

@@ -16,6 +16,8 @@ import httpx
 import uvicorn
 
 from speculate.backends.standin import free_port
+from speculate.server.run import uvicorn_config
+from speculate.settings import Settings
 
 
 @dataclass
@@ -70,12 +72,12 @@ def start_server(tmp_dir: str, env: dict[str, str] | None = None, *args: str) ->
 
 
 @contextmanager
-def serve_in_thread(app: Any) -> Iterator[str]:
-    """Run an ASGI app under a real uvicorn on a loopback port; yield its URL."""
+def serve_in_thread(app: Any, settings: Settings | None = None) -> Iterator[str]:
+    """Run an app under uvicorn, configured as `speculate serve` does, on a loopback
+    port; yield its URL."""
     port = free_port()
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, ws="websockets-sansio", log_level="warning"
-    )
+    config = uvicorn_config(app, settings or Settings(), port=port)
+    config.log_level = "warning"
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

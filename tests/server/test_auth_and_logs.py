@@ -36,7 +36,7 @@ def locked_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     backends = Backends(edge=BookBackend(book, "edge"), cloud=BookBackend(book, "cloud"))
     db = tmp_path_factory.mktemp("locked") / "requests.db"
     settings = Settings(server={"api_keys": [KEY, "sk-other"]}, store={"path": str(db)})  # type: ignore[arg-type]
-    with serve_in_thread(create_app(settings, backends)) as url:
+    with serve_in_thread(create_app(settings, backends), settings) as url:
         yield url
 
 

@@ -82,7 +82,7 @@ def run_fault(faulty: FaultyCloud, fault: str, code: str, attempts: int) -> None
     cloud = OpenAICompatCloud(settings.cloud, base_url=base, model="m")
     edge = ScriptedBackend("edge", words(DRAFT), delay_s=0.01)
     before = faulty.counts[fault]
-    with serve_in_thread(create_app(settings, Backends(edge, cloud))) as url:
+    with serve_in_thread(create_app(settings, Backends(edge, cloud)), settings) as url:
         shown, elapsed = run_one(url)
         metrics = httpx.get(f"{url}/metrics").text
     errors = [e for e in [shown.fatal] if e]
@@ -122,7 +122,7 @@ def test_the_fault_codes_reach_the_client(faulty: FaultyCloud) -> None:
     settings = Settings(cloud=CLOUD, store={"request_log": False})  # type: ignore[arg-type]
     cloud = OpenAICompatCloud(settings.cloud, base_url=faulty.url("stall"), model="m")
     edge = ScriptedBackend("edge", words(DRAFT))
-    with serve_in_thread(create_app(settings, Backends(edge, cloud))) as url:
+    with serve_in_thread(create_app(settings, Backends(edge, cloud)), settings) as url:
         shown = ShownText()
         events = []
         body = {"messages": [{"role": "user", "content": "hi"}]}

@@ -1,0 +1,46 @@
+"""How the server runs under uvicorn: one place for the transport settings.
+
+The WebSocket implementation is the ``websockets`` library (sans-I/O flavour),
+permessage-deflate is off (compression of attacker-influenced text next to secrets
+invites CRIME-style attacks, and costs CPU per frame), frames are capped at
+``server.ws_max_message_bytes`` (larger ones close the socket with 1009), and a
+SIGTERM first drains running streams.
+"""
+
+from __future__ import annotations
+
+from types import FrameType
+
+import uvicorn
+from starlette.applications import Starlette
+
+from speculate.settings import Settings
+
+
+def uvicorn_config(
+    app: Starlette, settings: Settings, *, port: int | None = None
+) -> uvicorn.Config:
+    server = settings.server
+    return uvicorn.Config(
+        app,
+        host=server.host,
+        port=server.port if port is None else port,
+        ws="websockets-sansio",
+        ws_per_message_deflate=False,
+        ws_max_size=server.ws_max_message_bytes,
+        log_level="info",
+        log_config=None,  # keep our handlers (JSON lines when configured)
+        timeout_graceful_shutdown=int(server.shutdown_grace_s) + 5,
+    )
+
+
+class DrainingServer(uvicorn.Server):
+    """On SIGTERM / SIGINT, let running streams finish (or end them with a final
+    ``server_shutdown`` error) while uvicorn stops accepting connections."""
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        app = self.config.app
+        begin_shutdown = getattr(getattr(app, "state", None), "begin_shutdown", None)
+        if begin_shutdown is not None:
+            begin_shutdown()
+        super().handle_exit(sig, frame)
