@@ -98,8 +98,12 @@ class Jobs:
         job = self._running.get(request_id)
         if job is None or job.log.finished:
             return False
-        if reason is not None:
-            job.stop = reason
+        if reason is not None:  # the running request holds this very object
+            job.stop.code, job.stop.message, job.stop.source = (
+                reason.code,
+                reason.message,
+                reason.source,
+            )
         job.scope.cancel()
         return True
 

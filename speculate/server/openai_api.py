@@ -18,7 +18,6 @@ from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from sse_starlette import EventSourceResponse
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -29,7 +28,7 @@ from speculate.orchestrator import Mode, SpeculateRequest
 from speculate.server.errors import client_address, read_json
 from speculate.server.limits import admit
 from speculate.server.schemas import ChatMessage
-from speculate.server.sse import holding
+from speculate.server.sse import event_stream
 from speculate.server.state import AppState
 
 MODELS: dict[str, Mode] = {
@@ -141,12 +140,8 @@ async def chat_completions(request: Request) -> Response:
                 pass
         return _complete(body, log.events)
 
-    return EventSourceResponse(
-        _stream(body, job, log.follow()),
-        ping=state.settings.server.sse_ping_s,
-        data_sender_callable=holding(state, job.request_id),
-        headers={"X-Request-ID": job.request_id},
-    )
+    chunks = _stream(body, job, log.follow())
+    return event_stream(state, chunks, job.request_id, {"X-Request-ID": job.request_id})
 
 
 def _complete(body: ChatBody, events: list[Any]) -> Response:

@@ -8,6 +8,7 @@ the client leaves, the group is cancelled and so is the request.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
 
 import anyio
 from sse_starlette import EventSourceResponse
@@ -52,11 +53,25 @@ async def speculate(request: Request) -> Response:
         )
     # Attached: the request ends when this response's reader goes away.
     log = state.jobs.start(job, attached=True)
+    return event_stream(state, _frames(log, 0), job.request_id, {"X-Request-ID": job.request_id})
+
+
+def event_stream(
+    state: AppState,
+    frames: AsyncIterator[Any],
+    request_id: str,
+    headers: dict[str, str] | None = None,
+) -> EventSourceResponse:
+    """An SSE response that counts as the request's reader while it is open.
+
+    On SIGTERM sse-starlette would cut every stream at once; the shutdown grace lets
+    our drain end each stream with its final event instead."""
     return EventSourceResponse(
-        _frames(log, 0),
-        ping=limits.sse_ping_s,
-        data_sender_callable=holding(state, job.request_id),
-        headers=SSE_HEADERS | {"X-Request-ID": job.request_id},
+        frames,
+        ping=state.settings.server.sse_ping_s,
+        data_sender_callable=holding(state, request_id),
+        headers=SSE_HEADERS | (headers or {}),
+        shutdown_grace_period=state.settings.server.shutdown_grace_s + 1,
     )
 
 
@@ -86,11 +101,7 @@ async def follow(request: Request) -> Response:
         return error_response(400, "bad_request", message)
     if after < 0:
         return error_response(400, "bad_request", "after / Last-Event-ID must not be negative")
-    ping = state.settings.server.sse_ping_s
-    hold = holding(state, request_id)
-    return EventSourceResponse(
-        _frames(log, after), ping=ping, headers=SSE_HEADERS, data_sender_callable=hold
-    )
+    return event_stream(state, _frames(log, after), request_id)
 
 
 async def cancel(request: Request) -> Response:

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -103,3 +104,53 @@ def test_missing_or_corrupt_model_stops_start_up_with_a_fix(
     assert result.returncode == 2
     assert message in result.stderr
     assert "speculate models pull" in result.stderr
+
+
+def _stream_in_thread(
+    url: str, body: dict[str, object]
+) -> tuple[threading.Thread, dict[str, object]]:
+    state: dict[str, object] = {"first": threading.Event()}
+
+    def run() -> None:
+        async def main() -> None:
+            shown = ShownText()
+            with anyio.fail_after(60):
+                async for event in stream_sse(url, body):
+                    shown.apply(event)
+                    if event.type == "draft":
+                        state["first"].set()  # type: ignore[attr-defined]
+            state["shown"] = shown
+            state["ended_at"] = time.monotonic()
+
+        anyio.run(main)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, state
+
+
+@pytest.mark.parametrize(
+    ("grace", "max_tokens", "outcome"), [("1", 2000, "server_shutdown"), ("30", 16, "done")]
+)
+def test_sigterm_drains_streams(tmp_path: Path, grace: str, max_tokens: int, outcome: str) -> None:
+    server = start_server(
+        str(tmp_path),
+        {"SPECULATE_CLOUD__ENABLED": "false", "SPECULATE_SERVER__SHUTDOWN_GRACE_S": grace},
+    )
+    prompt = "Write a long, detailed story about a dragon who learns to fly."
+    body = {"messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens}
+    thread, state = _stream_in_thread(server.url, body)
+    assert state["first"].wait(30)  # type: ignore[attr-defined]
+    signalled = time.monotonic()
+    server.process.send_signal(signal.SIGTERM)
+    thread.join(timeout=60)
+    shown = state["shown"]
+    assert isinstance(shown, ShownText)
+    if outcome == "done":
+        assert shown.done is not None  # finished inside the grace period
+    else:
+        assert shown.fatal is not None
+        assert (shown.fatal.code, shown.fatal.source) == ("server_shutdown", "server")
+        assert float(str(state["ended_at"])) - signalled < float(grace) + 3
+    assert server.process.wait(timeout=30) in (0, -signal.SIGTERM)
+    assert "Application shutdown complete" in server.log()
