@@ -53,6 +53,8 @@ def start_server(tmp_dir: str, env: dict[str, str] | None = None, *args: str) ->
         env={
             **os.environ,
             "SPECULATE_STORE__PATH": db_path,
+            # Many tests share one server from one address: no per-client rate limit.
+            "SPECULATE_SERVER__RATE_PER_MINUTE": "0",
             **(env or {}),
         },
     )

@@ -9,7 +9,7 @@ cloud, starting the local stand-in when no ``cloud.base_url`` is set.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -18,11 +18,11 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.routing import Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
 from speculate.orchestrator import Backends
-from speculate.server import health, openai_api, sse, ws
+from speculate.server import health, openai_api, openapi, sse, ws
 from speculate.server.auth import ApiKeys
 from speculate.server.headers import SecurityHeaders
 from speculate.server.state import AppState, build_backends
@@ -44,6 +44,19 @@ async def _no_ui(request: Request) -> Response:
 async def _metrics(request: Request) -> Response:
     state: AppState = request.app.state.speculate
     return await state.metrics.endpoint(request)
+
+
+def _ui(static: StaticFiles) -> Callable[[Request], Awaitable[Response]]:
+    async def serve(request: Request) -> Response:
+        return await static.get_response(request.url.path.lstrip("/"), request.scope)
+
+    return serve
+
+
+async def _request_resource(request: Request) -> Response:
+    if request.method == "DELETE":
+        return await sse.cancel(request)
+    return await health.request_result(request)
 
 
 def create_app(settings: Settings | None = None, backends: Backends | None = None) -> Starlette:
@@ -73,20 +86,25 @@ def create_app(settings: Settings | None = None, backends: Backends | None = Non
             elif state.request_log is not None:
                 state.request_log.close()
 
-    routes: list[Route | WebSocketRoute | Mount] = [
+    routes: list[Route | WebSocketRoute] = [
         Route("/healthz", health.healthz),
         Route("/readyz", health.readyz),
         Route("/v1/speculate", sse.speculate, methods=["POST"]),
         Route("/v1/speculate/{request_id}/events", sse.follow),
-        Route("/v1/requests/{request_id}", health.request_result, methods=["GET"]),
-        Route("/v1/requests/{request_id}", sse.cancel, methods=["DELETE"]),
+        # One route for both methods, so a 405 lists them both in Allow.
+        Route("/v1/requests/{request_id}", _request_resource, methods=["GET", "DELETE"]),
         WebSocketRoute("/v1/ws", ws.websocket_endpoint),
         Route("/v1/chat/completions", openai_api.chat_completions, methods=["POST"]),
         Route("/v1/models", openai_api.list_models),
         Route("/metrics", _metrics),
+        Route("/openapi.json", openapi.openapi),
     ]
     if (WEB_DIR / "index.html").exists():
-        routes.append(Mount("/", StaticFiles(directory=WEB_DIR, html=True)))
+        # One GET/HEAD route per file rather than a mount at "/": a mount would swallow
+        # every method on every path, so a PUT to an API route would get the UI's 405.
+        ui = _ui(StaticFiles(directory=WEB_DIR, html=True))
+        assets = sorted(p.name for p in WEB_DIR.iterdir() if p.is_file())
+        routes += [Route(f"/{name}", ui, methods=["GET", "HEAD"]) for name in ["", *assets]]
     else:
         routes.append(Route("/", _no_ui))
     middleware = [Middleware(SecurityHeaders)]

@@ -15,9 +15,9 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -27,7 +27,7 @@ from speculate.errors import BadRequest
 from speculate.orchestrator import Mode, SpeculateRequest
 from speculate.server.errors import client_address, read_json
 from speculate.server.limits import admit
-from speculate.server.schemas import ChatMessage
+from speculate.server.schemas import ChatMessage, Temperature, TokenCount, numbers_only
 from speculate.server.sse import event_stream
 from speculate.server.state import AppState
 
@@ -55,10 +55,10 @@ class ChatBody(BaseModel):
     messages: list[ChatMessage] = Field(min_length=1)
     stream: bool = False
     stream_options: StreamOptions | None = None
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
-    temperature: float | None = Field(None, ge=0, le=2)
-    n: int = Field(1, ge=1, le=1)
+    max_tokens: TokenCount | None = None
+    max_completion_tokens: TokenCount | None = None
+    temperature: Temperature | None = None
+    n: Annotated[int, Field(ge=1, le=1), BeforeValidator(numbers_only)] = 1  # one choice
     speculate: Extension = Extension()
 
 

@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from speculate.errors import BadRequest
 from speculate.orchestrator import SpeculateRequest
 from speculate.settings import ServerSettings
+
+
+def numbers_only(value: Any) -> Any:
+    # JSON false is not a temperature and "10" is not a token count (pydantic's lax mode
+    # would take both); 10.0 is an integer, as JSON Schema says.
+    if isinstance(value, bool | str):
+        raise ValueError("must be a JSON number")
+    return value
+
+
+TokenCount = Annotated[int, Field(ge=1), BeforeValidator(numbers_only)]
+Temperature = Annotated[float, Field(ge=0, le=2), BeforeValidator(numbers_only)]
 
 
 class ChatMessage(BaseModel):
@@ -32,8 +44,8 @@ class SpeculateBody(BaseModel):
 
     messages: list[ChatMessage] = Field(min_length=1)
     mode: Literal["auto", "speculative", "verify", "edge", "cloud"] = "auto"
-    max_tokens: int | None = Field(None, ge=1)
-    temperature: float | None = Field(None, ge=0, le=2)
+    max_tokens: TokenCount | None = None
+    temperature: Temperature | None = None
 
 
 def parse_speculate(data: Any, limits: ServerSettings) -> SpeculateRequest:
@@ -53,8 +65,6 @@ def parse_speculate(data: Any, limits: ServerSettings) -> SpeculateRequest:
         raise BadRequest(f"max_tokens must be at most {limits.max_tokens_limit}")
     if sum(len(m.content) for m in body.messages) > limits.max_prompt_chars:
         raise BadRequest(f"the conversation is longer than {limits.max_prompt_chars} characters")
-    if body.messages[-1].role != "user":
-        raise BadRequest("the last message must come from the user")
     return SpeculateRequest(
         messages=[{"role": m.role, "content": m.content} for m in body.messages],
         mode=body.mode,

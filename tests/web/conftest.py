@@ -62,7 +62,9 @@ def scripted_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Script
     book = ScriptBook(dict(SCRIPTS), DEFAULT)
     backends = Backends(edge=BookBackend(book, "edge"), cloud=BookBackend(book, "cloud"))
     db = tmp_path_factory.mktemp("scripted") / "requests.db"
-    settings = Settings(server={"resume_grace_s": 10}, store={"path": str(db)})  # type: ignore[arg-type]
+    settings = Settings(
+        server={"resume_grace_s": 10, "rate_per_minute": 0}, store={"path": str(db)}
+    )  # type: ignore[arg-type]
     with serve_in_thread(create_app(settings, backends), settings) as url:
         yield ScriptedServer(url, book)
 
