@@ -79,6 +79,20 @@ def _report(args: argparse.Namespace) -> int:
     )
 
 
+def _soak(args: argparse.Namespace) -> int:
+    import json
+    from dataclasses import asdict
+
+    from speculate.bench.soak import run_soak
+
+    result = run_soak(
+        clients=args.clients, requests=args.requests, minutes=args.minutes, url=args.url
+    )
+    print(json.dumps(asdict(result)))
+    broken = result.lost_events + result.duplicate_events + result.mismatched_texts
+    return 1 if broken or result.errors else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="speculate",
@@ -127,6 +141,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument("--requests-per-month", type=int, default=30_000)
     report.set_defaults(func=_report)
+
+    soak = sub.add_parser(
+        "soak", help="many clients with random disconnects, resumes and cancels; counts losses"
+    )
+    soak.add_argument("--clients", type=int, default=50)
+    soak.add_argument("--requests", type=int, default=40, help="per client")
+    soak.add_argument("--minutes", type=float, default=5.0, help="stop starting requests after")
+    soak.add_argument("--url", help="a running server (default: one in-process, fake models)")
+    soak.set_defaults(func=_soak)
     return parser
 
 

@@ -1,0 +1,92 @@
+"""A fast scripted backend for load tests: words at a fixed rate, no model.
+
+Used where the thing under test is our own server (soak, capacity), never where a
+model's behaviour matters.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+
+from speculate.backends.base import GenerationParams, Message, Usage
+
+WORDS = (
+    "the",
+    "quick",
+    "brown",
+    "fox",
+    "jumps",
+    "over",
+    "a",
+    "lazy",
+    "dog",
+    "while",
+    "seven",
+    "wise",
+    "owls",
+    "watch",
+    "from",
+    "an",
+    "old",
+    "oak",
+    "tree",
+    "near",
+    "the",
+    "quiet",
+    "river",
+    "under",
+    "a",
+    "pale",
+    "morning",
+    "sky",
+)
+
+
+@dataclass
+class FakeStream:
+    words: list[str]
+    delay_s: float
+    usage: Usage = field(default_factory=Usage)
+    sent: int = 0
+
+    async def receive(self) -> str:
+        if self.sent >= len(self.words):
+            raise anyio.EndOfStream
+        await anyio.sleep(self.delay_s)
+        self.sent += 1
+        self.usage.completion_tokens = self.sent
+        return self.words[self.sent - 1]
+
+
+@dataclass
+class FakeBackend:
+    """Answers ``max_tokens`` words at ``tokens_per_s``; ``seed`` varies the wording so
+    an edge and a cloud fake disagree in places, as real models do."""
+
+    model_name: str = "fake"
+    tokens_per_s: float = 200.0
+    seed: int = 0
+
+    @asynccontextmanager
+    async def stream(
+        self, messages: list[Message], params: GenerationParams
+    ) -> AsyncIterator[FakeStream]:
+        rng = random.Random(f"{self.seed}:{messages[-1]['content']}")
+        words = [
+            (" " if i else "")
+            + (rng.choice(WORDS) if rng.random() < 0.2 else WORDS[i % len(WORDS)])
+            for i in range(params.max_tokens)
+        ]
+        yield FakeStream(words, 1 / self.tokens_per_s)
+
+    async def probe(self) -> dict[str, Any]:
+        return {"state": "up", "rtt_ms": 0.0}
+
+    async def aclose(self) -> None:
+        pass
