@@ -7,6 +7,7 @@ Each transport (SSE, WebSocket, a resumed connection) follows the log from the
 
 from __future__ import annotations
 
+import itertools
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 
@@ -14,12 +15,15 @@ import anyio
 
 from speculate.core.protocol import Done, Error, Event
 
+_FINISH_CLOCK = itertools.count(1)
+
 
 class EventLog:
     def __init__(self, request_id: str) -> None:
         self.request_id = request_id
         self.events: list[Event] = []
         self.finished = False
+        self.finished_order = 0  # when it finished, relative to the other logs
         self._changed = anyio.Event()
 
     def extend(self, events: list[Event]) -> None:
@@ -29,6 +33,7 @@ class EventLog:
         last = events[-1]
         if isinstance(last, Done) or (isinstance(last, Error) and last.fatal):
             self.finished = True
+            self.finished_order = next(_FINISH_CLOCK)
         changed, self._changed = self._changed, anyio.Event()
         changed.set()
 
@@ -65,6 +70,10 @@ class RequestRegistry:
         return self._logs.get(request_id)
 
     def _evict(self) -> None:
-        finished = [rid for rid, log in self._logs.items() if log.finished]
-        for rid in finished[: max(0, len(finished) - self._keep)]:
-            del self._logs[rid]
+        """Forget the requests that finished longest ago, beyond ``keep_finished``."""
+        finished = [log for log in self._logs.values() if log.finished]
+        if len(finished) <= self._keep:
+            return
+        finished.sort(key=lambda log: log.finished_order)
+        for log in finished[: len(finished) - self._keep]:
+            del self._logs[log.request_id]

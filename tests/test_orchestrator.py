@@ -105,3 +105,18 @@ async def test_coalescing_flushes_after_the_interval_without_new_tokens() -> Non
     shown, events = await run(Backends(edge, None), "edge")
     assert shown.text == "ab"
     assert isinstance(events[-1], Done)
+
+
+def test_registry_forgets_the_longest_finished_first() -> None:
+    from speculate.core.protocol import Done
+    from speculate.eventlog import RequestRegistry
+
+    registry = RequestRegistry(keep_finished=2)
+    first, second = registry.create("first"), registry.create("second")
+    second.extend([Done(request_id="second", seq=1, text="", final_source="edge")])
+    first.extend([Done(request_id="first", seq=1, text="", final_source="edge")])
+    registry.create("third").extend([Done(request_id="third", seq=1, text="", final_source="edge")])
+    registry.create("fourth")
+    assert registry.get("second") is None  # finished first, though created after "first"
+    assert registry.get("first") is not None
+    assert registry.get("fourth") is not None

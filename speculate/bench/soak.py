@@ -13,7 +13,7 @@ import json
 import random
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import anyio
@@ -39,6 +39,7 @@ class SoakResult:
     duplicate_events: int = 0
     mismatched_texts: int = 0
     errors: int = 0
+    error_kinds: dict[str, int] = field(default_factory=dict)
     rss_growth_mb: float = 0.0
     fd_growth: int = 0
     seconds: float = 0.0
@@ -65,7 +66,8 @@ class _Tracker:
 
 async def _ws_read(url: str, first: dict[str, Any], tracker: _Tracker, result: SoakResult,
                    drop_after: int | None, cancel_id: str | None) -> None:  # fmt: skip
-    async with websockets.connect(ws_url(url), compression=None) as socket:
+    # A dropping client simulates a lost network: it does not wait for the close handshake.
+    async with websockets.connect(ws_url(url), compression=None, close_timeout=0.2) as socket:
         await socket.send(json.dumps(first))
         seen = 0
         while tracker.final is None:
@@ -129,6 +131,8 @@ async def _one_request(client: httpx.AsyncClient, url: str, rng: random.Random, 
         result.cancelled += 1
     else:
         result.errors += 1
+        kind = f"final event {tracker.final.code if isinstance(tracker.final, Error) else '?'}"
+        result.error_kinds[kind] = result.error_kinds.get(kind, 0) + 1
 
 
 async def _client(url: str, seed: int, requests: int, deadline: float, result: SoakResult,
@@ -139,7 +143,12 @@ async def _client(url: str, seed: int, requests: int, deadline: float, result: S
             if time.monotonic() > deadline:
                 return
             counter[0] += 1
-            await _one_request(client, url, rng, counter[0], result)
+            try:
+                await _one_request(client, url, rng, counter[0], result)
+            except (httpx.HTTPError, websockets.WebSocketException, OSError, TimeoutError) as exc:
+                result.errors += 1  # counted, not fatal: the soak goes on
+                kind = f"{type(exc).__name__}: {exc}"[:120]
+                result.error_kinds[kind] = result.error_kinds.get(kind, 0) + 1
 
 
 def run_soak(*, clients: int, requests: int, minutes: float, url: str | None = None,
