@@ -54,11 +54,12 @@ def _ask(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from speculate.bench.ttft import run_ttft_bench
+    from speculate.bench.runner import run
 
-    return run_ttft_bench(
-        requests=args.requests, config=args.config, max_tokens=args.max_tokens, json_out=args.json
-    )
+    return run(
+        args.suites, quick=args.quick, json_out=args.json, requests=args.requests,
+        config=args.config,
+    )  # fmt: skip
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -124,10 +125,11 @@ def build_parser() -> argparse.ArgumentParser:
     models.set_defaults(func=_models)
 
     bench = sub.add_parser(
-        "bench", help="time to first draft token: through the server vs llama.cpp directly"
+        "bench", help="benchmarks, side by side in one run: ttft relay capacity latency diff wire"
     )
-    bench.add_argument("--requests", type=int, default=30)
-    bench.add_argument("--max-tokens", type=int, default=8)
+    bench.add_argument("suites", nargs="*", help="which suites (default: all)")
+    bench.add_argument("--quick", action="store_true", help="short versions of suites 1-4")
+    bench.add_argument("--requests", type=int, default=30, help="for time to first token")
     bench.add_argument("--config")
     bench.add_argument("--json", action="store_true", help="print one JSON object last")
     bench.set_defaults(func=_bench)

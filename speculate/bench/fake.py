@@ -55,10 +55,16 @@ class FakeStream:
     usage: Usage = field(default_factory=Usage)
     sent: int = 0
 
+    started: float | None = None
+
     async def receive(self) -> str:
         if self.sent >= len(self.words):
             raise anyio.EndOfStream
-        await anyio.sleep(self.delay_s)
+        if self.started is None:
+            self.started = anyio.current_time()
+        # A fixed schedule, like a model decoding on its own thread: a receive that is
+        # cancelled (to flush coalesced text) must not push later tokens back.
+        await anyio.sleep_until(self.started + (self.sent + 1) * self.delay_s)
         self.sent += 1
         self.usage.completion_tokens = self.sent
         return self.words[self.sent - 1]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import random
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -155,37 +154,13 @@ def run_soak(*, clients: int, requests: int, minutes: float, url: str | None = N
              seed: int = 1, quiet: bool = False) -> SoakResult:  # fmt: skip
     """Run the soak; with no ``url``, against an in-process server on fake backends."""
     from speculate.bench.fake import FakeBackend
+    from speculate.bench.inprocess import serving
     from speculate.orchestrator import Backends
-    from speculate.server import create_app
-    from speculate.server.run import uvicorn_config
-    from speculate.settings import Settings
 
     result = SoakResult()
     process = psutil.Process()
-    server = None
-    if url is None:
-        import uvicorn
 
-        from speculate.backends.standin import free_port
-
-        settings = Settings(
-            server={"rate_per_minute": 0, "resume_grace_s": 30},
-            store={"request_log": False},
-        )
-        backends = Backends(
-            edge=FakeBackend("fake-edge", 400, 1), cloud=FakeBackend("fake-cloud", 800, 2)
-        )
-        port = free_port()
-        config = uvicorn_config(create_app(settings, backends), settings, port=port)
-        config.access_log = False
-        server = uvicorn.Server(config)
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        with anyio.from_thread.start_blocking_portal() as portal:
-            portal.call(_wait_started, server)
-        url = f"http://127.0.0.1:{port}"
-
-    async def main() -> None:
+    async def main(url: str) -> None:
         counter = [0]
         warm = SoakResult()
         async with httpx.AsyncClient(timeout=30) as client:  # warm up before measuring
@@ -200,11 +175,13 @@ def run_soak(*, clients: int, requests: int, minutes: float, url: str | None = N
         result.rss_growth_mb = round((process.memory_info().rss - rss0) / 2**20, 2)
         result.fd_growth = process.num_fds() - fds0
 
-    try:
-        anyio.run(main)
-    finally:
-        if server is not None:
-            server.should_exit = True
+    if url is not None:
+        anyio.run(main, url)
+    else:
+        backends = Backends(edge=FakeBackend("fake-edge", 400, 1),
+                            cloud=FakeBackend("fake-cloud", 800, 2))  # fmt: skip
+        with serving(backends) as local:
+            anyio.run(main, local)
     if not quiet:
         table = Table(title=f"soak: {clients} clients × {requests} requests, ≤ {minutes:g} min")
         table.add_column("measure")
@@ -213,11 +190,3 @@ def run_soak(*, clients: int, requests: int, minutes: float, url: str | None = N
             table.add_row(key, str(value))
         Console().print(table)
     return result
-
-
-async def _wait_started(server: Any) -> None:
-    with anyio.fail_after(30):
-        while True:  # uvicorn offers no cross-thread start event: poll, bounded
-            if server.started:
-                return
-            await anyio.sleep(0.02)

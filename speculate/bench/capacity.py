@@ -1,0 +1,136 @@
+"""Suite 3: capacity — many concurrent streams from fast fake models.
+
+The server runs in its own process (so its CPU can be measured) with fake backends
+at a fixed token rate; a client process holds N concurrent SSE or WebSocket streams
+and records when each event arrives.  Reported: p50/p99 of the delay between
+consecutive events of a stream beyond the token interval, and the server's CPU time
+per 1,000 events.  One server process uses one core, so the largest N whose p99
+extra delay stays under 50 ms is the streams-per-core figure.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any
+
+import anyio
+import httpx
+import psutil
+import websockets
+
+from speculate.backends.standin import free_port
+from speculate.client import ws_url
+from speculate.core.protocol import SSEDecoder
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * (len(ordered) - 1)))] if ordered else 0.0
+
+
+async def _sse(client: httpx.AsyncClient, url: str, body: dict[str, Any], gaps: list[float],
+               counter: list[int]) -> None:  # fmt: skip
+    last = None
+    async with client.stream("POST", f"{url}/v1/speculate", json=body) as response:
+        decoder = SSEDecoder()
+        async for text in response.aiter_text():
+            for message in decoder.feed(text):
+                now = time.perf_counter()
+                if message.event == "draft" and last is not None:
+                    gaps.append(now - last)
+                if message.event == "draft":
+                    last = now
+                counter[0] += 1
+
+
+async def _ws(url: str, body: dict[str, Any], gaps: list[float], counter: list[int]) -> None:
+    last = None
+    async with websockets.connect(ws_url(url), compression=None, max_queue=None) as socket:
+        await socket.send(json.dumps({"type": "speculate", **body}))
+        async for frame in socket:
+            now = time.perf_counter()
+            kind = json.loads(frame)["event"]
+            if kind == "draft" and last is not None:
+                gaps.append(now - last)
+            if kind == "draft":
+                last = now
+            counter[0] += 1
+            if kind in ("done", "error"):
+                return
+
+
+def measure(streams: int, transport: str, tps: float = 10.0, tokens: int = 40) -> dict[str, Any]:
+    port = free_port()
+    command = [sys.executable, "-m", "speculate.bench.fakeserver", "--port", str(port),
+               "--tps", str(tps)]  # fmt: skip
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("the capacity server did not start")
+            time.sleep(0.1)  # bounded start-up poll of a child process
+        proc = psutil.Process(server.pid)
+        gaps: list[float] = []
+        counter = [0]
+        body = {"messages": [{"role": "user", "content": "go"}], "mode": "edge",
+                "max_tokens": tokens}  # fmt: skip
+
+        async def main() -> None:
+            limits = httpx.Limits(max_connections=streams + 10, max_keepalive_connections=0)
+            async with httpx.AsyncClient(timeout=120, limits=limits) as client:
+                with anyio.fail_after(120):
+                    async with anyio.create_task_group() as group:
+                        for _ in range(streams):
+                            if transport == "sse":
+                                group.start_soon(_sse, client, url, body, gaps, counter)
+                            else:
+                                group.start_soon(_ws, url, body, gaps, counter)
+
+        cpu0 = sum(proc.cpu_times()[:2])
+        started = time.perf_counter()
+        anyio.run(main)
+        elapsed = time.perf_counter() - started
+        cpu = sum(proc.cpu_times()[:2]) - cpu0
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+    interval = 1 / tps
+    extra = [max(0.0, gap - interval) for gap in gaps]
+    return {
+        "streams": streams,
+        "transport": transport,
+        "events": counter[0],
+        "seconds": round(elapsed, 2),
+        "gap_ms_p50": round(statistics.median(gaps) * 1000, 2) if gaps else None,
+        "extra_delay_ms_p50": round(_percentile(extra, 0.5) * 1000, 2),
+        "extra_delay_ms_p99": round(_percentile(extra, 0.99) * 1000, 2),
+        "server_cpu_ms_per_1000_events": round(cpu / max(1, counter[0]) * 1e6, 2),
+        "server_cpu_share": round(cpu / elapsed, 3),
+    }
+
+
+def run(levels: tuple[int, ...] = (100, 500, 1000), transports: tuple[str, ...] = ("sse", "ws"),
+        tps: float = 10.0) -> list[dict[str, Any]]:  # fmt: skip
+    return [measure(n, t, tps) for n in levels for t in transports]
+
+
+def streams_per_core(rows: list[dict[str, Any]], limit_ms: float = 50.0) -> int:
+    """The largest level at which every transport kept its p99 extra delay under the limit."""
+    levels = sorted({r["streams"] for r in rows})
+    passing = [
+        n
+        for n in levels
+        if all(r["extra_delay_ms_p99"] < limit_ms for r in rows if r["streams"] == n)
+    ]
+    return max(passing, default=0)

@@ -1,0 +1,180 @@
+"""Suites 1 and 2: the server against llama-cpp-python called in-process.
+
+Same model file, prompt, sampling and thread count, measured side by side in one
+run and interleaved (direct, SSE, WebSocket, direct, ...) so machine noise hits
+every column alike.  The server runs as a child process with the cloud disabled,
+so only the edge path is timed.
+
+1. Time to first draft token: the per-request difference ``server - direct``.
+2. Relay efficiency: tokens per second reaching the client (first draft event to
+   ``done``) over the model's own rate (first to last token), greedy so both sides
+   produce the same tokens.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any
+
+import anyio
+import httpx
+import websockets
+
+from speculate import models
+from speculate.backends.llamacpp import default_threads
+from speculate.backends.standin import free_port
+from speculate.client import ws_url
+from speculate.core.protocol import SSEDecoder, decode_event
+from speculate.settings import Settings
+
+PROMPT = [{"role": "user", "content": "Write one sentence about the sea."}]
+LONG_PROMPT = [{"role": "user", "content": "Write a long story about a lighthouse keeper."}]
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+class EdgeServer:
+    """``speculate serve`` in a child process, cloud disabled."""
+
+    def __init__(self, config: str | None, threads: int) -> None:
+        self.url = f"http://127.0.0.1:{free_port()}"
+        command = [sys.executable, "-m", "speculate.cli", "serve", "--port",
+                   self.url.rsplit(":", 1)[1]]  # fmt: skip
+        if config:
+            command += ["--config", config]
+        env = {**os.environ, "SPECULATE_CLOUD__ENABLED": "false",
+               "SPECULATE_EDGE__N_THREADS": str(threads), "SPECULATE_STORE__REQUEST_LOG": "false",
+               "SPECULATE_SERVER__RATE_PER_MINUTE": "0"}  # fmt: skip
+        self.process = subprocess.Popen(
+            command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+
+    def __enter__(self) -> EdgeServer:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError("the benchmark server exited during start-up")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)  # bounded start-up poll of a child process
+        raise RuntimeError("the benchmark server did not become ready")
+
+    def __exit__(self, *exc: object) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def run(*, requests: int = 30, relay_runs: int = 5, relay_tokens: int = 128,
+        config: str | None = None, max_tokens: int = 8) -> dict[str, Any]:  # fmt: skip
+    from llama_cpp import Llama
+
+    settings = Settings.load(config)
+    threads = settings.edge.n_threads or default_threads()
+    path = models.resolve(settings.edge.model)
+    llama: Any = Llama(model_path=str(path), n_ctx=settings.edge.n_ctx, n_threads=threads,
+                       verbose=False)  # fmt: skip
+
+    def direct(messages: list[dict[str, str]], tokens: int, temperature: float) -> list[float]:
+        """Arrival time of every token, relative to the call."""
+        started, stamps = time.perf_counter(), []
+        for chunk in llama.create_chat_completion(messages=messages, stream=True,
+                                                  max_tokens=tokens, temperature=temperature,
+                                                  top_p=settings.edge.top_p):  # fmt: skip
+            if chunk["choices"][0]["delta"].get("content"):
+                stamps.append(time.perf_counter() - started)
+        return stamps
+
+    async def via_sse(
+        client: httpx.AsyncClient, url: str, body: dict[str, Any]
+    ) -> tuple[float, float, int]:
+        started, first, tokens = time.perf_counter(), None, 0
+        async with client.stream("POST", f"{url}/v1/speculate", json=body) as response:
+            decoder = SSEDecoder()
+            async for text in response.aiter_text():
+                for message in decoder.feed(text):
+                    if message.event == "draft" and first is None:
+                        first = time.perf_counter() - started
+                    if message.event == "done":
+                        tokens = int(json.loads(message.data)["stats"]["draft_tokens"])
+        assert first is not None
+        return first, time.perf_counter() - started, tokens
+
+    async def via_ws(socket: websockets.ClientConnection, body: dict[str, Any]) -> float:
+        started, first = time.perf_counter(), None
+        await socket.send(json.dumps({"type": "speculate", **body}))
+        while True:
+            event = decode_event(str(await socket.recv()))
+            if event.type == "draft" and first is None:
+                first = time.perf_counter() - started
+            if event.type in ("done", "error"):
+                assert first is not None
+                return first
+
+    ttft: dict[str, list[float]] = {"direct": [], "sse": [], "ws": []}
+    relay: dict[str, list[float]] = {"direct": [], "server": []}
+    short = {"messages": PROMPT, "mode": "edge", "max_tokens": max_tokens}
+    long = {"messages": LONG_PROMPT, "mode": "edge", "max_tokens": relay_tokens,
+            "temperature": 0.0}  # fmt: skip
+
+    async def measure(url: str) -> None:
+        async with (
+            httpx.AsyncClient(timeout=120) as client,
+            websockets.connect(ws_url(url), compression=None) as socket,
+        ):
+            for i in range(requests + 2):  # two warm-up rounds, not recorded
+                d = await anyio.to_thread.run_sync(direct, PROMPT, max_tokens,
+                                                   settings.edge.temperature)  # fmt: skip
+                s, _, _ = await via_sse(client, url, short)
+                w = await via_ws(socket, short)
+                if i >= 2:
+                    ttft["direct"].append(d[0])
+                    ttft["sse"].append(s)
+                    ttft["ws"].append(w)
+            for _ in range(relay_runs):
+                stamps = await anyio.to_thread.run_sync(direct, LONG_PROMPT, relay_tokens, 0.0)
+                relay["direct"].append((len(stamps) - 1) / (stamps[-1] - stamps[0]))
+                first, end, tokens = await via_sse(client, url, long)
+                relay["server"].append((tokens - 1) / (end - first))
+
+    with EdgeServer(config, threads) as server:
+        anyio.run(measure, server.url)
+
+    rows = {}
+    for name, values in ttft.items():
+        added = [(v - d) * 1000 for v, d in zip(values, ttft["direct"], strict=True)]
+        rows[name] = {
+            "median_ms": round(statistics.median(values) * 1000, 3),
+            "p99_ms": round(percentile(values, 0.99) * 1000, 3),
+            "added_median_ms": round(statistics.median(added), 3),
+            "added_p99_ms": round(percentile(added, 0.99), 3),
+        }
+    direct_rate = statistics.median(relay["direct"])
+    server_rate = statistics.median(relay["server"])
+    return {
+        "model": path.name,
+        "threads": threads,
+        "requests": requests,
+        "ttft": rows,
+        "ttft_samples_ms": {k: [round(v * 1000, 3) for v in vs] for k, vs in ttft.items()},
+        "relay": {
+            "runs": relay_runs,
+            "tokens": relay_tokens,
+            "direct_tokens_per_s": round(direct_rate, 1),
+            "server_tokens_per_s": round(server_rate, 1),
+            "efficiency": round(server_rate / direct_rate, 4),
+        },
+    }

@@ -1,0 +1,33 @@
+"""``python -m speculate.bench.fakeserver --port P``: the real server on fake models.
+
+For load tests that must measure the server's own CPU in its own process."""
+
+from __future__ import annotations
+
+import argparse
+
+from speculate.bench.fake import FakeBackend
+from speculate.bench.inprocess import quiet_settings
+from speculate.orchestrator import Backends
+from speculate.server import create_app
+from speculate.server.run import DrainingServer, uvicorn_config
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--tps", type=float, default=10.0, help="fake tokens per second")
+    parser.add_argument("--max-streams", type=int, default=4096)
+    args = parser.parse_args()
+    settings = quiet_settings()
+    settings.server.max_concurrent_streams = args.max_streams
+    backends = Backends(edge=FakeBackend("fake-edge", args.tps, 1),
+                        cloud=FakeBackend("fake-cloud", args.tps * 2, 2))  # fmt: skip
+    config = uvicorn_config(create_app(settings, backends), settings, port=args.port)
+    config.access_log = False
+    config.backlog = 4096
+    DrainingServer(config).run()
+
+
+if __name__ == "__main__":
+    main()

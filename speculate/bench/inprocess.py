@@ -1,0 +1,45 @@
+"""Run the app under uvicorn in a background thread (benchmarks and soak)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import uvicorn
+
+from speculate.backends.standin import free_port
+from speculate.orchestrator import Backends
+from speculate.server import create_app
+from speculate.server.run import uvicorn_config
+from speculate.settings import Settings
+
+
+def quiet_settings() -> Settings:
+    """No rate limit, no request log: load generators, not users."""
+    return Settings(
+        server={"rate_per_minute": 0, "resume_grace_s": 30},
+        store={"request_log": False},
+    )
+
+
+@contextmanager
+def serving(backends: Backends, settings: Settings | None = None) -> Iterator[str]:
+    settings = settings or quiet_settings()
+    port = free_port()
+    config = uvicorn_config(create_app(settings, backends), settings, port=port)
+    config.access_log = False
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:  # uvicorn offers no cross-thread start event: poll, bounded
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the in-process server did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)

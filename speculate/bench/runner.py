@@ -1,0 +1,153 @@
+"""``speculate bench``: run the suites, print tables, write JSON and PNG results.
+
+Results go to ``bench-results/`` (ignored by git) with a description of the machine.
+``--quick`` runs short versions of suites 1-4; ``--json`` prints one JSON object as
+the last line with the headline figures.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+SUITES = ("ttft", "relay", "capacity", "latency", "diff", "wire")
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "processor": platform.processor() or platform.machine(),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    }
+
+
+def _table(title: str, rows: list[dict[str, Any]]) -> Table:
+    table = Table(title=title)
+    for column in rows[0]:
+        table.add_column(column, justify="right")
+    for row in rows:
+        table.add_row(*(str(v) for v in row.values()))
+    return table
+
+
+def _plot(name: str, results: dict[str, Any], out: Path) -> Path | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    if name == "ttft":
+        samples = results["edge"]["ttft_samples_ms"]
+        ax.boxplot(list(samples.values()), tick_labels=list(samples))
+        ax.set_ylabel("ms to first draft token")
+        ax.set_title("llama.cpp in-process vs through the server")
+    elif name == "capacity":
+        for transport in ("sse", "ws"):
+            rows = [r for r in results["capacity"] if r["transport"] == transport]
+            ax.plot([r["streams"] for r in rows], [r["extra_delay_ms_p99"] for r in rows],
+                    marker="o", label=transport)  # fmt: skip
+        ax.axhline(50, color="grey", linestyle="--", label="target")
+        ax.set_xlabel("concurrent streams (one server core)")
+        ax.set_ylabel("p99 extra delay between events, ms")
+        ax.legend()
+    elif name == "diff":
+        rows = results["diff"]
+        ax.plot([r["words"] for r in rows], [r["ours_median_us"] for r in rows], marker="o",
+                label="speculate (windowed alignment)")  # fmt: skip
+        ax.plot([r["words"] for r in rows], [r["difflib_median_us"] for r in rows], marker="o",
+                label="difflib per chunk")  # fmt: skip
+        ax.set_xlabel("answer length, words")
+        ax.set_ylabel("µs per cloud chunk (median)")
+        ax.set_yscale("log")
+        ax.legend()
+    elif name == "wire":
+        rows = results["wire"]
+        x = range(len(rows))
+        ax.bar([i - 0.2 for i in x], [r["speculate_bytes"] for r in rows], 0.4, label="speculate")
+        ax.bar([i + 0.2 for i in x], [r["snapshot_bytes"] for r in rows], 0.4, label="snapshots")
+        ax.set_xticks(list(x), [f"{r['words']} words" for r in rows])
+        ax.set_yscale("log")
+        ax.set_ylabel("bytes sent")
+        ax.legend()
+    else:
+        plt.close(fig)
+        return None
+    fig.tight_layout()
+    path = out / f"{name}.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def run(suites: list[str], *, quick: bool, json_out: bool, requests: int,
+        config: str | None) -> int:  # fmt: skip
+    console = Console(stderr=json_out)
+    out = Path("bench-results") / time.strftime("%Y%m%d-%H%M%S")
+    out.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {"machine": machine(), "quick": quick}
+    chosen = [s for s in SUITES if s in suites] if suites else list(SUITES)
+    if quick:
+        chosen = [s for s in chosen if s in ("ttft", "relay", "capacity", "latency")]
+    if "ttft" in chosen or "relay" in chosen:
+        from speculate.bench import edge
+
+        console.print("[cyan]suites 1-2[/]: first draft token and relay rate vs llama.cpp …")
+        results["edge"] = edge.run(requests=requests, relay_runs=3 if quick else 5,
+                                   relay_tokens=96 if quick else 160, config=config)  # fmt: skip
+        rows = [{"path": k, **v} for k, v in results["edge"]["ttft"].items()]
+        console.print(_table(f"time to first draft token ({requests} requests)", rows))
+        console.print(_table("relay efficiency", [results["edge"]["relay"]]))
+    if "capacity" in chosen:
+        from speculate.bench import capacity
+
+        console.print("[cyan]suite 3[/]: concurrent streams on fake models …")
+        levels = (100, 500) if quick else (100, 500, 1000)
+        results["capacity"] = capacity.run(levels)
+        console.print(_table("capacity (fake models at 10 tokens/s)", results["capacity"]))
+    if "latency" in chosen:
+        from speculate.bench import latency
+
+        console.print("[cyan]suite 4[/]: correction latency …")
+        results["latency"] = latency.run(requests=20 if quick else 60)
+        console.print(_table("cloud's last token → client has done", [results["latency"]]))
+    if "diff" in chosen:
+        from speculate.bench import diffcost
+
+        results["diff"] = diffcost.run()
+        console.print(_table("diff engine per cloud chunk vs difflib", results["diff"]))
+    if "wire" in chosen:
+        from speculate.bench import wire
+
+        results["wire"] = wire.run()
+        console.print(_table("bytes on the wire vs full-text snapshots", results["wire"]))
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    for name in ("ttft", "capacity", "diff", "wire"):
+        key = "edge" if name == "ttft" else name
+        if key in results and (path := _plot(name, results, out)) is not None:
+            console.print(f"wrote {path}")
+    console.print(f"wrote {out / 'results.json'}")
+    if json_out:
+        from speculate.bench.capacity import streams_per_core
+
+        summary: dict[str, Any] = {}
+        if "edge" in results:
+            ttft = results["edge"]["ttft"]
+            summary["ttft_overhead_ms_p50"] = max(ttft["sse"]["added_median_ms"],
+                                                  ttft["ws"]["added_median_ms"])  # fmt: skip
+            summary["relay_efficiency"] = results["edge"]["relay"]["efficiency"]
+        if "capacity" in results:
+            summary["streams_per_core"] = streams_per_core(results["capacity"])
+        if "latency" in results:
+            summary["correction_latency_ms_p50"] = results["latency"]["correction_latency_ms_p50"]
+        print(json.dumps(summary))
+    return 0

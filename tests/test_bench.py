@@ -1,0 +1,39 @@
+"""The benchmark suites run and report what they claim (no timing is asserted here)."""
+
+from __future__ import annotations
+
+from speculate.bench import diffcost, wire
+from speculate.bench.capacity import streams_per_core
+from speculate.core.session import Session
+from speculate.core.text import ShownText
+
+
+def test_wire_counts_fewer_bytes_than_snapshots() -> None:
+    (row,) = wire.run((300,))
+    assert row["speculate_bytes"] < row["snapshot_bytes"]
+    assert 0 < row["ratio"] < 1
+
+
+def test_diff_suite_streams_the_cloud_answer_exactly() -> None:
+    draft, cloud = diffcost.texts(200)
+    session = Session("b", route="speculative", reason="", edge_model="e", cloud_model="c")
+    events = session.start() + session.receive_draft(draft, 0.0) + session.flush(0.0)
+    for chunk in cloud.split(" "):
+        events += session.receive_cloud(chunk + " ", 0.0)
+    events += session.cloud_finished(0.0)
+    shown = ShownText()
+    for event in events:
+        shown.apply(event)
+    assert shown.text == cloud + " "
+    (row,) = diffcost.run(sizes=(100,))
+    assert {"ours_median_us", "difflib_median_us", "share_of_generation"} <= set(row)
+
+
+def test_streams_per_core_needs_every_transport() -> None:
+    rows = [
+        {"streams": 100, "transport": "sse", "extra_delay_ms_p99": 10.0},
+        {"streams": 100, "transport": "ws", "extra_delay_ms_p99": 12.0},
+        {"streams": 500, "transport": "sse", "extra_delay_ms_p99": 80.0},
+        {"streams": 500, "transport": "ws", "extra_delay_ms_p99": 20.0},
+    ]
+    assert streams_per_core(rows) == 100
