@@ -9,11 +9,13 @@ has let go of the model.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
 import os
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,30 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from speculate.backends.base import GenerationParams, Message, Usage
 from speculate.errors import EdgeError, ModelCorrupt, SpeculateError
+
+
+def handoff(send: MemoryObjectSendStream[str]) -> Callable[[str], None]:
+    """How the decoding thread hands a token to the event loop without waiting for it.
+
+    On asyncio (uvicorn) ``call_soon_threadsafe`` queues the token and returns, so
+    decoding never stalls on a busy loop; elsewhere anyio's blocking hop is used."""
+
+    def put(text: str) -> None:
+        with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+            send.send_nowait(text)  # the reader may have gone: drop the token
+
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # not asyncio (trio): no loop to queue onto
+        loop = None
+
+    def queue(text: str) -> None:
+        if loop is None:
+            anyio.from_thread.run_sync(put, text)
+        else:
+            loop.call_soon_threadsafe(put, text)
+
+    return queue
 
 
 def default_threads() -> int:
@@ -110,7 +136,7 @@ class LlamaCppEdge:
                 # Not abandonable: a cancelled request waits (one token at most) until
                 # the thread has stopped touching the model.
                 await anyio.to_thread.run_sync(
-                    self._generate, messages, params, send, stop, tokens.usage
+                    self._generate, messages, params, send, stop, tokens.usage, handoff(send)
                 )
             except SpeculateError as exc:
                 tokens.error = exc
@@ -124,6 +150,7 @@ class LlamaCppEdge:
         send: MemoryObjectSendStream[str],
         stop: threading.Event,
         usage: Usage,
+        deliver: Callable[[str], None],
     ) -> None:
         kwargs: dict[str, Any] = {
             "messages": messages,
@@ -145,7 +172,7 @@ class LlamaCppEdge:
                 text = choice["delta"].get("content")
                 if text:
                     usage.completion_tokens += 1
-                    anyio.from_thread.run_sync(send.send_nowait, str(text))
+                    deliver(str(text))
                 if choice.get("finish_reason"):
                     usage.finish_reason = choice["finish_reason"]
         finally:
