@@ -24,7 +24,6 @@ import websockets
 
 from speculate.backends.standin import free_port
 from speculate.client import ws_url
-from speculate.core.protocol import SSEDecoder
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -32,19 +31,33 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * (len(ordered) - 1)))] if ordered else 0.0
 
 
-async def _sse(client: httpx.AsyncClient, url: str, body: dict[str, Any], gaps: list[float],
-               counter: list[int]) -> None:  # fmt: skip
+async def _sse(url: str, body: dict[str, Any], gaps: list[float], counter: list[int]) -> None:
+    """A minimal HTTP/1.1 SSE client on a raw socket: with hundreds of streams in one
+    process, a full HTTP client's per-chunk cost would be measured instead of the server."""
+    host, port = url.removeprefix("http://").split(":")
+    payload = json.dumps(body).encode()
+    head = (f"POST /v1/speculate HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n").encode()  # fmt: skip
     last = None
-    async with client.stream("POST", f"{url}/v1/speculate", json=body) as response:
-        decoder = SSEDecoder()
-        async for text in response.aiter_text():
-            for message in decoder.feed(text):
-                now = time.perf_counter()
-                if message.event == "draft" and last is not None:
-                    gaps.append(now - last)
-                if message.event == "draft":
+    async with await anyio.connect_tcp(host, int(port)) as stream:
+        await stream.send(head + payload)
+        buffer = b""
+        while True:
+            try:
+                buffer += await stream.receive()
+            except (anyio.EndOfStream, anyio.BrokenResourceError):
+                return
+            now = time.perf_counter()
+            while (cut := buffer.find(b"\n\n")) != -1:
+                block, buffer = buffer[:cut], buffer[cut + 2 :]
+                if b"event: draft" in block:
+                    if last is not None:
+                        gaps.append(now - last)
                     last = now
-                counter[0] += 1
+                if b"event: " in block:
+                    counter[0] += 1
+                if b"event: done" in block or b"event: error" in block:
+                    return
 
 
 async def _ws(url: str, body: dict[str, Any], gaps: list[float], counter: list[int]) -> None:
@@ -87,15 +100,13 @@ def measure(streams: int, transport: str, tps: float = 10.0, tokens: int = 40) -
                 "max_tokens": tokens}  # fmt: skip
 
         async def main() -> None:
-            limits = httpx.Limits(max_connections=streams + 10, max_keepalive_connections=0)
-            async with httpx.AsyncClient(timeout=120, limits=limits) as client:
-                with anyio.fail_after(120):
-                    async with anyio.create_task_group() as group:
-                        for _ in range(streams):
-                            if transport == "sse":
-                                group.start_soon(_sse, client, url, body, gaps, counter)
-                            else:
-                                group.start_soon(_ws, url, body, gaps, counter)
+            with anyio.fail_after(120):
+                async with anyio.create_task_group() as group:
+                    for _ in range(streams):
+                        if transport == "sse":
+                            group.start_soon(_sse, url, body, gaps, counter)
+                        else:
+                            group.start_soon(_ws, url, body, gaps, counter)
 
         cpu0 = sum(proc.cpu_times()[:2])
         started = time.perf_counter()
