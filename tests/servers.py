@@ -5,18 +5,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
-import uvicorn
 
 from speculate.backends.standin import free_port
-from speculate.server.run import uvicorn_config
+from speculate.bench.inprocess import serve_app
 from speculate.settings import Settings
 
 
@@ -73,23 +70,6 @@ def start_server(tmp_dir: str, env: dict[str, str] | None = None, *args: str) ->
     raise RuntimeError(f"server did not become ready:\n{server.log()}")
 
 
-@contextmanager
-def serve_in_thread(app: Any, settings: Settings | None = None) -> Iterator[str]:
-    """Run an app under uvicorn, configured as `speculate serve` does, on a loopback
-    port; yield its URL."""
-    port = free_port()
-    config = uvicorn_config(app, settings or Settings(), port=port)
-    config.log_level = "warning"
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the in-process server did not start")
-        time.sleep(0.02)  # bounded start-up poll: uvicorn offers no cross-thread event
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
+def serve_in_thread(app: Any, settings: Settings | None = None) -> AbstractContextManager[str]:
+    """Run an app under a real uvicorn on loopback, configured as `speculate serve` does."""
+    return serve_app(app, settings or Settings())

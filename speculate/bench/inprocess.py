@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import uvicorn
+from starlette.applications import Starlette
 
 from speculate.backends.standin import free_port
 from speculate.orchestrator import Backends
@@ -25,10 +26,11 @@ def quiet_settings() -> Settings:
 
 
 @contextmanager
-def serving(backends: Backends, settings: Settings | None = None) -> Iterator[str]:
-    settings = settings or quiet_settings()
+def serve_app(app: Starlette, settings: Settings) -> Iterator[str]:
+    """Run ``app`` under uvicorn, configured as ``speculate serve`` does, on a free
+    loopback port in a background thread; yield its URL."""
     port = free_port()
-    config = uvicorn_config(create_app(settings, backends), settings, port=port)
+    config = uvicorn_config(app, settings, port=port)
     config.access_log = False
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
@@ -43,3 +45,10 @@ def serving(backends: Backends, settings: Settings | None = None) -> Iterator[st
     finally:
         server.should_exit = True
         thread.join(timeout=15)
+
+
+@contextmanager
+def serving(backends: Backends, settings: Settings | None = None) -> Iterator[str]:
+    settings = settings or quiet_settings()
+    with serve_app(create_app(settings, backends), settings) as url:
+        yield url
