@@ -13,6 +13,7 @@ from speculate import models, store
 from speculate.backends.llamacpp import LlamaCppEdge, default_threads
 from speculate.backends.openai_compat import OpenAICompatCloud
 from speculate.backends.standin import StandInServer
+from speculate.errors import CloudError
 from speculate.eventlog import RequestRegistry
 from speculate.logs import RequestLogger
 from speculate.orchestrator import Backends, Orchestrator, RunObserver
@@ -107,6 +108,13 @@ async def build_backends(settings: Settings) -> tuple[Backends, StandInServer | 
         cloud = OpenAICompatCloud(cloud_settings, base_url=base_url, model=cloud_settings.model)
         if standin is not None:
             await cloud.discover_model()
+        elif not cloud.model_name:
+            # Ask the cloud which model it serves; if it is unreachable now, start anyway:
+            # the edge answers, and requests report the cloud error until it is back.
+            try:
+                await cloud.discover_model()
+            except CloudError as exc:
+                log.warning("no cloud.model configured and %s", exc.message)
     except BaseException:
         if standin is not None:
             with anyio.CancelScope(shield=True):

@@ -25,16 +25,20 @@ pytestmark = pytest.mark.slow
 BODY = {"messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 24}
 
 
-def test_unreachable_cloud_leaves_the_draft_within_the_connect_timeout(tmp_path: Path) -> None:
+@pytest.mark.parametrize("model", ["llama-70b", None], ids=["model-set", "model-unknown"])
+def test_unreachable_cloud_leaves_the_draft_within_the_connect_timeout(
+    tmp_path: Path, model: str | None
+) -> None:
     closed_port = free_port()  # nothing listens here
-    server = start_server(
-        str(tmp_path),
-        {
-            "SPECULATE_CLOUD__BASE_URL": f"http://127.0.0.1:{closed_port}/v1",
-            "SPECULATE_CLOUD__MODEL": "llama-70b",
-            "SPECULATE_CLOUD__CONNECT_TIMEOUT_S": "2",
-        },
-    )
+    env = {
+        "SPECULATE_CLOUD__BASE_URL": f"http://127.0.0.1:{closed_port}/v1",
+        "SPECULATE_CLOUD__CONNECT_TIMEOUT_S": "2",
+    }
+    if model is not None:
+        env["SPECULATE_CLOUD__MODEL"] = model
+    # Without a configured model the server asks the cloud at start-up; unreachable, it
+    # must start anyway.
+    server = start_server(str(tmp_path), env)
     try:
 
         async def main() -> tuple[ShownText, list[Error], float]:
