@@ -84,11 +84,15 @@ class LlamaCppEdge:
     ) -> None:
         from llama_cpp import Llama  # imported here: loading the library is slow
 
+        threads = n_threads or default_threads()
         try:
             self._llama: Any = Llama(
                 model_path=str(model_path),
                 n_ctx=n_ctx,
-                n_threads=n_threads or default_threads(),
+                n_threads=threads,
+                # llama.cpp's batch (prompt) threads default to every core and spin while
+                # they wait; next to a cloud stand-in on a small device that starves both.
+                n_threads_batch=threads,
                 seed=seed if seed is not None else 0xFFFFFFFF,
                 verbose=False,
             )

@@ -71,6 +71,7 @@ class StandInServer:
             "--port", str(self.port),
             "--n_ctx", str(self.n_ctx),
             "--n_threads", str(self.n_threads),
+            "--n_threads_batch", str(self.n_threads),
             "--verbose", "False",
         ]  # fmt: skip
 

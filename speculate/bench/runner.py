@@ -17,7 +17,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-SUITES = ("ttft", "relay", "capacity", "latency", "diff", "wire")
+SUITES = ("ttft", "relay", "capacity", "latency", "diff", "wire", "network")
 
 
 def machine() -> dict[str, Any]:
@@ -79,6 +79,18 @@ def _plot(name: str, results: dict[str, Any], out: Path) -> Path | None:
         ax.set_yscale("log")
         ax.set_ylabel("bytes sent")
         ax.legend()
+    elif name == "network":
+        rows = results["network"]
+        for mode, color in (("speculative", "#12632a"), ("cloud", "#c0392b"), ("edge", "#6b6b70")):
+            mine = [r for r in rows if r["mode"] == mode]
+            rtts = [r["rtt_ms"] for r in mine]
+            ax.plot(rtts, [r["first_text_ms"] for r in mine], marker="o", color=color,
+                    label=f"{mode}: first text")  # fmt: skip
+            ax.plot(rtts, [r["final_ms"] for r in mine], marker="s", linestyle="--", color=color,
+                    label=f"{mode}: final")  # fmt: skip
+        ax.set_xlabel("added cloud round trip, ms")
+        ax.set_ylabel("ms until the user sees it")
+        ax.legend(fontsize=7)
     else:
         plt.close(fig)
         return None
@@ -130,8 +142,14 @@ def run(suites: list[str], *, quick: bool, json_out: bool, requests: int,
 
         results["wire"] = wire.run()
         console.print(_table("bytes on the wire vs full-text snapshots", results["wire"]))
+    if "network" in chosen:
+        from speculate.bench import network
+
+        console.print("[cyan]suite 8[/]: first and final text as the cloud gets farther …")
+        results["network"] = network.run()
+        console.print(_table("median over 3 prompts, real models", results["network"]))
     (out / "results.json").write_text(json.dumps(results, indent=2))
-    for name in ("ttft", "capacity", "diff", "wire"):
+    for name in ("ttft", "capacity", "diff", "wire", "network"):
         key = "edge" if name == "ttft" else name
         if key in results and (path := _plot(name, results, out)) is not None:
             console.print(f"wrote {path}")

@@ -1,0 +1,119 @@
+"""Suite 8: where speculation wins — first and final text as the cloud gets farther away.
+
+A delay proxy on loopback adds a round-trip time (0, 30, 100, 300 ms: half each way, on
+every chunk, order kept) between the server and the cloud stand-in.  For each RTT the
+same prompts are asked in modes ``speculative``, ``cloud`` and ``edge``; the client
+records when it first sees text and when it has the final answer.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any
+
+import anyio
+import httpx
+from anyio.abc import SocketStream
+
+from speculate import models
+from speculate.backends.llamacpp import LlamaCppEdge, default_threads
+from speculate.backends.openai_compat import OpenAICompatCloud
+from speculate.backends.standin import StandInServer
+from speculate.bench.inprocess import quiet_settings, serving
+from speculate.core.protocol import SSEDecoder
+from speculate.orchestrator import Backends
+
+PROMPTS = ["What is the capital of France?", "Give one tip for better sleep.",
+           "Name a planet and say one fact about it."]  # fmt: skip
+
+
+class DelayProxy:
+    """Forwards TCP to ``target_port`` with ``one_way_s`` added in each direction."""
+
+    def __init__(self, target_port: int, one_way_s: float) -> None:
+        self.target_port = target_port
+        self.one_way_s = one_way_s
+
+    async def serve(self, *, task_status: anyio.abc.TaskStatus[int]) -> None:
+        listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+        port = listener.extra(anyio.abc.SocketAttribute.local_port)
+        task_status.started(port)
+        await listener.serve(self._handle)
+
+    async def _handle(self, client: SocketStream) -> None:
+        upstream = await anyio.connect_tcp("127.0.0.1", self.target_port)
+        async with client, upstream, anyio.create_task_group() as group:
+            group.start_soon(self._pipe, client, upstream, group)
+            group.start_soon(self._pipe, upstream, client, group)
+
+    async def _pipe(self, source: SocketStream, sink: SocketStream, group: Any) -> None:
+        send, receive = anyio.create_memory_object_stream[tuple[float, bytes]](1000)
+
+        async def deliver() -> None:
+            async for due, data in receive:
+                await anyio.sleep_until(due)
+                await sink.send(data)
+
+        async with anyio.create_task_group() as inner:
+            inner.start_soon(deliver)
+            try:
+                async with send:
+                    while True:
+                        data = await source.receive()
+                        await send.send((anyio.current_time() + self.one_way_s, data))
+            except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
+                pass
+        group.cancel_scope.cancel()
+
+
+async def _ask(client: httpx.AsyncClient, url: str, prompt: str, mode: str) -> tuple[float, float]:
+    body = {"messages": [{"role": "user", "content": prompt}], "mode": mode, "max_tokens": 48}
+    started, first = time.perf_counter(), None
+    async with client.stream("POST", f"{url}/v1/speculate", json=body) as response:
+        decoder = SSEDecoder()
+        async for text in response.aiter_text():
+            for message in decoder.feed(text):
+                if first is None and message.event in ("draft", "patch"):
+                    first = time.perf_counter() - started
+    final = time.perf_counter() - started
+    return (first if first is not None else final), final
+
+
+def run(rtts_ms: tuple[int, ...] = (0, 30, 100, 300)) -> list[dict[str, Any]]:
+    settings = quiet_settings()
+    path = models.resolve(settings.edge.model)
+    edge = LlamaCppEdge(path, model_name=settings.edge.model, n_threads=default_threads())
+    standin = StandInServer(path, alias="standin", n_threads=default_threads())
+    rows: list[dict[str, Any]] = []
+
+    async def main() -> None:
+        await standin.start()
+        try:
+            for rtt in rtts_ms:
+                proxy = DelayProxy(standin.port, rtt / 2000)
+                async with anyio.create_task_group() as group:
+                    port = await group.start(proxy.serve)
+                    cloud = OpenAICompatCloud(settings.cloud, base_url=f"http://127.0.0.1:{port}/v1",
+                                              model="standin")  # fmt: skip
+                    with serving(Backends(edge, cloud), settings) as url:
+                        async with httpx.AsyncClient(timeout=120) as client:
+                            for mode in ("edge", "cloud", "speculative"):  # warm-up
+                                await _ask(client, url, PROMPTS[-1], mode)
+                            for mode in ("speculative", "cloud", "edge"):
+                                firsts, finals = [], []
+                                for prompt in PROMPTS:
+                                    first, final = await _ask(client, url, prompt, mode)
+                                    firsts.append(first)
+                                    finals.append(final)
+                                rows.append({
+                                    "rtt_ms": rtt, "mode": mode,
+                                    "first_text_ms": round(statistics.median(firsts) * 1000, 1),
+                                    "final_ms": round(statistics.median(finals) * 1000, 1),
+                                })  # fmt: skip
+                    group.cancel_scope.cancel()
+        finally:
+            await standin.stop()
+
+    anyio.run(main)
+    return rows
