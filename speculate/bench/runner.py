@@ -17,7 +17,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-SUITES = ("ttft", "relay", "capacity", "latency", "diff", "wire", "network")
+SUITES = ("ttft", "relay", "capacity", "latency", "diff", "wire", "peer", "network")
 
 
 def machine() -> dict[str, Any]:
@@ -142,6 +142,12 @@ def run(suites: list[str], *, quick: bool, json_out: bool, requests: int,
 
         results["wire"] = wire.run()
         console.print(_table("bytes on the wire vs full-text snapshots", results["wire"]))
+    if "peer" in chosen:
+        from speculate.bench import peer
+
+        console.print("[cyan]suite 7[/]: LiteLLM and speculate in front of the same cloud …")
+        results["peer"] = peer.run()
+        console.print(_table("added to calling the stand-in directly", results["peer"]["rows"]))
     if "network" in chosen:
         from speculate.bench import network
 

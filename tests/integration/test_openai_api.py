@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -129,8 +130,9 @@ parts = [c.choices[0].delta.content or "" for c in litellm.completion(stream=Tru
 print(json.dumps({{"id": whole.id, "text": whole.choices[0].message.content,
                   "streamed": "".join(parts)}}))
 """
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}  # no price-list download
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=300)  # fmt: skip
+                          timeout=300, env=env)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     out = json.loads(done.stdout.strip().splitlines()[-1])
     assert out["text"] == result(server, out["id"])["text"]
