@@ -10,10 +10,12 @@ from __future__ import annotations
 import itertools
 from collections import OrderedDict
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import anyio
 
-from speculate.core.protocol import Done, Error, Event
+from speculate.core.protocol import Done, Error, Event, Start
 
 _FINISH_CLOCK = itertools.count(1)
 
@@ -48,10 +50,6 @@ class EventLog:
                 return
             await self._changed.wait()
 
-    @property
-    def last(self) -> Event | None:
-        return self.events[-1] if self.events else None
-
 
 class RequestRegistry:
     """The event logs of live requests and the most recent finished ones."""
@@ -77,3 +75,37 @@ class RequestRegistry:
         finished.sort(key=lambda log: log.finished_order)
         for log in finished[: len(finished) - self._keep]:
             del self._logs[log.request_id]
+
+
+@dataclass(frozen=True, slots=True)
+class RunSummary:
+    """What a finished request came to, read once off its events for every observer
+    (metrics, the request log, the log line)."""
+
+    request_id: str
+    route: str | None = None
+    outcome: Literal["done", "error", "cancelled"] = "cancelled"
+    final_source: str | None = None
+    error_code: str | None = None
+    cloud_errors: tuple[str, ...] = ()
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+def summarize(log: EventLog) -> RunSummary:
+    route = final_source = error_code = None
+    outcome: Literal["done", "error", "cancelled"] = "cancelled"  # no end: it was cut off
+    cloud_errors: list[str] = []
+    stats: dict[str, Any] = {}
+    for event in log.events:
+        if isinstance(event, Start):
+            route = event.route
+        elif isinstance(event, Error):
+            if event.source == "cloud":
+                cloud_errors.append(event.code)
+            if event.fatal:
+                outcome = "cancelled" if event.code == "cancelled" else "error"
+                error_code = event.code
+        elif isinstance(event, Done):
+            outcome, final_source, stats = "done", event.final_source, event.stats
+    return RunSummary(log.request_id, route, outcome, final_source, error_code,
+                      tuple(cloud_errors), stats)  # fmt: skip

@@ -10,7 +10,7 @@ import logging
 import time
 from typing import Any
 
-from speculate.eventlog import EventLog
+from speculate.eventlog import RunSummary
 from speculate.orchestrator import SpeculateRequest
 from speculate.store import row_for
 
@@ -52,8 +52,8 @@ class RequestLogger:
     def started(self, request: SpeculateRequest) -> None:
         pass
 
-    async def finished(self, request: SpeculateRequest, events: EventLog) -> None:
-        row = row_for(request, events, keep_prompt=False)
+    async def finished(self, request: SpeculateRequest, summary: RunSummary) -> None:
+        row = row_for(request, summary, keep_prompt=False)
         del row["prompt"], row["finished_at"]
         self.log.info(
             "request %s %s via %s in %s ms",

@@ -22,7 +22,7 @@ from speculate.core.protocol import Event, Route
 from speculate.core.session import Session, SessionConfig
 from speculate.cost import prices
 from speculate.errors import SpeculateError
-from speculate.eventlog import EventLog
+from speculate.eventlog import EventLog, RunSummary, summarize
 from speculate.settings import Settings
 
 log = logging.getLogger("speculate.orchestrator")
@@ -58,7 +58,7 @@ class RunObserver(Protocol):
 
     def started(self, request: SpeculateRequest) -> None: ...
 
-    async def finished(self, request: SpeculateRequest, events: EventLog) -> None: ...
+    async def finished(self, request: SpeculateRequest, summary: RunSummary) -> None: ...
 
 
 @dataclass(slots=True)
@@ -127,10 +127,11 @@ class Orchestrator:
         try:
             await run.execute()
         finally:
+            summary = summarize(events)
             with anyio.CancelScope(shield=True):
                 for observer in self.observers:
                     try:
-                        await observer.finished(request, events)
+                        await observer.finished(request, summary)
                     except Exception:  # bookkeeping must never break an answer
                         log.exception("observer %r failed", observer)
 

@@ -17,8 +17,7 @@ from typing import Any
 import anyio
 from platformdirs import user_data_dir
 
-from speculate.core.protocol import Done, Error, Start
-from speculate.eventlog import EventLog
+from speculate.eventlog import RunSummary
 from speculate.orchestrator import SpeculateRequest
 
 SCHEMA = """
@@ -43,6 +42,8 @@ CREATE TABLE IF NOT EXISTS requests (
 );
 CREATE INDEX IF NOT EXISTS requests_finished_at ON requests (finished_at);
 """
+STAT_COLUMNS = ("draft_first_ms", "cloud_first_ms", "final_ms", "prompt_tokens", "draft_tokens",
+                "cloud_tokens", "edit_distance", "cost_usd", "cost_saved_usd")  # fmt: skip
 
 
 def default_path() -> Path:
@@ -61,31 +62,19 @@ def open_private(path: Path) -> sqlite3.Connection:
     return connection
 
 
-def row_for(request: SpeculateRequest, events: EventLog, *, keep_prompt: bool) -> dict[str, Any]:
-    row: dict[str, Any] = {
+def row_for(request: SpeculateRequest, summary: RunSummary, *, keep_prompt: bool) -> dict[str, Any]:
+    stats = summary.stats
+    return {
         "request_id": request.request_id,
         "finished_at": time.time(),
         "mode": request.mode,
-        "route": None,
-        "outcome": "cancelled",
-        "final_source": None,
-        "error_code": None,
+        "route": summary.route,
+        "outcome": summary.outcome,
+        "final_source": summary.final_source,
+        "error_code": summary.error_code,
         "prompt": json.dumps(request.messages, ensure_ascii=False) if keep_prompt else None,
+        **{key: stats.get(key) for key in STAT_COLUMNS},
     }
-    for event in events.events:
-        if isinstance(event, Start):
-            row["route"] = event.route
-        elif isinstance(event, Error) and event.fatal:
-            row["outcome"] = "cancelled" if event.code == "cancelled" else "error"
-            row["error_code"] = event.code
-        elif isinstance(event, Done):
-            row["outcome"] = "done"
-            row["final_source"] = event.final_source
-            for key in ("draft_first_ms", "cloud_first_ms", "final_ms", "prompt_tokens",
-                        "draft_tokens", "cloud_tokens", "edit_distance", "cost_usd",
-                        "cost_saved_usd"):  # fmt: skip
-                row[key] = event.stats.get(key)
-    return row
 
 
 class RequestLog:
@@ -100,8 +89,8 @@ class RequestLog:
     def started(self, request: SpeculateRequest) -> None:
         pass
 
-    async def finished(self, request: SpeculateRequest, events: EventLog) -> None:
-        row = row_for(request, events, keep_prompt=self.keep_prompts)
+    async def finished(self, request: SpeculateRequest, summary: RunSummary) -> None:
+        row = row_for(request, summary, keep_prompt=self.keep_prompts)
         async with self._lock:
             await anyio.to_thread.run_sync(self._insert, row)
 

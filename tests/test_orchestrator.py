@@ -120,3 +120,19 @@ def test_registry_forgets_the_longest_finished_first() -> None:
     assert registry.get("second") is None  # finished first, though created after "first"
     assert registry.get("first") is not None
     assert registry.get("fourth") is not None
+
+
+async def test_summary_reads_route_outcome_and_cloud_errors_once() -> None:
+    from speculate.eventlog import summarize
+
+    edge = ScriptedBackend("edge", words(DRAFT))
+    cloud = ScriptedBackend("cloud", words(CLOUD)[:2], error=CloudStalled("quiet"))
+    log = EventLog("r")
+    with anyio.fail_after(10):
+        await Orchestrator(Settings(), Backends(edge, cloud)).run(request(), log)
+    summary = summarize(log)
+    assert (summary.route, summary.outcome, summary.final_source) == ("speculative", "done", "edge")
+    assert summary.cloud_errors == ("cloud_stalled",)
+    assert summary.error_code is None
+    assert summary.stats["draft_tokens"] > 0
+    assert summarize(EventLog("cut")).outcome == "cancelled"  # no end event at all

@@ -5,8 +5,9 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from speculate.core.protocol import Done, Error, Start
+from speculate.core.protocol import Error
 from speculate.core.text import ShownText
+from speculate.eventlog import summarize
 from speculate.server.errors import error_response
 from speculate.server.state import AppState
 
@@ -48,16 +49,13 @@ async def request_result(request: Request) -> Response:
     if log is None:
         return error_response(404, "unknown_request", f"no request {request_id!r} is known")
     shown = ShownText()
-    route = None
     for event in log.events:
         shown.apply(event)
-        if isinstance(event, Start):
-            route = event.route
     done, fatal = shown.done, shown.fatal
     return JSONResponse(
         {
             "request_id": request_id,
-            "route": route,
+            "route": summarize(log).route,
             "state": "done" if done else "failed" if fatal else "running",
             "text": shown.text,
             "committed": shown.committed,
@@ -65,6 +63,5 @@ async def request_result(request: Request) -> Response:
             "stats": done.stats if done else None,
             "error": fatal.fields() if isinstance(fatal, Error) else None,
             "last_seq": shown.last_seq,
-            "final": isinstance(log.last, Done),
         }
     )

@@ -13,8 +13,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.requests import Request
 from starlette.responses import Response
 
-from speculate.core.protocol import Done, Error, Start
-from speculate.eventlog import EventLog
+from speculate.eventlog import RunSummary
 from speculate.orchestrator import SpeculateRequest
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
@@ -68,20 +67,15 @@ class Metrics:
     def started(self, request: SpeculateRequest) -> None:
         self.active.inc()
 
-    async def finished(self, request: SpeculateRequest, events: EventLog) -> None:
+    async def finished(self, request: SpeculateRequest, summary: RunSummary) -> None:
         self.active.dec()
-        route, outcome = "unknown", "cancelled"
-        for event in events.events:
-            if isinstance(event, Start):
-                route = event.route
-            elif isinstance(event, Error):
-                if event.source == "cloud":
-                    self.cloud_errors.labels(event.code).inc()
-                if event.fatal:
-                    outcome = "cancelled" if event.code == "cancelled" else "error"
-            elif isinstance(event, Done):
-                outcome = f"final_{event.final_source}"
-                self._done(route, event.stats)
+        route = summary.route or "unknown"
+        for code in summary.cloud_errors:
+            self.cloud_errors.labels(code).inc()
+        outcome: str = summary.outcome
+        if summary.outcome == "done":
+            outcome = f"final_{summary.final_source}"
+            self._done(route, summary.stats)
         self.requests.labels(route, outcome).inc()
 
     def _done(self, route: str, stats: dict[str, object]) -> None:

@@ -24,6 +24,7 @@ from starlette.responses import JSONResponse, Response
 from speculate.core.protocol import Done, Error, to_dict
 from speculate.core.text import ShownText
 from speculate.errors import BadRequest
+from speculate.eventlog import EventLog, summarize
 from speculate.orchestrator import Mode, SpeculateRequest
 from speculate.server.errors import client_address, read_json
 from speculate.server.limits import admit
@@ -138,17 +139,16 @@ async def chat_completions(request: Request) -> Response:
         async with state.jobs.following(job.request_id):
             async for _ in log.follow():
                 pass
-        return _complete(body, log.events)
+        return _complete(body, log)
 
     chunks = _stream(body, job, log.follow())
     return event_stream(state, chunks, job.request_id, {"X-Request-ID": job.request_id})
 
 
-def _complete(body: ChatBody, events: list[Any]) -> Response:
-    shown, route = ShownText(), None
-    for event in events:
+def _complete(body: ChatBody, log: EventLog) -> Response:
+    shown = ShownText()
+    for event in log.events:
         shown.apply(event)
-        route = getattr(event, "route", route)
     if shown.done is None:
         fatal = shown.fatal
         message = fatal.message if isinstance(fatal, Error) else "the request ended without answer"
@@ -170,7 +170,7 @@ def _complete(body: ChatBody, events: list[Any]) -> Response:
                 }
             ],
             "usage": _usage(done),
-            "speculate": _summary(done, route),
+            "speculate": _summary(done, summarize(log).route),
         }
     )
 

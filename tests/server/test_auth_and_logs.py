@@ -16,7 +16,7 @@ import websockets
 
 from speculate.client import ws_url
 from speculate.core.protocol import Done, Start
-from speculate.eventlog import EventLog
+from speculate.eventlog import EventLog, RunSummary, summarize
 from speculate.logs import JsonFormatter, RequestLogger
 from speculate.orchestrator import Backends, SpeculateRequest
 from speculate.server import create_app
@@ -87,7 +87,7 @@ def test_key_comparison() -> None:
     assert not key_matches("a" * 3, ["a"])
 
 
-def finished_log(prompt_secret: str) -> tuple[SpeculateRequest, EventLog]:
+def finished_log(prompt_secret: str) -> tuple[SpeculateRequest, RunSummary]:
     request = SpeculateRequest(
         messages=[{"role": "user", "content": prompt_secret}], request_id="req_logtest"
     )
@@ -98,7 +98,7 @@ def finished_log(prompt_secret: str) -> tuple[SpeculateRequest, EventLog]:
         Done(request_id="req_logtest", seq=2, text="answer", final_source="edge",
              stats={"final_ms": 12.5, "draft_tokens": 3}),
     ])  # fmt: skip
-    return request, events
+    return request, summarize(events)
 
 
 async def test_json_request_logs_carry_ids_but_no_prompt_text() -> None:
