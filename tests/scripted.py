@@ -9,26 +9,11 @@ from typing import Any
 
 import anyio
 
-from speculate.backends.base import GenerationParams, Message, Usage
+from speculate.backends.base import GenerationParams, Message
+from speculate.bench.fake import FakeStream
 from speculate.errors import SpeculateError
 
-
-@dataclass
-class ScriptedStream:
-    pieces: list[str]
-    delay_s: float
-    error: SpeculateError | None
-    usage: Usage = field(default_factory=Usage)
-    sent: int = 0
-
-    async def receive(self) -> str:
-        await anyio.sleep(self.delay_s)  # the scripted token rate
-        if self.sent < len(self.pieces):
-            self.sent += 1
-            return self.pieces[self.sent - 1]
-        if self.error is not None:
-            raise self.error
-        raise anyio.EndOfStream
+ScriptedStream = FakeStream  # the same fixed-schedule stream the benchmarks use
 
 
 @dataclass
@@ -37,6 +22,7 @@ class ScriptedBackend:
     pieces: list[str]
     delay_s: float = 0.0
     error: SpeculateError | None = None
+    gaps: list[float] | None = None
     opened: int = 0
     closed: int = 0
     streams: list[ScriptedStream] = field(default_factory=list)
@@ -46,7 +32,7 @@ class ScriptedBackend:
         self, messages: list[Message], params: GenerationParams
     ) -> AsyncIterator[ScriptedStream]:
         self.opened += 1
-        stream = ScriptedStream(list(self.pieces), self.delay_s, self.error)
+        stream = FakeStream(list(self.pieces), self.delay_s, self.error, self.gaps)
         self.streams.append(stream)
         try:
             yield stream
@@ -108,10 +94,10 @@ class BookBackend:
         script = self.book.lookup(messages)
         if self.side == "edge":
             self.book.asked.append(messages)
-            yield ScriptedStream(words(script.draft), script.draft_delay_s, None)
+            yield FakeStream(words(script.draft), script.draft_delay_s)
         else:
             await anyio.sleep(script.cloud_start_s)  # the scripted network round trip
-            yield ScriptedStream(words(script.cloud), script.cloud_delay_s, None)
+            yield FakeStream(words(script.cloud), script.cloud_delay_s)
 
     async def probe(self) -> dict[str, Any]:
         return {"state": "up", "rtt_ms": 1.0}

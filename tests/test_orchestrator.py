@@ -3,7 +3,7 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from speculate.core.protocol import Done, Error, Event
+from speculate.core.protocol import Done, Draft, Error, Event
 from speculate.core.text import ShownText
 from speculate.errors import CloudStalled, EdgeError
 from speculate.eventlog import EventLog
@@ -100,15 +100,16 @@ async def test_cancelling_the_caller_cancels_both_sides_and_ends_the_stream() ->
 
 
 async def test_coalescing_flushes_after_the_interval_without_new_tokens() -> None:
-    # Two quick tokens, then a long pause: the second must not wait for the third.
-    edge = ScriptedBackend("edge", ["a", "b"], delay_s=0.0)
+    # "b" comes 5 ms after "a", then nothing for 300 ms: the 16 ms timer must send "b"
+    # on its own. Without the timer it would wait and go out together with "c".
+    edge = ScriptedBackend("edge", ["a", "b", "c"], gaps=[0.0, 0.005, 0.3])
     shown, events = await run(Backends(edge, None), "edge")
-    assert shown.text == "ab"
-    assert isinstance(events[-1], Done)
+    drafts = [e.text for e in events if isinstance(e, Draft)]
+    assert drafts == ["a", "b", "c"]
+    assert shown.text == "abc"
 
 
 def test_registry_forgets_the_longest_finished_first() -> None:
-    from speculate.core.protocol import Done
     from speculate.eventlog import RequestRegistry
 
     registry = RequestRegistry(keep_finished=2)

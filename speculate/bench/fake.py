@@ -6,6 +6,7 @@ model's behaviour matters.
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,6 +16,7 @@ from typing import Any
 import anyio
 
 from speculate.backends.base import GenerationParams, Message, Usage
+from speculate.errors import SpeculateError
 
 WORDS = (
     "the",
@@ -50,21 +52,32 @@ WORDS = (
 
 @dataclass
 class FakeStream:
+    """Hands out ``words`` on a fixed schedule, like a model decoding on its own thread:
+    a receive that is cancelled (to flush coalesced text) never pushes later words back.
+
+    ``delay_s`` spaces the words evenly; ``gaps`` gives each word its own delay instead.
+    ``error`` is raised after the last word in place of the normal end."""
+
     words: list[str]
-    delay_s: float
+    delay_s: float = 0.0
+    error: SpeculateError | None = None
+    gaps: list[float] | None = None
     usage: Usage = field(default_factory=Usage)
     sent: int = 0
-
     started: float | None = None
+
+    def __post_init__(self) -> None:
+        gaps = self.gaps if self.gaps is not None else [self.delay_s] * len(self.words)
+        self._due = list(itertools.accumulate(gaps))
 
     async def receive(self) -> str:
         if self.sent >= len(self.words):
+            if self.error is not None:
+                raise self.error
             raise anyio.EndOfStream
         if self.started is None:
             self.started = anyio.current_time()
-        # A fixed schedule, like a model decoding on its own thread: a receive that is
-        # cancelled (to flush coalesced text) must not push later tokens back.
-        await anyio.sleep_until(self.started + (self.sent + 1) * self.delay_s)
+        await anyio.sleep_until(self.started + self._due[self.sent])
         self.sent += 1
         self.usage.completion_tokens = self.sent
         return self.words[self.sent - 1]

@@ -69,8 +69,8 @@ def scripted_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Script
         yield ScriptedServer(url, book)
 
 
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Browser]:
+@pytest.fixture(scope="module")  # Playwright's sync API holds an event loop: release it
+def browser() -> Iterator[Browser]:  # before any async test of another module runs
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(
             executable_path=CHROMIUM,
