@@ -106,7 +106,14 @@ def _plots(rows: list[dict[str, Any]], cost: TrafficCost, fleet: list[dict[str, 
     import matplotlib.pyplot as plt
 
     out.mkdir(parents=True, exist_ok=True)
-    written = []
+    written: list[Path] = []
+
+    def save(fig: Any, path: Path) -> None:
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+
     by_route: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
         by_route[r["route"] or "unknown"].append(r)
@@ -119,30 +126,21 @@ def _plots(rows: list[dict[str, Any]], cost: TrafficCost, fleet: list[dict[str, 
         ax.boxplot(data, tick_labels=routes)
         ax.set_title(title)
         ax.set_ylabel("ms")
-    fig.tight_layout()
-    written.append(out / "latency.png")
-    fig.savefig(written[-1], dpi=110)
-    plt.close(fig)
+    save(fig, out / "latency.png")
 
     fig, ax = plt.subplots(figsize=(5, 4))
     counts = [len(by_route[route]) for route in routes]
     ax.bar(routes, [c / max(1, len(rows)) * 100 for c in counts], color="#2456d6")
     ax.set_ylabel("% of requests")
     ax.set_title("requests per route")
-    fig.tight_layout()
-    written.append(out / "routes.png")
-    fig.savefig(written[-1], dpi=110)
-    plt.close(fig)
+    save(fig, out / "routes.png")
 
     fig, ax = plt.subplots(figsize=(5, 4))
     ax.bar(["all edge", "all cloud", "hybrid"], [cost.all_edge, cost.all_cloud, cost.hybrid],
            color=["#6b6b70", "#c0392b", "#12632a"])  # fmt: skip
     ax.set_ylabel("USD")
     ax.set_title(f"this traffic ({cost.requests} answers)")
-    fig.tight_layout()
-    written.append(out / "cost.png")
-    fig.savefig(written[-1], dpi=110)
-    plt.close(fig)
+    save(fig, out / "cost.png")
 
     if fleet:
         fig, ax = plt.subplots(figsize=(7, 4))
@@ -157,10 +155,7 @@ def _plots(rows: list[dict[str, Any]], cost: TrafficCost, fleet: list[dict[str, 
         ax.set_ylabel("USD, year one")
         ax.legend()
         ax.set_title("fleet projection")
-        fig.tight_layout()
-        written.append(out / "fleet.png")
-        fig.savefig(written[-1], dpi=110)
-        plt.close(fig)
+        save(fig, out / "fleet.png")
     return written
 
 

@@ -25,6 +25,8 @@ from rich.table import Table
 from speculate.client import ws_url
 from speculate.core.protocol import Done, Error, Event, SSEDecoder, decode_event
 
+MAX_RESUMES = 100  # a stream that never ends (say, a 404 on resume) is an error, not a hang
+
 
 @dataclass
 class SoakResult:
@@ -112,7 +114,9 @@ async def _one_request(client: httpx.AsyncClient, url: str, rng: random.Random, 
         if cancel:
             await client.delete(f"{url}/v1/requests/{request_id}")
         await _sse_read(client, url, request_id, tracker, result, drop)
-    while tracker.final is None:  # dropped: come back over either transport
+    for _ in range(MAX_RESUMES):  # dropped: come back over either transport
+        if tracker.final is not None:
+            break
         result.disconnects += 1
         result.resumes += 1
         again = rng.randint(1, 25) if rng.random() < 0.3 else None
@@ -121,6 +125,8 @@ async def _one_request(client: httpx.AsyncClient, url: str, rng: random.Random, 
             await _ws_read(url, first, tracker, result, again, None)
         else:
             await _sse_read(client, url, request_id, tracker, result, again)
+    else:
+        raise TimeoutError(f"{request_id} did not end after {MAX_RESUMES} resumes")
     if isinstance(tracker.final, Done):
         result.completed += 1
         server = (await client.get(f"{url}/v1/requests/{request_id}")).json()
