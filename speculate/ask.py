@@ -14,7 +14,7 @@ from rich.live import Live
 from rich.text import Text
 
 from speculate.client import stream_sse, stream_ws
-from speculate.core.protocol import Done, Error, Event, Patch, Start
+from speculate.core.protocol import Done, Error, Event, Patch, Queued, Start
 from speculate.core.text import ShownText
 
 
@@ -55,12 +55,18 @@ def ask(
                     fresh = [(op.at, op.at + len(op.insert)) for op in event.ops]
                 elif isinstance(event, Error):
                     console.print(f"[yellow]{event.source} {event.code}[/]: {event.message}")
+                elif isinstance(event, Queued):
+                    console.print(
+                        f"[yellow]queued[/]: {event.reason}; the refined answer will be at "
+                        f"{url.rstrip('/')}/v1/requests/{event.request_id}"
+                    )
                 live.update(_render(shown, fresh, isinstance(event, Done)))
-        if shown.done is None:
+        done = shown.done or shown.provisional
+        if done is None:
             return 1
-        s = shown.done.stats
+        s = done.stats
         console.print(
-            f"[cyan]final from {shown.done.final_source}[/] · first draft "
+            f"[cyan]final from {done.final_source}[/] · first draft "
             f"{s.get('draft_first_ms')} ms · first cloud {s.get('cloud_first_ms')} ms · final "
             f"{s.get('final_ms')} ms · {patches} corrections · edit distance "
             f"{s.get('edit_distance')} · cost ${s.get('cost_usd')}"

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import websockets
 
-from speculate.core.protocol import Done, Error, Event, SSEDecoder, decode_event
+from speculate.core.protocol import Done, Error, Event, Queued, SSEDecoder, decode_event
 
 
 def _terminal(event: Event) -> bool:
@@ -49,12 +49,22 @@ def ws_url(base_url: str) -> str:
     return base_url.rstrip("/").replace("http://", "ws://").replace("https://", "wss://") + "/v1/ws"
 
 
-async def stream_ws(base_url: str, body: dict[str, Any]) -> AsyncIterator[Event]:
-    """Send one ``speculate`` message over /v1/ws and yield that request's events."""
+async def stream_ws(
+    base_url: str, body: dict[str, Any], *, through_refinement: bool = False
+) -> AsyncIterator[Event]:
+    """Send one ``speculate`` message over /v1/ws and yield that request's events.
+
+    ``through_refinement``: after ``queued``, stay for the refinement (the provisional
+    ``done`` is followed, whenever the cloud is back, by ``patch`` and the final one)."""
     async with websockets.connect(ws_url(base_url), compression=None) as socket:
         await socket.send(json.dumps({"type": "speculate", **body}))
+        queued = provisional = False
         async for frame in socket:
             event = decode_event(str(frame))
             yield event
+            queued = queued or isinstance(event, Queued)
+            if isinstance(event, Done) and through_refinement and queued and not provisional:
+                provisional = True
+                continue
             if _terminal(event):
                 return

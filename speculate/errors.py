@@ -57,6 +57,12 @@ class CloudError(SpeculateError):
     code = "cloud_error"
     source = "cloud"
 
+    @property
+    def transient(self) -> bool:
+        """The cloud is away or overloaded, not wrong: worth a retry later (the circuit
+        breaker counts these and the offline queue keeps the refinement)."""
+        return isinstance(self, CloudUnreachable | CloudTimeout | CloudDropped)
+
 
 class CloudUnreachable(CloudError):
     """No connection could be made (refused, DNS, connect timeout)."""
@@ -97,6 +103,10 @@ class CloudHTTPError(CloudError):
         super().__init__(message)
         self.status = status
         self.retry_after_s = retry_after_s
+
+    @property
+    def transient(self) -> bool:
+        return self.status == 429 or self.status >= 500
 
 
 class CloudProtocolError(CloudError):

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import anyio
 
-from speculate.core.protocol import Done, Error, Event, Start
+from speculate.core.protocol import Done, Error, Event, Queued, Start
 
 _FINISH_CLOCK = itertools.count(1)
 
@@ -26,26 +26,49 @@ class EventLog:
         self.events: list[Event] = []
         self.finished = False
         self.finished_order = 0  # when it finished, relative to the other logs
+        self.awaiting_refinement = False  # ended with queued + a provisional done
+        self._queued = False
         self._changed = anyio.Event()
 
     def extend(self, events: list[Event]) -> None:
         if not events:
             return
         self.events.extend(events)
+        for event in events:
+            if isinstance(event, Queued):
+                self._queued = True
         last = events[-1]
-        if isinstance(last, Done) or (isinstance(last, Error) and last.fatal):
+        if isinstance(last, Done) and self._queued and not self.awaiting_refinement:
+            self.awaiting_refinement = True  # provisional: the refinement comes later
+        elif isinstance(last, Done) or (isinstance(last, Error) and last.fatal):
+            self.awaiting_refinement = False
             self.finished = True
             self.finished_order = next(_FINISH_CLOCK)
         changed, self._changed = self._changed, anyio.Event()
         changed.set()
 
-    async def follow(self, after: int = 0) -> AsyncIterator[Event]:
-        """Every event with ``seq > after``, live, until the stream's last event."""
+    @property
+    def settled(self) -> bool:
+        """Nothing more will happen until (maybe) a queued refinement arrives."""
+        return self.finished or self.awaiting_refinement
+
+    async def follow(
+        self, after: int = 0, *, through_refinement: bool = False
+    ) -> AsyncIterator[Event]:
+        """Every event with ``seq > after``, live, until the stream's next ``done`` (or
+        fatal error).  ``through_refinement``: go on past a provisional ``done`` until
+        the queued refinement's final one (a WebSocket client stays for it)."""
         sent = max(0, after)
         while True:
             while sent < len(self.events):
                 sent += 1
-                yield self.events[sent - 1]
+                event = self.events[sent - 1]
+                yield event
+                ends = isinstance(event, Done) or (isinstance(event, Error) and event.fatal)
+                if ends and (
+                    not through_refinement or (sent == len(self.events) and self.finished)
+                ):
+                    return
             if self.finished:
                 return
             await self._changed.wait()
@@ -62,6 +85,15 @@ class RequestRegistry:
         log = EventLog(request_id)
         self._logs[request_id] = log
         self._evict()
+        return log
+
+    def restore(self, request_id: str, events: list[Event]) -> EventLog:
+        """Bring back a stored stream (a queued request, after a restart)."""
+        log = self._logs.get(request_id)
+        if log is None:
+            log = self.create(request_id)
+        if not log.events:
+            log.extend(events)
         return log
 
     def get(self, request_id: str) -> EventLog | None:

@@ -13,21 +13,24 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import anyio
 
-from speculate.backends.base import CloudBackend, EdgeBackend, GenerationParams, Message
+from speculate.backends.base import CloudBackend, EdgeBackend, Message
 from speculate.core.protocol import Event, Route
 from speculate.core.session import Session, SessionConfig
 from speculate.cost import prices
 from speculate.errors import SpeculateError
 from speculate.eventlog import EventLog, RunSummary, summarize
+from speculate.privacy import PrivacyGuard
+from speculate.request_run import RequestRun
+from speculate.router import CloudHealth, Decision, Mode, Router, RouterConfig
 from speculate.settings import Settings
 
-log = logging.getLogger("speculate.orchestrator")
+__all__ = ["Backends", "Mode", "Orchestrator", "SpeculateRequest", "StopReason"]
 
-Mode = Literal["auto", "speculative", "verify", "edge", "cloud"]
+log = logging.getLogger("speculate.orchestrator")
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,19 +70,38 @@ class Backends:
     cloud: CloudBackend | None = None
 
 
-def choose_route(mode: Mode, cloud_available: bool) -> tuple[Route, str]:
-    """Until the router exists: ``auto`` means speculative whenever a cloud is configured."""
-    if mode == "edge":
-        return "edge", "requested: edge only"
-    if not cloud_available:
-        return "edge", "no cloud backend is configured"
-    if mode == "cloud":
-        return "cloud", "requested: cloud only"
-    if mode == "verify":
-        return "speculative", "verify is not available yet; speculating instead"
-    if mode == "speculative":
-        return "speculative", "requested: speculative"
-    return "speculative", "auto: edge draft refined by the cloud"
+class Offline(Protocol):
+    """Where refinements wait for the cloud, and cloud answers are kept for offline use."""
+
+    async def enqueue(self, request_id: str, job: dict[str, Any], events: list[Event]) -> bool:
+        """Store durably; False if it cannot be kept (queue full)."""
+        ...
+
+    async def cached(self, messages: list[Message], model: str) -> str | None: ...
+
+    async def remember(self, messages: list[Message], model: str, text: str) -> None: ...
+
+
+class Health(Protocol):
+    @property
+    def view(self) -> CloudHealth: ...
+
+    def succeeded(self) -> None: ...
+
+    def failed(self, error: SpeculateError) -> None: ...
+
+
+def router_for(settings: Settings) -> Router:
+    config = settings.router
+    return Router(
+        RouterConfig(
+            edge_max=config.edge_max,
+            cloud_min=config.cloud_min,
+            momentum_turns=config.momentum_turns,
+            privacy_policy=settings.privacy.policy,  # type: ignore[arg-type]
+        ),
+        PrivacyGuard(settings.privacy.patterns, settings.privacy.keywords),
+    )
 
 
 class Orchestrator:
@@ -88,10 +110,16 @@ class Orchestrator:
         settings: Settings,
         backends: Backends,
         observers: list[RunObserver] | None = None,
+        *,
+        health: Health | None = None,
+        offline: Offline | None = None,
     ) -> None:
         self.settings = settings
         self.backends = backends
         self.observers = observers or []
+        self.health = health
+        self.offline = offline
+        self.router = router_for(settings)
         price = prices(settings.costs)
         self.session_config = SessionConfig(
             coalesce_s=settings.stream.coalesce_ms / 1000,
@@ -101,9 +129,25 @@ class Orchestrator:
             cloud_usd_per_mtok_out=price.cloud_out,
         )
 
-    def new_session(self, request: SpeculateRequest) -> Session:
-        route, reason = choose_route(request.mode, self.backends.cloud is not None)
+    def decide(self, request: SpeculateRequest) -> Decision:
+        cloud: CloudHealth = "none"
+        if self.backends.cloud is not None:
+            cloud = self.health.view if self.health is not None else "up"
+        return self.router.decide(request.mode, request.messages, cloud)
+
+    def new_session(
+        self, request: SpeculateRequest, decision: Decision, *, cached: bool = False
+    ) -> Session:
         cloud = self.backends.cloud
+        queue = self.offline is not None and self.settings.store.queue and not request.append_only
+        route: Route = "cache" if cached else decision.route
+        reason = decision.reason
+        queue_reason = None
+        if cached:
+            reason = f"{decision.reason.split(', but')[0]}; the cloud is away: cached cloud answer"
+        elif decision.wants_cloud and decision.route == "edge" and queue:
+            queue_reason = "the cloud circuit is open; the refinement is queued"
+        escalating = decision.escalate and self.settings.router.escalate and cloud is not None
         return Session(
             request.request_id,
             route=route,
@@ -113,6 +157,9 @@ class Orchestrator:
             config=self.session_config,
             now=time.perf_counter(),
             commit_progressively=request.append_only,
+            queue_reason=queue_reason,
+            queue_on_cloud_failure=queue and decision.wants_cloud,
+            hold_commits=escalating and request.append_only,
         )
 
     async def run(
@@ -120,12 +167,20 @@ class Orchestrator:
     ) -> None:
         """Run the request to its end, appending every event to ``events``.  If it is
         cancelled from outside, its last event is a fatal error as ``stop`` says."""
-        session = self.new_session(request)
-        run = _Run(self, request, session, events, stop or StopReason())
+        decision = self.decide(request)
+        cached = None
+        cloud = self.backends.cloud
+        if (
+            decision.wants_cloud and decision.route == "edge" and not decision.private_kinds
+            and self.offline is not None and cloud is not None
+        ):  # fmt: skip
+            cached = await self.offline.cached(request.messages, cloud.model_name)
+        session = self.new_session(request, decision, cached=cached is not None)
+        run = RequestRun(self, request, decision, session, events, stop or StopReason())
         for observer in self.observers:
             observer.started(request)
         try:
-            await run.execute()
+            await run.execute(cached)
         finally:
             summary = summarize(events)
             with anyio.CancelScope(shield=True):
@@ -134,114 +189,3 @@ class Orchestrator:
                         await observer.finished(request, summary)
                     except Exception:  # bookkeeping must never break an answer
                         log.exception("observer %r failed", observer)
-
-
-class _Run:
-    """The state of one running request (kept off the Orchestrator: it is shared)."""
-
-    def __init__(
-        self,
-        owner: Orchestrator,
-        request: SpeculateRequest,
-        session: Session,
-        events: EventLog,
-        stop: StopReason,
-    ) -> None:
-        self.stop = stop
-        self.settings = owner.settings
-        self.backends = owner.backends
-        self.request = request
-        self.session = session
-        self.events = events
-        self.group_scope: anyio.CancelScope | None = None
-
-    def emit(self, events: list[Event]) -> None:
-        self.events.extend(events)
-        if self.session.finished and self.group_scope is not None:
-            self.group_scope.cancel()
-
-    def params(self, side: Literal["edge", "cloud"]) -> GenerationParams:
-        edge, cloud = self.settings.edge, self.settings.cloud
-        max_tokens = self.request.max_tokens or edge.max_tokens
-        temperature = self.request.temperature
-        if side == "edge":
-            return GenerationParams(
-                max_tokens=max_tokens,
-                temperature=edge.temperature if temperature is None else temperature,
-                top_p=edge.top_p,
-                seed=edge.seed,
-            )
-        return GenerationParams(
-            max_tokens=max_tokens,
-            temperature=cloud.temperature if temperature is None else temperature,
-        )
-
-    async def execute(self) -> None:
-        self.emit(self.session.start())
-        try:
-            async with anyio.create_task_group() as group:
-                self.group_scope = group.cancel_scope
-                if self.session.edge == "running":
-                    group.start_soon(self.edge_side)
-                if self.session.cloud_state == "running":
-                    group.start_soon(self.cloud_side)
-        except Exception as exc:  # a bug, not a backend failure: end the stream cleanly
-            log.exception("request %s failed", self.request.request_id)
-            self.emit(self.session.fail(SpeculateError(f"internal error: {exc!r}")))
-        finally:
-            if not self.session.finished:
-                # Cancelled from outside: client gone, cancel message or shutdown.
-                self.emit(self.session.cancel(self.stop.code, self.stop.message, self.stop.source))
-
-    async def edge_side(self) -> None:
-        session = self.session
-        try:
-            async with self.backends.edge.stream(
-                self.request.messages, self.params("edge")
-            ) as tokens:
-                session.stats["edge_queue_ms"] = tokens.usage.queue_ms
-                while True:
-                    flush_at = session.next_flush_at
-                    if flush_at is None:
-                        try:
-                            text = await tokens.receive()
-                        except anyio.EndOfStream:
-                            break
-                    else:
-                        with anyio.move_on_after(flush_at - time.perf_counter()) as wait:
-                            try:
-                                text = await tokens.receive()
-                            except anyio.EndOfStream:
-                                break
-                        if wait.cancelled_caught:
-                            self.emit(session.flush(time.perf_counter()))
-                            continue
-                    self.emit(session.receive_draft(text, time.perf_counter()))
-            if not session.stats["prompt_tokens"]:
-                session.stats["prompt_tokens"] = tokens.usage.prompt_tokens
-            self.emit(session.edge_finished(time.perf_counter()))
-        except SpeculateError as exc:
-            self.emit(session.edge_failed(exc, time.perf_counter()))
-
-    async def cloud_side(self) -> None:
-        cloud, session = self.backends.cloud, self.session
-        assert cloud is not None
-        try:
-            async with cloud.stream(self.request.messages, self.params("cloud")) as tokens:
-                while True:
-                    try:
-                        text = await tokens.receive()
-                    except anyio.EndOfStream:
-                        break
-                    self.emit(session.receive_cloud(text, time.perf_counter()))
-                if tokens.usage.prompt_tokens:
-                    session.stats["prompt_tokens"] = tokens.usage.prompt_tokens
-                # Finish before closing the response: the correction goes out at once.
-                self.emit(
-                    session.cloud_finished(
-                        time.perf_counter(),
-                        completion_tokens=tokens.usage.completion_tokens or None,
-                    )
-                )
-        except SpeculateError as exc:
-            self.emit(session.cloud_failed(exc, time.perf_counter()))

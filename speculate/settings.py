@@ -76,6 +76,10 @@ class CloudSettings(BaseModel):
     max_chunk_bytes: int = Field(1 << 20, ge=1024, description="a longer SSE line is an error")
     retry_base_s: float = Field(0.2, ge=0)
     retry_cap_s: float = Field(2.0, ge=0)
+    circuit_failures: int = Field(3, ge=1, description="consecutive failures that open it")
+    circuit_probe_base_s: float = Field(1.0, ge=0, description="first half-open probe backoff")
+    circuit_probe_cap_s: float = Field(30.0, ge=0)
+    probe_interval_s: float = Field(15.0, gt=0, description="health probe while closed")
     standin: StandInSettings = StandInSettings()
 
 
@@ -98,6 +102,29 @@ class StoreSettings(BaseModel):
     path: str | None = Field(None, description="SQLite file; None: the user's data directory")
     request_log: bool = True
     log_prompts: bool = Field(False, description="keep prompt text in the request log")
+    queue: bool = Field(True, description="queue cloud refinements while the cloud is away")
+    queue_max: int = Field(1000, ge=0, description="pending refinements kept at most")
+    queue_poll_s: float = Field(5.0, gt=0, description="how often a stalled queue retries")
+    cache: bool = Field(True, description="answer from cached cloud answers while offline")
+    cache_ttl_s: float = Field(7 * 24 * 3600.0, gt=0)
+    cache_max: int = Field(10_000, ge=0)
+
+
+class RouterSettings(BaseModel):
+    """Mode ``auto``: complexity thresholds (see ``speculate calibrate``) and momentum."""
+
+    edge_max: float = Field(0.35, ge=0, le=1, description="score below: the edge alone")
+    cloud_min: float = Field(0.85, ge=0, le=1, description="score from: the cloud alone")
+    momentum_turns: int = Field(2, ge=0, description="follow-ups kept with the cloud")
+    escalate: bool = Field(True, description="unsure edge drafts move to speculative")
+    confidence_tokens: int = Field(12, ge=1, description="draft tokens judged before going on")
+    max_entropy: float = Field(2.5, gt=0, description="mean entropy (nats) that escalates")
+
+
+class PrivacySettings(BaseModel):
+    policy: str = Field("keep_on_device", pattern="^(keep_on_device|redact|off)$")
+    patterns: list[str] = Field(default_factory=list, description="extra regular expressions")
+    keywords: list[str] = Field(default_factory=list, description="words that are private")
 
 
 class StreamSettings(BaseModel):
@@ -116,6 +143,8 @@ class Settings(BaseSettings):
     stream: StreamSettings = StreamSettings()
     costs: CostSettings = CostSettings()
     store: StoreSettings = StoreSettings()
+    router: RouterSettings = RouterSettings()
+    privacy: PrivacySettings = PrivacySettings()
 
     @classmethod
     def settings_customise_sources(

@@ -23,6 +23,7 @@ class ScriptedBackend:
     delay_s: float = 0.0
     error: SpeculateError | None = None
     gaps: list[float] | None = None
+    entropy: list[float] | None = None
     opened: int = 0
     closed: int = 0
     streams: list[ScriptedStream] = field(default_factory=list)
@@ -32,7 +33,8 @@ class ScriptedBackend:
         self, messages: list[Message], params: GenerationParams
     ) -> AsyncIterator[ScriptedStream]:
         self.opened += 1
-        stream = FakeStream(list(self.pieces), self.delay_s, self.error, self.gaps)
+        stream = FakeStream(list(self.pieces), self.delay_s, self.error, self.gaps,
+                            entropy=self.entropy if params.confidence else None)  # fmt: skip
         self.streams.append(stream)
         try:
             yield stream

@@ -20,6 +20,8 @@ class GenerationParams:
     temperature: float
     top_p: float = 1.0
     seed: int | None = None
+    # Report each token's entropy (nats) in ``usage.extra["entropy"]``, for the router.
+    confidence: bool = False
 
 
 @dataclass(slots=True)

@@ -51,6 +51,21 @@ def handoff(send: MemoryObjectSendStream[str]) -> Callable[[str], None]:
     return queue
 
 
+def _entropy_recorder(entropies: list[float]) -> Callable[[Any, Any], Any]:
+    """A llama.cpp logits processor that leaves the logits alone and records the
+    entropy of the next-token distribution (called once per token, before sampling)."""
+    import numpy as np
+
+    def record(input_ids: Any, logits: Any) -> Any:
+        shifted = logits - logits.max()
+        weights = np.exp(shifted)
+        total = weights.sum()
+        entropies.append(float(np.log(total) - (weights * shifted).sum() / total))
+        return logits
+
+    return record
+
+
 def default_threads() -> int:
     return max(1, (os.cpu_count() or 2) // 2)
 
@@ -165,6 +180,8 @@ class LlamaCppEdge:
         }
         if params.seed is not None:
             kwargs["seed"] = params.seed
+        if params.confidence:
+            kwargs["logits_processor"] = [_entropy_recorder(usage.extra.setdefault("entropy", []))]
         # llama-cpp-python types its stream as a union with the non-stream response.
         chunks: Any = self._llama.create_chat_completion(**kwargs)
         try:

@@ -48,13 +48,15 @@ class StandInServer:
         n_ctx: int = 2048,
         n_threads: int = 1,
         startup_timeout_s: float = 120.0,
+        port: int = 0,
     ) -> None:
+        """``port`` 0: a free loopback port, chosen at start."""
         self.model_path = model_path
         self.alias = alias
         self.n_ctx = n_ctx
         self.n_threads = n_threads
         self.startup_timeout_s = startup_timeout_s
-        self.port = 0
+        self.port = port
         self.process: subprocess.Popen[bytes] | None = None
         self._log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the child
 
@@ -77,7 +79,7 @@ class StandInServer:
 
     async def start(self) -> str:
         """Start the child and wait until it answers ``/v1/models``; return its base URL."""
-        self.port = free_port()
+        self.port = self.port or free_port()
         # Popen from the event-loop thread: PDEATHSIG follows the thread that forked.
         self.process = subprocess.Popen(  # noqa: ASYNC220 - forks in microseconds
             self.command(),

@@ -63,6 +63,7 @@ class FakeStream:
     error: SpeculateError | None = None
     gaps: list[float] | None = None
     usage: Usage = field(default_factory=Usage)
+    entropy: list[float] | None = None  # per word, reported as a model's would be
     sent: int = 0
     started: float | None = None
 
@@ -80,6 +81,8 @@ class FakeStream:
         await anyio.sleep_until(self.started + self._due[self.sent])
         self.sent += 1
         self.usage.completion_tokens = self.sent
+        if self.entropy is not None:
+            self.usage.extra.setdefault("entropy", []).append(self.entropy[self.sent - 1])
         return self.words[self.sent - 1]
 
 

@@ -21,7 +21,7 @@ def quiet_settings() -> Settings:
     """No rate limit, no request log: load generators, not users."""
     return Settings(
         server={"rate_per_minute": 0, "resume_grace_s": 30},
-        store={"request_log": False},
+        store={"request_log": False, "queue": False, "cache": False},
     )
 
 

@@ -23,6 +23,7 @@ from speculate.core.protocol import (
     Event,
     FinalSource,
     Patch,
+    Queued,
     Route,
     Start,
 )
@@ -54,12 +55,22 @@ class Session:
         config: SessionConfig | None = None,
         now: float = 0.0,
         commit_progressively: bool = False,
+        queue_reason: str | None = None,
+        queue_on_cloud_failure: bool = False,
+        hold_commits: bool = False,
     ) -> None:
         """``commit_progressively``: commit text as soon as it cannot change any more
         (the edge's text on the edge route, the cloud's finished words otherwise), so
         an append-only client can stream it.  A cloud failure then keeps the committed
         cloud words and continues with the draft's uncovered tail, instead of reverting
-        to the full draft."""
+        to the full draft.
+
+        ``queue_reason``: the cloud is away and this answer's refinement is queued; the
+        stream sends ``queued`` before a provisional ``done`` and commits nothing, so the
+        refinement can still patch the text.  ``queue_on_cloud_failure``: a transient
+        cloud failure does the same (a cloud-only request falls back to the edge).
+        ``hold_commits``: an append-only client's edge text is not committed until
+        :meth:`settle` (the draft may still be escalated to the cloud)."""
         self.request_id = request_id
         self.route: Route = route
         self._reason = reason
@@ -68,6 +79,9 @@ class Session:
         self.config = config or SessionConfig()
         self._t0 = now
         self._progressive = commit_progressively
+        self.queued_reason = queue_reason
+        self._queue_on_failure = queue_on_cloud_failure and not commit_progressively
+        self._hold_commits = hold_commits
         self._committed = 0
         self._seq = 0
         self.shown = ""
@@ -194,12 +208,40 @@ class Session:
         if self.cloud_state != "running" or self.finished:
             return []
         self.cloud_state = "failed"
+        queueable = self._queue_on_failure and getattr(error, "transient", False)
+        if queueable:
+            self.queued_reason = f"the cloud is unavailable ({error.code}); refinement queued"
+        if self.route == "cloud" and queueable:
+            # Fall back to the edge: the caller starts it when it sees edge == "running".
+            self.route, self.edge = "edge", "running"
+            self.stats["fallback"] = "edge"
+            return [*self._show(self._target(), "edge"), self._error(error, fatal=False)]
         if self.route == "cloud":
             return self._fatal(error)
         # The draft stands: undo whatever cloud text had been spliced in (all of it,
         # unless it was already committed to an append-only client).
         events = [*self._show(self._target(), "edge"), self._error(error, fatal=False)]
         return events + self._maybe_done(now)
+
+    # -- routing changes mid-stream -----------------------------------------------
+    def escalate(self, reason: str) -> list[Event]:
+        """The draft looks unsure: bring the cloud in (edge → speculative).  The caller
+        starts the cloud when it sees ``cloud_state == "running"``."""
+        if self.route != "edge" or self.finished or self.edge != "running":
+            return []
+        self.route, self.cloud_state = "speculative", "running"
+        self.stats["escalated"] = reason
+        return self.settle()
+
+    def settle(self) -> list[Event]:
+        """Stop holding commits back (the route will not change any more)."""
+        self._hold_commits = False
+        return self._commit(len(self.shown)) if self.route == "edge" else []
+
+    def answer_from_cache(self, text: str, now: float) -> list[Event]:
+        """Route ``cache``: a stored cloud answer to the same messages, whole."""
+        self.stats["cached"] = True
+        return self._show(text, "cache") + self._done("cloud", now)
 
     def cancel(
         self,
@@ -247,7 +289,9 @@ class Session:
         return [event]
 
     def _commit(self, upto: int) -> list[Event]:
-        if not self._progressive or upto <= self._committed or self.finished:
+        if self._hold_commits or not self._progressive:
+            return []
+        if upto <= self._committed or self.finished:
             return []
         self._committed = upto
         return [Commit(request_id=self.request_id, seq=self._next(), upto=upto)]
@@ -266,6 +310,13 @@ class Session:
         self.stats["final_ms"] = self._ms(now)
         self.stats["edit_distance"] = Levenshtein.distance(self.draft, self.shown)
         self._account(final_source)
+        if final_source == "edge" and self.queued_reason is not None:
+            # Provisional: the queued refinement will patch this text later.
+            self.stats["queued"] = True
+            queued = Queued(request_id=self.request_id, seq=self._next(), reason=self.queued_reason)
+            done = Done(request_id=self.request_id, seq=self._next(), text=self.shown,
+                        final_source="edge", stats=dict(self.stats))  # fmt: skip
+            return [queued, done]
         self._committed = len(self.shown)
         commit = Commit(request_id=self.request_id, seq=self._next(), upto=len(self.shown))
         done = Done(

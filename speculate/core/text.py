@@ -7,7 +7,7 @@ event that broke it, so a bug is caught where it happens, not at the end.
 
 from __future__ import annotations
 
-from speculate.core.protocol import Commit, Done, Draft, Error, Event, Patch, SpliceOp
+from speculate.core.protocol import Commit, Done, Draft, Error, Event, Patch, Queued, SpliceOp
 
 
 class InvariantViolation(ValueError):
@@ -24,7 +24,10 @@ def apply_ops(text: str, ops: tuple[SpliceOp, ...] | list[SpliceOp]) -> str:
 
 
 class ShownText:
-    """Applies ``draft``/``patch``/``commit``/``done`` events and checks every invariant."""
+    """Applies ``draft``/``patch``/``commit``/``done`` events and checks every invariant.
+
+    A ``done`` that follows ``queued`` is provisional: the queued refinement continues
+    the stream (``patch``, ``commit``, the final ``done``) with the next ``seq``."""
 
     def __init__(self) -> None:
         self.text = ""
@@ -32,6 +35,9 @@ class ShownText:
         self.last_seq = 0
         self.done: Done | None = None
         self.fatal: Error | None = None
+        # After ``queued`` the first ``done`` is provisional: the refinement follows.
+        self.queued = False
+        self.provisional: Done | None = None
 
     @property
     def finished(self) -> bool:
@@ -61,6 +67,11 @@ class ShownText:
         elif isinstance(event, Done):
             if event.text != self.text:
                 raise InvariantViolation("done.text differs from the text the events built")
-            self.done = event
+            if self.queued and self.provisional is None:
+                self.provisional = event
+            else:
+                self.done = event
+        elif isinstance(event, Queued):
+            self.queued = True
         elif isinstance(event, Error) and event.fatal:
             self.fatal = event

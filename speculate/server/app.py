@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import anyio
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
@@ -78,13 +79,21 @@ def create_app(settings: Settings | None = None, backends: Backends | None = Non
         app.state.begin_shutdown = begin_shutdown
         app.state.speculate = state
         try:
-            async with state.jobs.running():
-                yield
+            if state.refiner is not None:
+                await state.refiner.restore()
+            async with state.jobs.running(), anyio.create_task_group() as services:
+                services.start_soon(state.health.run)
+                if state.refiner is not None and settings.store.queue:
+                    services.start_soon(state.refiner.run)
+                try:
+                    yield
+                finally:
+                    services.cancel_scope.cancel()
         finally:
             if backends is None:  # only close what we opened ourselves
                 await state.aclose()
-            elif state.request_log is not None:
-                state.request_log.close()
+            else:
+                state.close_stores()
 
     routes: list[Route | WebSocketRoute] = [
         Route("/healthz", health.healthz),

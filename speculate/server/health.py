@@ -23,7 +23,7 @@ async def readyz(request: Request) -> Response:
     cloud = state.backends.cloud
     cloud_report: dict[str, object] = {"state": "none"}
     if cloud is not None:
-        probe = await cloud.probe()
+        probe = await state.health.probe()  # a probe also informs the circuit breaker
         state.metrics.cloud_up.set(1.0 if probe.get("state") == "up" else 0.0)
         cloud_report = {
             "model": cloud.model_name,
@@ -31,12 +31,15 @@ async def readyz(request: Request) -> Response:
             # The stand-in listens on loopback only; showing where helps debugging.
             **({"base_url": state.standin.base_url} if state.standin is not None else {}),
             **probe,
+            **state.health.snapshot(),
         }
+    queue = await state.refiner.counts() if state.refiner is not None else None
     return JSONResponse(
         {
             "ready": True,
             "edge": {"model": state.backends.edge.model_name, "state": "loaded"},
             "cloud": cloud_report,
+            "queue": queue,
         }
     )
 

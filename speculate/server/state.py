@@ -10,13 +10,17 @@ from pathlib import Path
 import anyio
 
 from speculate import models, store
+from speculate.answer_cache import AnswerCache
 from speculate.backends.llamacpp import LlamaCppEdge, default_threads
 from speculate.backends.openai_compat import OpenAICompatCloud
 from speculate.backends.standin import StandInServer
+from speculate.cloud_health import CloudHealth
 from speculate.errors import CloudError
 from speculate.eventlog import RequestRegistry
 from speculate.logs import RequestLogger
 from speculate.orchestrator import Backends, Orchestrator, RunObserver
+from speculate.refinements import RefinementQueue
+from speculate.refiner import Refiner
 from speculate.server.jobs import Jobs
 from speculate.server.metrics import Metrics
 from speculate.server.ratelimit import RateLimiter
@@ -35,6 +39,8 @@ class AppState:
     jobs: Jobs
     metrics: Metrics
     rate_limiter: RateLimiter
+    health: CloudHealth
+    refiner: Refiner | None = None
     request_log: RequestLog | None = None
     standin: StandInServer | None = None
     started_at: float = field(default_factory=time.monotonic)
@@ -47,23 +53,37 @@ class AppState:
         metrics.watch_edge_queue(lambda: float(getattr(backends.edge, "waiting", 0)))
         observers: list[RunObserver] = [metrics, RequestLogger()]
         request_log = None
+        path = Path(settings.store.path) if settings.store.path else store.default_path()
         if settings.store.request_log:
-            path = Path(settings.store.path) if settings.store.path else store.default_path()
             request_log = RequestLog(path, keep_prompts=settings.store.log_prompts)
             observers.append(request_log)
-        orchestrator = Orchestrator(settings, backends, observers)
         server = settings.server
         requests = RequestRegistry(keep_finished=server.retain_finished)
+        health = CloudHealth(backends.cloud, settings.cloud)
+        refiner = None
+        if backends.cloud is not None and (settings.store.queue or settings.store.cache):
+            queue = RefinementQueue(path, settings.store.queue_max)
+            cache = None
+            if settings.store.cache:
+                cache = AnswerCache(path, settings.store.cache_ttl_s, settings.store.cache_max)
+            refiner = Refiner(settings, queue, cache, backends.cloud, health, requests)
+        orchestrator = Orchestrator(settings, backends, observers, health=health,
+                                    offline=refiner)  # fmt: skip
         jobs = Jobs(orchestrator, requests, server.resume_grace_s, server.max_concurrent_streams)
         limiter = RateLimiter(server.rate_per_minute, server.rate_burst)
         return cls(
-            settings, backends, orchestrator, requests, jobs, metrics, limiter, request_log,
-            standin,
+            settings, backends, orchestrator, requests, jobs, metrics, limiter, health, refiner,
+            request_log, standin,
         )  # fmt: skip
 
-    async def aclose(self) -> None:
+    def close_stores(self) -> None:
         if self.request_log is not None:
             self.request_log.close()
+        if self.refiner is not None:
+            self.refiner.close()
+
+    async def aclose(self) -> None:
+        self.close_stores()
         if self.backends.cloud is not None:
             await self.backends.cloud.aclose()
         if self.standin is not None:

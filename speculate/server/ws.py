@@ -55,7 +55,7 @@ class _Socket:
             return
         try:
             async with self.state.jobs.following(request_id):
-                async for event in log.follow(after):
+                async for event in log.follow(after, through_refinement=True):
                     await self.send(encode_json(event))
         except (WebSocketDisconnect, OSError, RuntimeError):
             pass  # the socket is gone; the reader sees the disconnect and cancels the rest

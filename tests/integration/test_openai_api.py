@@ -40,7 +40,7 @@ def test_models_list(server: ServerProcess) -> None:
 
 def test_sdk_sync_without_streaming(server: ServerProcess) -> None:
     completion = sdk(server).chat.completions.create(
-        model="speculate", messages=MESSAGES, max_tokens=40
+        model="speculate-speculative", messages=MESSAGES, max_tokens=40
     )
     text = completion.choices[0].message.content
     assert text
@@ -53,7 +53,7 @@ def test_sdk_sync_without_streaming(server: ServerProcess) -> None:
 
 def test_sdk_sync_streaming_is_append_only_with_usage(server: ServerProcess) -> None:
     stream = sdk(server).chat.completions.create(
-        model="speculate", messages=MESSAGES, max_tokens=40, stream=True,
+        model="speculate-speculative", messages=MESSAGES, max_tokens=40, stream=True,
         stream_options={"include_usage": True},
     )  # fmt: skip
     pieces, usage, request_id, finish = [], None, "", None
@@ -97,14 +97,16 @@ def test_sdk_errors_are_openai_shaped(server: ServerProcess) -> None:
         client.chat.completions.create(model="gpt-9", messages=MESSAGES)
     assert missing.value.code == "model_not_found"
     with pytest.raises(openai.BadRequestError):
-        client.chat.completions.create(model="speculate", messages=[])
+        client.chat.completions.create(model="speculate-speculative", messages=[])
     with pytest.raises(openai.BadRequestError):
-        client.chat.completions.create(model="speculate", messages=MESSAGES, max_tokens=10**7)
+        client.chat.completions.create(
+            model="speculate-speculative", messages=MESSAGES, max_tokens=10**7
+        )
 
 
 def test_opt_in_extension_carries_drafts_and_corrections(server: ServerProcess) -> None:
-    body = {"model": "speculate", "messages": MESSAGES, "max_tokens": 40, "stream": True,
-            "speculate": {"events": True}}  # fmt: skip
+    body = {"model": "speculate-speculative", "messages": MESSAGES, "max_tokens": 40,
+            "stream": True, "speculate": {"events": True}}  # fmt: skip
     events, plain = ShownText(), ""
     with httpx.stream("POST", f"{server.url}/v1/chat/completions", json=body, timeout=120) as r:
         for line in r.iter_lines():
@@ -140,7 +142,9 @@ print(json.dumps({{"id": whole.id, "text": whole.choices[0].message.content,
 
 
 def test_metrics_are_scraped_after_traffic(server: ServerProcess) -> None:
-    sdk(server).chat.completions.create(model="speculate", messages=MESSAGES, max_tokens=16)
+    sdk(server).chat.completions.create(
+        model="speculate-speculative", messages=MESSAGES, max_tokens=16
+    )
     text = httpx.get(f"{server.url}/metrics").text
     samples = {
         line.split(" ")[0]: float(line.split(" ")[1])

@@ -32,7 +32,8 @@ def gemma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPro
 
 
 def test_smollm2_draft_is_corrected_by_a_gemma_cloud(gemma_server: ServerProcess) -> None:
-    body = {"messages": [{"role": "user", "content": PROMPT}], "max_tokens": 40}
+    body = {"messages": [{"role": "user", "content": PROMPT}], "max_tokens": 40,
+            "mode": "speculative"}  # fmt: skip
 
     async def main() -> tuple[ShownText, str]:
         shown = ShownText()
@@ -52,7 +53,8 @@ def test_ask_prints_the_route_the_final_answer_and_timings(server: ServerProcess
     for transport in ("ws", "sse"):
         result = subprocess.run(
             [sys.executable, "-m", "speculate.cli", "ask", "Say hi in five words.",
-             "--url", server.url, "--max-tokens", "24", "--transport", transport],
+             "--url", server.url, "--max-tokens", "24", "--transport", transport,
+             "--mode", "speculative"],
             capture_output=True, text=True, timeout=120,
             env={**os.environ, "COLUMNS": "200", "TERM": "dumb"},
         )  # fmt: skip

@@ -23,7 +23,8 @@ PROMPT = "Name three colours of the rainbow and say one thing about each."
 
 
 def body(prompt: str = PROMPT, **extra: Any) -> dict[str, Any]:
-    return {"messages": [{"role": "user", "content": prompt}], "max_tokens": 48, **extra}
+    return {"messages": [{"role": "user", "content": prompt}], "max_tokens": 48,
+            "mode": "speculative", **extra}  # fmt: skip
 
 
 async def collect(events: AsyncIterator[Event]) -> tuple[ShownText, list[tuple[float, Event]]]:

@@ -60,7 +60,9 @@ def test_health_and_ui_stay_open(locked_server: str) -> None:
 
 def test_the_right_key_is_accepted_by_the_sdk(locked_server: str) -> None:
     client = openai.OpenAI(base_url=f"{locked_server}/v1", api_key=KEY, max_retries=0)
-    answer = client.chat.completions.create(model="speculate", messages=BODY["messages"])  # type: ignore[arg-type]
+    answer = client.chat.completions.create(
+        model="speculate-speculative", messages=BODY["messages"]
+    )  # type: ignore[arg-type]
     assert answer.choices[0].message.content == "Hello!"
     wrong = openai.OpenAI(base_url=f"{locked_server}/v1", api_key="nope", max_retries=0)
     with pytest.raises(openai.AuthenticationError):

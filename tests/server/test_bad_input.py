@@ -60,7 +60,7 @@ def healthy_alongside(url: str, attack: Callable[[], None]) -> None:
     def healthy() -> None:
         async def main() -> None:
             shown = ShownText()
-            body = {"messages": [{"role": "user", "content": "healthy"}]}
+            body = {"messages": [{"role": "user", "content": "healthy"}], "mode": "speculative"}
             with anyio.fail_after(30):
                 async for event in stream_sse(url, body):
                     shown.apply(event)

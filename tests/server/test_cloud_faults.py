@@ -57,6 +57,9 @@ def faulty() -> Iterator[FaultyCloud]:
     cloud.close()
 
 
+NO_QUEUE = {"request_log": False, "queue": False}
+
+
 def established_to(port: int) -> int:
     return sum(
         1
@@ -78,7 +81,8 @@ def run_one(url: str) -> tuple[ShownText, float]:
 
 def run_fault(faulty: FaultyCloud, fault: str, code: str, attempts: int) -> None:
     base = f"http://127.0.0.1:{free_port()}/v1" if fault == "refused" else faulty.url(fault)
-    settings = Settings(cloud=CLOUD, store={"request_log": False})  # type: ignore[arg-type]
+    # Without the offline queue: these tests are about the draft standing in, at once.
+    settings = Settings(cloud=CLOUD, store=NO_QUEUE)  # type: ignore[arg-type]
     cloud = OpenAICompatCloud(settings.cloud, base_url=base, model="m")
     edge = ScriptedBackend("edge", words(DRAFT), delay_s=0.01)
     before = faulty.counts[fault]
@@ -119,13 +123,13 @@ def test_every_fault_ends_in_time_with_the_draft(faulty: FaultyCloud) -> None:
 
 
 def test_the_fault_codes_reach_the_client(faulty: FaultyCloud) -> None:
-    settings = Settings(cloud=CLOUD, store={"request_log": False})  # type: ignore[arg-type]
+    settings = Settings(cloud=CLOUD, store=NO_QUEUE)  # type: ignore[arg-type]
     cloud = OpenAICompatCloud(settings.cloud, base_url=faulty.url("stall"), model="m")
     edge = ScriptedBackend("edge", words(DRAFT))
     with serve_in_thread(create_app(settings, Backends(edge, cloud)), settings) as url:
         shown = ShownText()
         events = []
-        body = {"messages": [{"role": "user", "content": "hi"}]}
+        body = {"messages": [{"role": "user", "content": "hi"}], "mode": "speculative"}
         with httpx.stream("POST", f"{url}/v1/speculate", json=body, timeout=30) as response:
             decoder = SSEDecoder()
             for text in response.iter_text():

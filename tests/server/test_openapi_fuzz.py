@@ -22,7 +22,7 @@ from tests.servers import serve_in_thread
 
 CONFIG = Settings(
     server={"rate_per_minute": 0, "max_tokens_limit": 64, "max_prompt_chars": 4000},  # type: ignore[arg-type]
-    store={"request_log": False},  # type: ignore[arg-type]
+    store={"request_log": False, "queue": False, "cache": False},  # type: ignore[arg-type]
 )
 schema = schemathesis.openapi.from_dict(build_schema(CONFIG.server))
 

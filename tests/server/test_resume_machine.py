@@ -31,7 +31,7 @@ SCRIPT = Script(
     cloud_delay_s=0.02,
     cloud_start_s=0.05,
 )
-BODY = {"messages": [{"role": "user", "content": "count"}]}
+BODY = {"messages": [{"role": "user", "content": "count"}], "mode": "speculative"}
 URL: list[str] = []
 IDS = itertools.count()
 

@@ -29,7 +29,7 @@ WATCH = """() => {
 }"""
 
 
-def ask(page: Page, prompt: str, *, mode: str = "auto", transport: str = "ws") -> None:
+def ask(page: Page, prompt: str, *, mode: str = "speculative", transport: str = "ws") -> None:
     page.select_option("#mode", mode)
     page.select_option("#transport", transport)
     page.fill("#prompt", prompt)

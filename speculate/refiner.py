@@ -1,0 +1,170 @@
+"""Runs queued refinements when the cloud is back, and keeps the answer cache.
+
+Implements the orchestrator's ``Offline`` protocol over the SQLite queue and cache.
+At start-up, pending refinements (and recently finished ones) are brought back into
+the request registry, so ``GET /v1/requests/{id}`` and resuming work across a restart.
+The worker waits for the circuit to close, then asks the cloud for each pending
+refinement in turn, oldest first, and appends the result to the request's stream.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import anyio
+
+from speculate.answer_cache import AnswerCache
+from speculate.backends.base import CloudBackend, GenerationParams, Message
+from speculate.cloud_health import CloudHealth
+from speculate.core.protocol import Event
+from speculate.core.refine import abandoned, refined
+from speculate.errors import CloudError
+from speculate.eventlog import RequestRegistry
+from speculate.privacy import restore
+from speculate.refinements import QueuedRefinement, RefinementQueue
+from speculate.settings import Settings
+
+log = logging.getLogger("speculate.refiner")
+
+MAX_ATTEMPTS = 5  # non-transient failures before a refinement is given up
+
+
+class Refiner:
+    def __init__(
+        self,
+        settings: Settings,
+        queue: RefinementQueue,
+        cache: AnswerCache | None,
+        cloud: CloudBackend | None,
+        health: CloudHealth,
+        registry: RequestRegistry,
+    ) -> None:
+        self.settings = settings
+        self.queue = queue
+        self.cache = cache
+        self.cloud = cloud
+        self.health = health
+        self.registry = registry
+        self._lock = anyio.Lock()  # one SQLite connection: one statement at a time
+        self._wake = anyio.Event()
+        self.refined_count = 0
+
+    # -- the orchestrator's Offline protocol ---------------------------------------
+    async def enqueue(self, request_id: str, job: dict[str, Any], events: list[Event]) -> bool:
+        async with self._lock:
+            stored = await anyio.to_thread.run_sync(self.queue.put, request_id, job, events)
+        if stored:
+            self._wake.set()
+        return stored
+
+    async def cached(self, messages: list[Message], model: str) -> str | None:
+        if self.cache is None:
+            return None
+        cache = self.cache
+        async with self._lock:
+            return await anyio.to_thread.run_sync(cache.get, messages, model)
+
+    async def remember(self, messages: list[Message], model: str, text: str) -> None:
+        if self.cache is None:
+            return
+        cache = self.cache
+        async with self._lock:
+            await anyio.to_thread.run_sync(cache.put, messages, model, text)
+
+    # -- the worker ------------------------------------------------------------------
+    async def restore(self) -> int:
+        """Bring stored requests back into the registry; how many are pending."""
+        keep = self.settings.server.retain_finished
+        async with self._lock:
+            rows = await anyio.to_thread.run_sync(self.queue.recent, keep)
+        for row in rows:
+            self.registry.restore(row.request_id, row.all_events)
+        pending = sum(1 for row in rows if row.status == "pending")
+        if pending:
+            log.info("%d queued refinement(s) waiting for the cloud", pending)
+        return pending
+
+    async def run(self) -> None:
+        poll_s = self.settings.store.queue_poll_s
+        while True:
+            with anyio.move_on_after(poll_s):
+                await self._wake.wait()
+            self._wake = anyio.Event()
+            if self.cloud is None or not await self.health.wait_until_up(poll_s):
+                continue
+            await self.drain()
+
+    async def drain(self) -> None:
+        """Refine every pending row while the cloud keeps answering."""
+        while self.health.view == "up":
+            async with self._lock:
+                rows = await anyio.to_thread.run_sync(self.queue.pending, 20)
+            if not rows:
+                return
+            for row in rows:
+                if not await self.refine(row):
+                    return
+
+    async def refine(self, row: QueuedRefinement) -> bool:
+        """Run one refinement; False when the cloud failed (stop for now)."""
+        job = row.job
+        try:
+            text = await self.ask_cloud(job)
+        except CloudError as exc:
+            self.health.failed(exc)
+            async with self._lock:
+                attempts = await anyio.to_thread.run_sync(
+                    self.queue.failed_attempt, row.request_id, exc.code
+                )
+            log.warning("refinement of %s failed (%s), attempt %d", row.request_id, exc.code,
+                        attempts)  # fmt: skip
+            if not exc.transient and attempts >= MAX_ATTEMPTS:
+                message = f"the queued refinement failed {attempts} times ({exc.code})"
+                await self._finish(row, abandoned(row.events, exc.code, message), "abandoned")
+            return False
+        self.health.succeeded()
+        if await self._finish(row, refined(row.events, text), "done"):
+            self.refined_count += 1
+            raw = job.get("raw_messages")
+            if job.get("cacheable") and raw and self.cloud is not None:
+                await self.remember(raw, self.cloud.model_name, text)
+        return True
+
+    async def _finish(self, row: QueuedRefinement, final: list[Event], status: str) -> bool:
+        async with self._lock:
+            applied = await anyio.to_thread.run_sync(
+                self.queue.complete, row.request_id, final, status
+            )
+        if applied:
+            self.registry.restore(row.request_id, row.events).extend(final)
+            log.info("queued request %s %s", row.request_id,
+                     "refined by the cloud" if status == "done" else "given up")  # fmt: skip
+        return applied
+
+    async def ask_cloud(self, job: dict[str, Any]) -> str:
+        assert self.cloud is not None
+        params = GenerationParams(max_tokens=int(job["max_tokens"]),
+                                  temperature=float(job["temperature"]))  # fmt: skip
+        pieces: list[str] = []
+        async with self.cloud.stream(job["messages"], params) as tokens:
+            while True:
+                try:
+                    pieces.append(await tokens.receive())
+                except anyio.EndOfStream:
+                    break
+        return restore("".join(pieces), job.get("originals") or {})
+
+    async def counts(self) -> dict[str, int]:
+        async with self._lock:
+            counts = await anyio.to_thread.run_sync(self.queue.counts)
+        if self.cache is not None:
+            cache = self.cache
+            async with self._lock:
+                counts["cached_answers"] = await anyio.to_thread.run_sync(cache.size)
+        return counts
+
+    def close(self) -> None:
+        self.queue.close()
+        if self.cache is not None:
+            self.cache.close()

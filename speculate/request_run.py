@@ -1,0 +1,243 @@
+"""One running request: the edge and cloud sides in one task group, feeding a Session.
+
+Besides pumping tokens, a run carries out the router's decision as the answer
+unfolds: an unsure edge draft brings the cloud in mid-stream, personal data is
+replaced by placeholders on the way out and put back on the way in, a transient
+cloud failure falls back to the edge and queues the refinement (stored durably
+*before* the client hears ``queued``), and a finished cloud answer is cached.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+from typing import TYPE_CHECKING, Literal
+
+import anyio
+from anyio.abc import TaskGroup
+
+from speculate.backends.base import GenerationParams, Message, TokenStream
+from speculate.core.protocol import Event, Queued
+from speculate.core.refine import abandoned
+from speculate.core.session import Session
+from speculate.errors import SpeculateError
+from speculate.eventlog import EventLog
+from speculate.privacy import Restorer, redact
+from speculate.router import Decision
+
+if TYPE_CHECKING:
+    from speculate.orchestrator import Orchestrator, SpeculateRequest, StopReason
+
+log = logging.getLogger("speculate.orchestrator")
+
+
+class RequestRun:
+    def __init__(
+        self,
+        owner: Orchestrator,
+        request: SpeculateRequest,
+        decision: Decision,
+        session: Session,
+        events: EventLog,
+        stop: StopReason,
+    ) -> None:
+        self.owner = owner
+        self.stop = stop
+        self.settings = owner.settings
+        self.backends = owner.backends
+        self.request = request
+        self.decision = decision
+        self.session = session
+        self.events = events
+        self.group: TaskGroup | None = None
+        self.held: list[Event] = []  # queued + provisional done, until stored
+        self.cloud_messages: list[Message] = request.messages
+        self.originals: dict[str, str] = {}
+        if decision.redact:
+            redaction = redact(owner.router.guard, request.messages)
+            self.cloud_messages, self.originals = redaction.messages, redaction.originals
+        self.cloud_started = False
+        self.edge_started = False
+
+    def emit(self, events: list[Event]) -> None:
+        for index, event in enumerate(events):
+            if isinstance(event, Queued):  # hold the end back until it is stored
+                self.held, events = events[index:], events[:index]
+                break
+        self.events.extend(events)
+        if self.session.finished and self.group is not None:
+            self.group.cancel_scope.cancel()
+
+    def params(self, side: Literal["edge", "cloud"]) -> GenerationParams:
+        edge, cloud = self.settings.edge, self.settings.cloud
+        max_tokens = self.request.max_tokens or edge.max_tokens
+        temperature = self.request.temperature
+        if side == "edge":
+            return GenerationParams(
+                max_tokens=max_tokens,
+                temperature=edge.temperature if temperature is None else temperature,
+                top_p=edge.top_p,
+                seed=edge.seed,
+                confidence=self.may_escalate,
+            )
+        return GenerationParams(
+            max_tokens=max_tokens,
+            temperature=cloud.temperature if temperature is None else temperature,
+        )
+
+    @property
+    def may_escalate(self) -> bool:
+        return (
+            self.decision.escalate and self.settings.router.escalate
+            and self.backends.cloud is not None and self.session.route == "edge"
+        )  # fmt: skip
+
+    async def execute(self, cached: str | None = None) -> None:
+        self.emit(self.session.start())
+        if cached is not None:
+            self.emit(self.session.answer_from_cache(cached, time.perf_counter()))
+            return
+        try:
+            async with anyio.create_task_group() as group:
+                self.group = group
+                self.start_sides()
+        except Exception as exc:  # a bug, not a backend failure: end the stream cleanly
+            log.exception("request %s failed", self.request.request_id)
+            self.emit(self.session.fail(SpeculateError(f"internal error: {exc!r}")))
+        finally:
+            if self.held:
+                with anyio.CancelScope(shield=True):
+                    await self.store_queued()
+            elif not self.session.finished:
+                # Cancelled from outside: client gone, cancel message or shutdown.
+                self.emit(self.session.cancel(self.stop.code, self.stop.message, self.stop.source))
+
+    def start_sides(self) -> None:
+        """Start whichever side the session now needs (a route can change mid-stream)."""
+        assert self.group is not None
+        if self.session.edge == "running" and not self.edge_started:
+            self.edge_started = True
+            self.group.start_soon(self.edge_side)
+        if self.session.cloud_state == "running" and not self.cloud_started:
+            self.cloud_started = True
+            self.group.start_soon(self.cloud_side)
+
+    async def store_queued(self) -> None:
+        offline, held, self.held = self.owner.offline, self.held, []
+        job = {
+            "messages": self.cloud_messages,
+            "originals": self.originals,
+            "max_tokens": self.params("cloud").max_tokens,
+            "temperature": self.params("cloud").temperature,
+            "cacheable": not self.decision.private_kinds,
+            "raw_messages": None if self.decision.private_kinds else self.request.messages,
+        }
+        stored = False
+        if offline is not None:
+            try:
+                stored = await offline.enqueue(
+                    self.request.request_id, job, self.events.events + held
+                )
+            except Exception:
+                log.exception("could not queue the refinement of %s", self.request.request_id)
+        self.events.extend(held)
+        if not stored:
+            message = "the refinement could not be queued; the draft stands"
+            self.events.extend(abandoned(self.events.events, "queue_full", message))
+
+    def judge(self, tokens: TokenStream) -> None:
+        """Once enough draft tokens are in, escalate an unsure draft or stop holding back."""
+        router = self.settings.router
+        entropy: list[float] = tokens.usage.extra.get("entropy", [])
+        if len(entropy) < router.confidence_tokens:
+            return
+        mean = statistics.fmean(entropy[: router.confidence_tokens])
+        self.session.stats["draft_entropy"] = round(mean, 3)
+        if mean > router.max_entropy:
+            reason = f"draft entropy {mean:.2f} > {router.max_entropy}"
+            self.emit(self.session.escalate(reason))
+            self.start_sides()
+        else:
+            self.emit(self.session.settle())
+
+    async def edge_side(self) -> None:
+        session = self.session
+        judging = self.may_escalate
+        try:
+            async with self.backends.edge.stream(
+                self.request.messages, self.params("edge")
+            ) as tokens:
+                session.stats["edge_queue_ms"] = tokens.usage.queue_ms
+                while True:
+                    flush_at = session.next_flush_at
+                    if flush_at is None:
+                        try:
+                            text = await tokens.receive()
+                        except anyio.EndOfStream:
+                            break
+                    else:
+                        with anyio.move_on_after(flush_at - time.perf_counter()) as wait:
+                            try:
+                                text = await tokens.receive()
+                            except anyio.EndOfStream:
+                                break
+                        if wait.cancelled_caught:
+                            self.emit(session.flush(time.perf_counter()))
+                            continue
+                    self.emit(session.receive_draft(text, time.perf_counter()))
+                    if judging and session.route == "edge":
+                        self.judge(tokens)
+                        judging = session.route == "edge" and "draft_entropy" not in session.stats
+            if not session.stats["prompt_tokens"]:
+                session.stats["prompt_tokens"] = tokens.usage.prompt_tokens
+            if judging:
+                self.emit(session.settle())  # a short answer: nothing to judge it by
+            self.emit(session.edge_finished(time.perf_counter()))
+        except SpeculateError as exc:
+            self.emit(session.edge_failed(exc, time.perf_counter()))
+
+    async def cloud_side(self) -> None:
+        cloud, session, health = self.backends.cloud, self.session, self.owner.health
+        assert cloud is not None
+        restorer = Restorer(self.originals) if self.originals else None
+        try:
+            async with cloud.stream(self.cloud_messages, self.params("cloud")) as tokens:
+                while True:
+                    try:
+                        text = await tokens.receive()
+                    except anyio.EndOfStream:
+                        break
+                    if restorer is not None:
+                        text = restorer.feed(text)
+                    self.emit(session.receive_cloud(text, time.perf_counter()))
+                if restorer is not None:
+                    self.emit(session.receive_cloud(restorer.finish(), time.perf_counter()))
+                if tokens.usage.prompt_tokens:
+                    session.stats["prompt_tokens"] = tokens.usage.prompt_tokens
+                if health is not None:
+                    health.succeeded()
+                # Finish before closing the response: the correction goes out at once.
+                self.emit(
+                    session.cloud_finished(
+                        time.perf_counter(),
+                        completion_tokens=tokens.usage.completion_tokens or None,
+                    )
+                )
+        except SpeculateError as exc:
+            if health is not None:
+                health.failed(exc)
+            self.emit(session.cloud_failed(exc, time.perf_counter()))
+            self.start_sides()  # a cloud-only request falls back to the edge
+            return
+        await self.remember(session.cloud if session.cloud_state == "done" else None)
+
+    async def remember(self, text: str | None) -> None:
+        offline, cloud = self.owner.offline, self.backends.cloud
+        if text is None or offline is None or cloud is None or self.decision.private_kinds:
+            return
+        with anyio.CancelScope(shield=True):
+            try:
+                await offline.remember(self.request.messages, cloud.model_name, text)
+            except Exception:
+                log.exception("could not cache the answer of %s", self.request.request_id)
