@@ -11,7 +11,7 @@ import anyio
 
 from speculate.backends.base import GenerationParams, Message
 from speculate.bench.fake import FakeStream
-from speculate.errors import SpeculateError
+from speculate.errors import CloudUnreachable, SpeculateError
 
 ScriptedStream = FakeStream  # the same fixed-schedule stream the benchmarks use
 
@@ -63,6 +63,8 @@ class Script:
     draft_delay_s: float = 0.01
     cloud_delay_s: float = 0.03
     cloud_start_s: float = 0.0
+    flaky: bool = False  # every other cloud call is refused (odd calls: 1st, 3rd, ...)
+    cloud_calls: int = 0
 
 
 @dataclass
@@ -98,6 +100,9 @@ class BookBackend:
             self.book.asked.append(messages)
             yield FakeStream(words(script.draft), script.draft_delay_s)
         else:
+            script.cloud_calls += 1
+            if script.flaky and script.cloud_calls % 2:
+                raise CloudUnreachable("scripted: the cloud is away")
             await anyio.sleep(script.cloud_start_s)  # the scripted network round trip
             yield FakeStream(words(script.cloud), script.cloud_delay_s)
 

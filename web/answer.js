@@ -20,11 +20,12 @@ function ms(value) {
 }
 
 export class Answer {
-  constructor(container, { onSettled = () => {}, onCloudError = () => {} } = {}) {
+  constructor(container, { onSettled = () => {}, onRefined = () => {}, onCloudError = () => {} } = {}) {
     this.shown = new ShownText();
     this.requestId = null;
     this.route = null;
-    this.onSettled = onSettled;
+    this.onSettled = onSettled; // the composer is free again (done, provisional or failed)
+    this.onRefined = onRefined; // a queued refinement replaced a provisional answer
     this.onCloudError = onCloudError;
     this.node = el("article", "answer");
     this.node.dataset.state = "waiting";
@@ -58,7 +59,8 @@ export class Answer {
       this.notes.append(note);
       if (event.source === "cloud") this.onCloudError(event);
     }
-    if (event.event === "done") this.finish();
+    if (event.event === "done" && this.shown.done) this.finish();
+    else if (event.event === "done") this.provisional();
     else if (this.shown.fatal) this.fail();
     else this.schedule();
   }
@@ -121,6 +123,23 @@ export class Answer {
       this.chips.append(toggle);
     }
     this.node.dataset.state = "done";
+    if (this.settledOnce) this.onRefined(this);
+    this.settle();
+  }
+
+  // The edge's answer stands for now; the cloud's refinement is queued and will patch it.
+  provisional() {
+    cancelAnimationFrame(this.frame);
+    this.render();
+    this.badge.textContent = `${this.route} · from edge · refinement queued`;
+    this.body.setAttribute("aria-busy", "false");
+    this.node.dataset.state = "queued";
+    this.settle();
+  }
+
+  settle() {
+    if (this.settledOnce) return;
+    this.settledOnce = true;
     this.onSettled(this);
   }
 
@@ -130,6 +149,6 @@ export class Answer {
     this.body.setAttribute("aria-busy", "false");
     this.node.dataset.state = this.shown.fatal.code === "cancelled" ? "cancelled" : "error";
     this.badge.textContent = `${this.route || "request"} · ${this.shown.fatal.code}`;
-    this.onSettled(this);
+    this.settle();
   }
 }

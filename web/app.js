@@ -58,6 +58,7 @@ class App {
     const body = { messages: [...this.history], mode: $("#mode").value };
     const answer = new Answer(this.conversation, {
       onSettled: (a) => this.settled(a),
+      onRefined: (a) => this.refined(a),
       onCloudError: (e) => this.showCloud("error", e.code),
     });
     this.current = { answer, transport: this.transports[this.transportName] };
@@ -80,11 +81,19 @@ class App {
 
   settled(answer) {
     const text = answer.shown.text;
-    if (text) this.history.push({ role: "assistant", content: text });
+    if (text) {
+      answer.turn = { role: "assistant", content: text };
+      this.history.push(answer.turn);
+    }
     else this.history.pop(); // nothing answered: the question is not part of the context
     this.current = null;
     this.stop.disabled = true;
     this.input.focus();
+  }
+
+  refined(answer) {
+    // The later turns were asked with the edge's answer; from now on the cloud's stands.
+    if (answer.turn) answer.turn.content = answer.shown.text;
   }
 
   async cancel() {

@@ -16,6 +16,10 @@ export class ShownText {
     this.draft = ""; // every draft event, concatenated: what the edge said
     this.done = null;
     this.fatal = null;
+    // After "queued" the first "done" is provisional: the cloud's refinement follows later
+    // on the same request (patch, commit, the final done) with the next seq.
+    this.queued = false;
+    this.provisional = null;
   }
 
   get text() {
@@ -51,7 +55,11 @@ export class ShownText {
         break;
       case "done":
         if (event.text !== this.text) throw new Error("done.text differs from the shown text");
-        this.done = event;
+        if (this.queued && this.provisional === null) this.provisional = event;
+        else this.done = event;
+        break;
+      case "queued":
+        this.queued = true;
         break;
       case "error":
         if (event.fatal) this.fatal = event;

@@ -4,6 +4,17 @@
 // every event of a request exactly once, in seq order (ShownText drops replays).
 
 const TERMINAL = (e) => e.event === "done" || (e.event === "error" && e.fatal);
+
+// Is this the stream's last event? A "done" after "queued" is provisional: the queued
+// refinement arrives later on the same request, so keep following it.
+function ends(tracker, event) {
+  if (event.event === "queued") tracker.queued = true;
+  if (event.event === "done" && tracker.queued && !tracker.provisional) {
+    tracker.provisional = true;
+    return false;
+  }
+  return TERMINAL(event);
+}
 const EVENT_TYPES = ["start", "draft", "patch", "commit", "queued", "error", "done"];
 
 export function newRequestId() {
@@ -41,7 +52,7 @@ export class WebSocketTransport {
         if (!req || event.seq <= req.lastSeq) return;
         req.lastSeq = event.seq;
         req.onEvent(event);
-        if (TERMINAL(event)) this.requests.delete(event.request_id);
+        if (ends(req, event)) this.requests.delete(event.request_id);
       });
       socket.addEventListener("close", () => {
         this.opened = null;
@@ -93,6 +104,7 @@ export class SSETransport {
       return null;
     }
     let lastSeq = 0;
+    const tracker = {};
     const source = new EventSource(`${this.base}${answer.events}`);
     this.sources.set(answer.request_id, source);
     const handle = (message) => {
@@ -103,7 +115,9 @@ export class SSETransport {
       if (event.seq <= lastSeq) return;
       lastSeq = event.seq;
       onEvent(event);
-      if (TERMINAL(event)) {
+      // After a provisional done the server ends this response; EventSource reconnects
+      // with Last-Event-ID and the refinement arrives on the new one.
+      if (ends(tracker, event)) {
         source.close();
         this.sources.delete(event.request_id);
       }

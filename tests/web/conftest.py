@@ -47,6 +47,12 @@ SCRIPTS = {
         cloud_start_s=0.5,
     ),
 }
+SCRIPTS["Offline"] = Script(
+    draft="The draft answers while the cloud is away.",
+    cloud="The cloud's refined answer, delivered later.",
+    cloud_start_s=0.3,
+    flaky=True,
+)
 DEFAULT = Script(draft="Hello there, friend.", cloud="Hello there, my friend!")
 
 

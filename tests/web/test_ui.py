@@ -98,6 +98,30 @@ def test_both_transports_end_with_the_server_text(
 
 
 @pytest.mark.parametrize("transport", ["ws", "sse"])
+def test_a_queued_refinement_arrives_later_on_the_same_answer(
+    page: Page, scripted_server: ScriptedServer, transport: str
+) -> None:
+    """The cloud refuses the first call: the draft stands provisionally ("queued"), the
+    queue runs the refinement at once (the circuit is still closed) and the page, still
+    connected, patches the same answer into the cloud's text."""
+    page.goto(scripted_server.url)
+    page.evaluate(WATCH)
+    ask(page, "Offline please", transport=transport)
+    request_id = wait_settled(page)
+    states = [s["state"] for s in page.evaluate("window.__snaps")]
+    assert "queued" in states, states
+    queued = next(s for s in page.evaluate("window.__snaps") if s["state"] == "queued")
+    assert queued["text"] == "The draft answers while the cloud is away."
+    assert model_text(page, request_id) == "The cloud's refined answer, delivered later."
+    result = server_text(scripted_server.url, request_id)
+    assert (result["text"], result["final_source"]) == (model_text(page, request_id), "cloud")
+    expect(last_answer(page).locator(".badge")).to_have_text("speculative · final from cloud")
+    # The refined answer is what the next turn is asked with.
+    history = page.evaluate("window.speculate.history")
+    assert history[-1] == {"role": "assistant", "content": result["text"]}
+
+
+@pytest.mark.parametrize("transport", ["ws", "sse"])
 def test_stop_cancels_the_request(
     page: Page, scripted_server: ScriptedServer, transport: str
 ) -> None:
