@@ -8,11 +8,12 @@ defaults.  Prices default to the guide's per-inference figures for an H100 servi
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from speculate.errors import ConfigError
@@ -125,6 +126,17 @@ class PrivacySettings(BaseModel):
     policy: str = Field("keep_on_device", pattern="^(keep_on_device|redact|off)$")
     patterns: list[str] = Field(default_factory=list, description="extra regular expressions")
     keywords: list[str] = Field(default_factory=list, description="words that are private")
+
+    @field_validator("patterns")
+    @classmethod
+    def _compiles(cls, patterns: list[str]) -> list[str]:
+        for pattern in patterns:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                message = f"privacy pattern {pattern!r} is not a regular expression: {exc}"
+                raise ValueError(message) from None
+        return patterns
 
 
 class StreamSettings(BaseModel):

@@ -1,8 +1,9 @@
 """SQLite storage: the request log (what ``speculate report`` reads).
 
 One row per finished request: route, outcome, timings, tokens and cost.  Prompt
-text is stored only when ``store.log_prompts`` is on.  The file is created private
-(0600) and runs in WAL mode so readers never block the server.
+text is stored only when ``store.log_prompts`` is on, and then with personal data
+replaced by its kind (``[EMAIL]``, ``[CARD]``, ...): raw personal data is never logged.
+The file is created private (0600) and runs in WAL mode so readers never block the server.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from platformdirs import user_data_dir
 
 from speculate.eventlog import RunSummary
 from speculate.orchestrator import SpeculateRequest
+from speculate.privacy import PrivacyGuard
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS requests (
@@ -62,8 +64,26 @@ def open_private(path: Path) -> sqlite3.Connection:
     return connection
 
 
-def row_for(request: SpeculateRequest, summary: RunSummary, *, keep_prompt: bool) -> dict[str, Any]:
+def masked(guard: PrivacyGuard, messages: list[dict[str, str]]) -> str:
+    """The conversation as JSON with every piece of personal data replaced by its kind."""
+    out = []
+    for message in messages:
+        text = message["content"]
+        for finding in reversed(guard.scan(text)):
+            text = f"{text[: finding.start]}[{finding.kind.upper()}]{text[finding.end :]}"
+        out.append({**message, "content": text})
+    return json.dumps(out, ensure_ascii=False)
+
+
+def row_for(
+    request: SpeculateRequest,
+    summary: RunSummary,
+    *,
+    keep_prompt: bool,
+    guard: PrivacyGuard | None = None,
+) -> dict[str, Any]:
     stats = summary.stats
+    prompt = masked(guard or PrivacyGuard(), request.messages) if keep_prompt else None
     return {
         "request_id": request.request_id,
         "finished_at": time.time(),
@@ -72,7 +92,7 @@ def row_for(request: SpeculateRequest, summary: RunSummary, *, keep_prompt: bool
         "outcome": summary.outcome,
         "final_source": summary.final_source,
         "error_code": summary.error_code,
-        "prompt": json.dumps(request.messages, ensure_ascii=False) if keep_prompt else None,
+        "prompt": prompt,
         **{key: stats.get(key) for key in STAT_COLUMNS},
     }
 
@@ -80,9 +100,12 @@ def row_for(request: SpeculateRequest, summary: RunSummary, *, keep_prompt: bool
 class RequestLog:
     """A :class:`~speculate.orchestrator.RunObserver` writing one row per request."""
 
-    def __init__(self, path: Path, *, keep_prompts: bool = False) -> None:
+    def __init__(
+        self, path: Path, *, keep_prompts: bool = False, guard: PrivacyGuard | None = None
+    ) -> None:
         self.path = path
         self.keep_prompts = keep_prompts
+        self.guard = guard or PrivacyGuard()
         self._db = open_private(path)
         self._lock = anyio.Lock()
 
@@ -90,7 +113,7 @@ class RequestLog:
         pass
 
     async def finished(self, request: SpeculateRequest, summary: RunSummary) -> None:
-        row = row_for(request, summary, keep_prompt=self.keep_prompts)
+        row = row_for(request, summary, keep_prompt=self.keep_prompts, guard=self.guard)
         async with self._lock:
             await anyio.to_thread.run_sync(self._insert, row)
 

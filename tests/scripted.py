@@ -27,12 +27,14 @@ class ScriptedBackend:
     opened: int = 0
     closed: int = 0
     streams: list[ScriptedStream] = field(default_factory=list)
+    asked: list[list[Message]] = field(default_factory=list)
 
     @asynccontextmanager
     async def stream(
         self, messages: list[Message], params: GenerationParams
     ) -> AsyncIterator[ScriptedStream]:
         self.opened += 1
+        self.asked.append(messages)
         stream = FakeStream(list(self.pieces), self.delay_s, self.error, self.gaps,
                             entropy=self.entropy if params.confidence else None)  # fmt: skip
         self.streams.append(stream)

@@ -19,6 +19,7 @@ from speculate.errors import CloudError
 from speculate.eventlog import RequestRegistry
 from speculate.logs import RequestLogger
 from speculate.orchestrator import Backends, Orchestrator, RunObserver
+from speculate.privacy import PrivacyGuard
 from speculate.refinements import RefinementQueue
 from speculate.refiner import Refiner
 from speculate.server.jobs import Jobs
@@ -55,7 +56,8 @@ class AppState:
         request_log = None
         path = Path(settings.store.path) if settings.store.path else store.default_path()
         if settings.store.request_log:
-            request_log = RequestLog(path, keep_prompts=settings.store.log_prompts)
+            guard = PrivacyGuard(settings.privacy.patterns, settings.privacy.keywords)
+            request_log = RequestLog(path, keep_prompts=settings.store.log_prompts, guard=guard)
             observers.append(request_log)
         server = settings.server
         requests = RequestRegistry(keep_finished=server.retain_finished)
