@@ -80,6 +80,20 @@ def _report(args: argparse.Namespace) -> int:
     )
 
 
+def _calibrate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from speculate.calibrate import calibrate
+
+    return calibrate(
+        Path(args.prompts),
+        cloud_share=args.cloud_share,
+        cloud_only_share=args.cloud_only_share,
+        config=args.config,
+        write=Path(args.write) if args.write else None,
+    )
+
+
 def _soak(args: argparse.Namespace) -> int:
     import json
     from dataclasses import asdict
@@ -125,7 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
     models.set_defaults(func=_models)
 
     bench = sub.add_parser(
-        "bench", help="benchmarks, side by side in one run: ttft relay capacity latency diff wire"
+        "bench",
+        help="benchmarks, side by side in one run: ttft relay capacity latency diff wire peer "
+        "network router",
     )
     bench.add_argument("suites", nargs="*", help="which suites (default: all)")
     bench.add_argument("--quick", action="store_true", help="short versions of suites 1-4")
@@ -143,6 +159,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument("--requests-per-month", type=int, default=30_000)
     report.set_defaults(func=_report)
+
+    calibrate = sub.add_parser(
+        "calibrate", help="set the router's thresholds so a share of PROMPTS goes to the cloud"
+    )
+    calibrate.add_argument("prompts", help="JSON lines: {prompt | messages, label?}")
+    calibrate.add_argument("--cloud-share", type=float, required=True,
+                           help="share of prompts the cloud should see (0-1)")  # fmt: skip
+    calibrate.add_argument("--cloud-only-share", type=float,
+                           help="share for the cloud alone (default: keep cloud_min)")  # fmt: skip
+    calibrate.add_argument("--config", help="the config to start from")
+    calibrate.add_argument("--write", help="write a new config file with these thresholds")
+    calibrate.set_defaults(func=_calibrate)
 
     soak = sub.add_parser(
         "soak", help="many clients with random disconnects, resumes and cancels; counts losses"

@@ -37,3 +37,13 @@ def test_streams_per_core_needs_every_transport() -> None:
         {"streams": 500, "transport": "ws", "extra_delay_ms_p99": 20.0},
     ]
     assert streams_per_core(rows) == 100
+
+
+def test_router_suite_times_decisions_and_scores_both_sets() -> None:
+    from speculate.bench import routing
+
+    rows = routing.run(repeat=3)
+    assert [row["prompt_set"] for row in rows] == ["routing_prompts", "routing_heldout"]
+    for row in rows:
+        assert 0 < row["decision_us_median"] <= row["decision_us_p99"]
+        assert 0.5 <= row["accuracy"] <= 1.0

@@ -17,7 +17,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-SUITES = ("ttft", "relay", "capacity", "latency", "diff", "wire", "peer", "network")
+SUITES = ("ttft", "relay", "capacity", "latency", "diff", "wire", "peer", "network", "router")
 
 
 def machine() -> dict[str, Any]:
@@ -154,6 +154,11 @@ def run(suites: list[str], *, quick: bool, json_out: bool, requests: int,
         console.print("[cyan]suite 8[/]: first and final text as the cloud gets farther …")
         results["network"] = network.run()
         console.print(_table("median over 3 prompts, real models", results["network"]))
+    if "router" in chosen:
+        from speculate.bench import routing
+
+        results["router"] = routing.run()
+        console.print(_table("routing decision (mode auto) and accuracy", results["router"]))
     (out / "results.json").write_text(json.dumps(results, indent=2))
     for name in ("ttft", "capacity", "diff", "wire", "network"):
         key = "edge" if name == "ttft" else name
