@@ -121,6 +121,7 @@ class RunSummary:
     error_code: str | None = None
     cloud_errors: tuple[str, ...] = ()
     stats: dict[str, Any] = field(default_factory=dict)
+    queued: bool = False  # its refinement waits in the offline queue
 
 
 def summarize(log: EventLog) -> RunSummary:
@@ -128,8 +129,11 @@ def summarize(log: EventLog) -> RunSummary:
     outcome: Literal["done", "error", "cancelled"] = "cancelled"  # no end: it was cut off
     cloud_errors: list[str] = []
     stats: dict[str, Any] = {}
+    queued = False
     for event in log.events:
-        if isinstance(event, Start):
+        if isinstance(event, Queued):
+            queued = True
+        elif isinstance(event, Start):
             route = event.route
         elif isinstance(event, Error):
             if event.source == "cloud":
@@ -140,4 +144,4 @@ def summarize(log: EventLog) -> RunSummary:
         elif isinstance(event, Done):
             outcome, final_source, stats = "done", event.final_source, event.stats
     return RunSummary(log.request_id, route, outcome, final_source, error_code,
-                      tuple(cloud_errors), stats)  # fmt: skip
+                      tuple(cloud_errors), stats, queued)  # fmt: skip

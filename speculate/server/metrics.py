@@ -60,14 +60,28 @@ class Metrics:
             "speculate_cloud_up", "1 if the last cloud probe succeeded", registry=r
         )
 
+        self.circuit_open = Gauge(
+            "speculate_cloud_circuit_open",
+            "1 while the cloud circuit breaker sends requests to the edge",
+            registry=r,
+        )
+        self.queued = Counter(
+            "speculate_refinements_queued", "Cloud refinements queued while offline", registry=r
+        )
+
     def watch_edge_queue(self, depth: Callable[[], float]) -> None:
         self.edge_queue.set_function(depth)
+
+    def watch_circuit(self, is_open: Callable[[], float]) -> None:
+        self.circuit_open.set_function(is_open)
 
     # -- RunObserver -------------------------------------------------------------------
     def started(self, request: SpeculateRequest) -> None:
         self.active.inc()
 
     async def finished(self, request: SpeculateRequest, summary: RunSummary) -> None:
+        if summary.queued:
+            self.queued.inc()
         self.active.dec()
         route = summary.route or "unknown"
         for code in summary.cloud_errors:

@@ -62,6 +62,7 @@ class AppState:
         server = settings.server
         requests = RequestRegistry(keep_finished=server.retain_finished)
         health = CloudHealth(backends.cloud, settings.cloud)
+        metrics.watch_circuit(lambda: 0.0 if health.breaker.allows_requests else 1.0)
         refiner = None
         if backends.cloud is not None and (settings.store.queue or settings.store.cache):
             queue = RefinementQueue(path, settings.store.queue_max)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import statistics
 import time
 from collections.abc import Iterator
 
@@ -100,3 +102,32 @@ async def test_concurrent_requests_take_fair_turns(edge: LlamaCppEdge) -> None:
     assert order == [0, 1, 2, 3]  # first come, first served
     assert waits[0] < waits[3]
     assert waits[3] > 0
+
+
+async def collect(edge: LlamaCppEdge, content: str, confidence: bool) -> tuple[str, list[float]]:
+    params = GenerationParams(max_tokens=16, temperature=0.0, confidence=confidence)
+    pieces = []
+    with anyio.fail_after(60):
+        async with edge.stream([{"role": "user", "content": content}], params) as tokens:
+            while True:
+                try:
+                    pieces.append(await tokens.receive())
+                except anyio.EndOfStream:
+                    break
+    return "".join(pieces), tokens.usage.extra.get("entropy", [])
+
+
+async def test_confidence_reports_an_entropy_per_token_and_changes_nothing(
+    edge: LlamaCppEdge,
+) -> None:
+    plain, none = await collect(edge, "Count from one to twenty in words.", False)
+    text, entropy = await collect(edge, "Count from one to twenty in words.", True)
+    assert none == []
+    assert text == plain  # the processor only reads the logits
+    tokens = edge._llama.tokenize(text.encode(), add_bos=False)
+    assert len(entropy) >= len(tokens) - 1  # one per sampled token (tokenising may merge)
+    vocabulary = edge._llama.n_vocab()
+    assert all(0.0 <= h <= math.log(vocabulary) + 1e-6 for h in entropy)
+    # Counting is easy for the model; an open question is not: the first tokens say so.
+    _, open_question = await collect(edge, "Invent a word and define it.", True)
+    assert statistics.fmean(entropy[:8]) < statistics.fmean(open_question[:8])
