@@ -2,8 +2,9 @@
 same conversation beats a fresh draft (route ``cache``).
 
 The key is a SHA-256 of the normalised messages (Unicode NFC, case-folded, runs of
-whitespace collapsed) and the cloud model, so trivial differences in typing still
-hit.  Entries expire after ``ttl_s``; the oldest are dropped beyond ``max_entries``.
+whitespace collapsed), the cloud model and the parameters that shape an answer
+(``max_tokens``, temperature), so trivial differences in typing still hit.  Entries
+expire after ``ttl_s``; the oldest are dropped beyond ``max_entries``.
 Only answers the cloud finished are stored, and never those of requests holding
 personal data.
 """
@@ -33,9 +34,14 @@ def normalise(text: str) -> str:
     return " ".join(unicodedata.normalize("NFC", text).casefold().split())
 
 
-def cache_key(messages: list[Message], model: str) -> str:
+def variant(model: str, max_tokens: int, temperature: float) -> str:
+    """What besides the conversation shapes an answer: the model and its parameters."""
+    return f"{model}|max_tokens={max_tokens}|temperature={temperature:g}"
+
+
+def cache_key(messages: list[Message], variant: str) -> str:
     canonical = [[m["role"], normalise(m["content"])] for m in messages]
-    blob = json.dumps([model, canonical], ensure_ascii=False, separators=(",", ":"))
+    blob = json.dumps([variant, canonical], ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -46,18 +52,18 @@ class AnswerCache:
         self._db = open_private(path)
         self._db.executescript(SCHEMA)
 
-    def get(self, messages: list[Message], model: str) -> str | None:
+    def get(self, messages: list[Message], variant: str) -> str | None:
         row = self._db.execute(
             "SELECT text FROM answer_cache WHERE key = ? AND stored_at > ?",
-            (cache_key(messages, model), time.time() - self.ttl_s),
+            (cache_key(messages, variant), time.time() - self.ttl_s),
         ).fetchone()
         return None if row is None else str(row[0])
 
-    def put(self, messages: list[Message], model: str, text: str) -> None:
+    def put(self, messages: list[Message], variant: str, text: str) -> None:
         with self._db:
             self._db.execute(
                 "INSERT OR REPLACE INTO answer_cache (key, stored_at, text) VALUES (?, ?, ?)",
-                (cache_key(messages, model), time.time(), text),
+                (cache_key(messages, variant), time.time(), text),
             )
             self._db.execute(
                 "DELETE FROM answer_cache WHERE key IN (SELECT key FROM answer_cache"

@@ -23,6 +23,8 @@ from speculate.settings import CloudSettings
 
 log = logging.getLogger("speculate.cloud")
 
+AWAY = {"ConnectError", "ConnectTimeout"}  # probe errors that mean the cloud is unreachable
+
 
 class CloudHealth:
     def __init__(self, cloud: CloudBackend | None, settings: CloudSettings) -> None:
@@ -81,7 +83,9 @@ class CloudHealth:
         if result.get("state") == "up":
             self.rtt_ms = result.get("rtt_ms")
             self.succeeded()
-        else:
+        elif result.get("error") in AWAY or result.get("status", 0) >= 500:
+            # Only "nobody there" counts: a busy cloud that answers /models slowly is
+            # still up, and its real requests report their own failures.
             self._record_failure(f"probe: {result.get('error') or result.get('status')}")
         return result
 

@@ -17,6 +17,7 @@ from typing import Any, Literal, Protocol
 
 import anyio
 
+from speculate.answer_cache import variant
 from speculate.backends.base import CloudBackend, EdgeBackend, Message
 from speculate.core.protocol import Event, Route
 from speculate.core.session import Session, SessionConfig
@@ -77,9 +78,9 @@ class Offline(Protocol):
         """Store durably; False if it cannot be kept (queue full)."""
         ...
 
-    async def cached(self, messages: list[Message], model: str) -> str | None: ...
+    async def cached(self, messages: list[Message], variant: str) -> str | None: ...
 
-    async def remember(self, messages: list[Message], model: str, text: str) -> None: ...
+    async def remember(self, messages: list[Message], variant: str, text: str) -> None: ...
 
 
 class Health(Protocol):
@@ -135,6 +136,16 @@ class Orchestrator:
             cloud = self.health.view if self.health is not None else "up"
         return self.router.decide(request.mode, request.messages, cloud)
 
+    def answer_variant(self, request: SpeculateRequest) -> str:
+        """The cloud model and parameters that, with the messages, key the answer cache."""
+        cloud = self.backends.cloud
+        temperature = request.temperature
+        return variant(
+            cloud.model_name if cloud is not None else "",
+            request.max_tokens or self.settings.edge.max_tokens,
+            self.settings.cloud.temperature if temperature is None else temperature,
+        )
+
     def new_session(
         self, request: SpeculateRequest, decision: Decision, *, cached: bool = False
     ) -> Session:
@@ -174,7 +185,7 @@ class Orchestrator:
             decision.wants_cloud and decision.route == "edge" and not decision.private_kinds
             and self.offline is not None and cloud is not None
         ):  # fmt: skip
-            cached = await self.offline.cached(request.messages, cloud.model_name)
+            cached = await self.offline.cached(request.messages, self.answer_variant(request))
         session = self.new_session(request, decision, cached=cached is not None)
         run = RequestRun(self, request, decision, session, events, stop or StopReason())
         for observer in self.observers:

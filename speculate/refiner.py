@@ -58,19 +58,19 @@ class Refiner:
             self._wake.set()
         return stored
 
-    async def cached(self, messages: list[Message], model: str) -> str | None:
+    async def cached(self, messages: list[Message], variant: str) -> str | None:
         if self.cache is None:
             return None
         cache = self.cache
         async with self._lock:
-            return await anyio.to_thread.run_sync(cache.get, messages, model)
+            return await anyio.to_thread.run_sync(cache.get, messages, variant)
 
-    async def remember(self, messages: list[Message], model: str, text: str) -> None:
+    async def remember(self, messages: list[Message], variant: str, text: str) -> None:
         if self.cache is None:
             return
         cache = self.cache
         async with self._lock:
-            await anyio.to_thread.run_sync(cache.put, messages, model, text)
+            await anyio.to_thread.run_sync(cache.put, messages, variant, text)
 
     # -- the worker ------------------------------------------------------------------
     async def restore(self) -> int:
@@ -126,9 +126,9 @@ class Refiner:
         self.health.succeeded()
         if await self._finish(row, refined(row.events, text), "done"):
             self.refined_count += 1
-            raw = job.get("raw_messages")
-            if job.get("cacheable") and raw and self.cloud is not None:
-                await self.remember(raw, self.cloud.model_name, text)
+            raw, key = job.get("raw_messages"), job.get("variant")
+            if job.get("cacheable") and raw and key:
+                await self.remember(raw, key, text)
         return True
 
     async def _finish(self, row: QueuedRefinement, final: list[Event], status: str) -> bool:

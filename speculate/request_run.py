@@ -132,6 +132,7 @@ class RequestRun:
             "temperature": self.params("cloud").temperature,
             "cacheable": not self.decision.private_kinds,
             "raw_messages": None if self.decision.private_kinds else self.request.messages,
+            "variant": self.owner.answer_variant(self.request),
         }
         stored = False
         if offline is not None:
@@ -238,6 +239,7 @@ class RequestRun:
             return
         with anyio.CancelScope(shield=True):
             try:
-                await offline.remember(self.request.messages, cloud.model_name, text)
+                variant = self.owner.answer_variant(self.request)
+                await offline.remember(self.request.messages, variant, text)
             except Exception:
                 log.exception("could not cache the answer of %s", self.request.request_id)

@@ -13,14 +13,16 @@ import os
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from platformdirs import user_data_dir
 
 from speculate.eventlog import RunSummary
-from speculate.orchestrator import SpeculateRequest
 from speculate.privacy import PrivacyGuard
+
+if TYPE_CHECKING:
+    from speculate.orchestrator import SpeculateRequest
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS requests (

@@ -55,6 +55,7 @@ async def greedy_cloud_answer(server: ServerProcess, prompt: str, max_tokens: in
 def check_speculative(shown: ShownText, timeline: list[tuple[float, Event]]) -> None:
     types = [event.type for _, event in timeline]
     assert types[0] == "start"
+    assert timeline[0][1].fields()["route"] == "speculative", timeline[0][1]
     assert types[-1] == "done"  # invariant 4: the terminal event is last and unique
     assert types.count("done") == 1
     assert shown.done is not None
