@@ -75,6 +75,10 @@ class StandInServer:
             "--n_threads", str(self.n_threads),
             "--n_threads_batch", str(self.n_threads),
             "--verbose", "False",
+            # By default llama_cpp.server cuts a streaming answer short, silently, when
+            # another request (even GET /models, our health probe) waits for the model.
+            # vLLM batches instead; queue like it.
+            "--interrupt_requests", "False",
         ]  # fmt: skip
 
     async def start(self) -> str:
