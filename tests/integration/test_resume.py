@@ -112,4 +112,4 @@ async def test_unresumed_request_is_cancelled_after_the_grace_period(
                 await anyio.sleep(0.1)  # polling the public API, bounded by fail_after
     assert result["state"] == "failed", result
     assert result["error"]["code"] == "cancelled"
-    assert result["last_seq"] > 2  # it was cut short, not finished
+    assert result["stats"] is None  # cut short: a 2,000-token story cannot end in 0.2 s
