@@ -99,7 +99,7 @@ def router_for(settings: Settings) -> Router:
             edge_max=config.edge_max,
             cloud_min=config.cloud_min,
             momentum_turns=config.momentum_turns,
-            privacy_policy=settings.privacy.policy,  # type: ignore[arg-type]
+            privacy_policy=settings.privacy.policy,
         ),
         PrivacyGuard(settings.privacy.patterns, settings.privacy.keywords),
     )
@@ -155,7 +155,7 @@ class Orchestrator:
         reason = decision.reason
         queue_reason = None
         if cached:
-            reason = f"{decision.reason.split(', but')[0]}; the cloud is away: cached cloud answer"
+            reason = f"{decision.basis}; the cloud is away: a cached cloud answer"
         elif decision.wants_cloud and decision.route == "edge" and queue:
             queue_reason = "the cloud circuit is open; the refinement is queued"
         escalating = decision.escalate and self.settings.router.escalate and cloud is not None

@@ -102,6 +102,7 @@ class Decision:
     redact: bool = False  # send placeholders instead of the personal data found
     private_kinds: tuple[str, ...] = ()
     escalate: bool = False  # an edge answer may move to the cloud if the draft is unsure
+    basis: str = ""  # why the cloud was wanted, before the cloud's health overrode it
 
 
 def _by_score(score: float, config: RouterConfig) -> Route:
@@ -152,7 +153,8 @@ class Router:
         if cloud == "open":
             return Decision("edge", f"{decision.reason}, but the cloud circuit is open: the "
                             "edge answers and the refinement is queued", decision.score,
-                            wants_cloud=True, redact=redacting, private_kinds=kinds)  # fmt: skip
+                            wants_cloud=True, redact=redacting, private_kinds=kinds,
+                            basis=decision.reason)  # fmt: skip
         return Decision(decision.route, decision.reason + suffix, decision.score,
                         wants_cloud=True, redact=redacting, private_kinds=kinds)  # fmt: skip
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator
@@ -123,7 +123,7 @@ class RouterSettings(BaseModel):
 
 
 class PrivacySettings(BaseModel):
-    policy: str = Field("keep_on_device", pattern="^(keep_on_device|redact|off)$")
+    policy: Literal["keep_on_device", "redact", "off"] = "keep_on_device"
     patterns: list[str] = Field(default_factory=list, description="extra regular expressions")
     keywords: list[str] = Field(default_factory=list, description="words that are private")
 

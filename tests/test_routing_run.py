@@ -192,6 +192,10 @@ async def test_offline_a_cached_cloud_answer_beats_the_draft(tmp_path: Path) -> 
     events = await rig.run(ask("  tell me   ABOUT owls. ", "speculative"))  # normalised match
     shown = replay(events)
     assert start_of(events).route == "cache"
+    assert (
+        start_of(events).reason
+        == "requested: speculative; the cloud is away: a cached cloud answer"
+    )
     assert shown.done is not None
     assert (shown.text, shown.done.final_source) == (CLOUD, "cloud")
     assert shown.done.stats["cached"] is True
