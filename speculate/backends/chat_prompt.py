@@ -1,0 +1,62 @@
+"""A chat as the exact prompt text llama.cpp would build for it.
+
+Verify mode and edge re-drafting continue an assistant message from a given prefix,
+which chat endpoints cannot do; the raw completion endpoint can, given the prompt the
+chat endpoint would have built.  This renders it the way llama-cpp-python does (the
+GGUF's Jinja template, else the named chat format), so a continuation scored or
+generated through ``/v1/completions`` sees the same tokens as ``/v1/chat/completions``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from speculate.backends.base import Message
+from speculate.errors import ConfigError
+
+
+class ChatPrompt:
+    def __init__(self, llama: Any) -> None:
+        """``llama``: a ``llama_cpp.Llama`` (``vocab_only=True`` is enough)."""
+        from llama_cpp import llama_chat_format
+
+        self._format = llama_chat_format
+        self.chat_format = str(llama.chat_format)
+        model = llama._model
+        bos, eos = llama.token_bos(), llama.token_eos()
+        self.bos_text = model.token_get_text(bos) if bos != -1 else ""
+        self.eos_text = model.token_get_text(eos) if eos != -1 else ""
+        self.adds_bos = bool(model.add_bos_token())
+        template = llama.metadata.get("tokenizer.chat_template")
+        self._jinja = None
+        if self.chat_format == "chat_template.default" and template:
+            self._jinja = llama_chat_format.Jinja2ChatFormatter(
+                template=template, eos_token=self.eos_text, bos_token=self.bos_text,
+                stop_token_ids=[eos],
+            )  # fmt: skip
+        elif not hasattr(llama_chat_format, self._function_name()):
+            raise ConfigError(f"no prompt renderer for the chat format {self.chat_format!r}")
+
+    @classmethod
+    def of_model(cls, path: Path) -> ChatPrompt:
+        from llama_cpp import Llama
+
+        return cls(Llama(model_path=str(path), vocab_only=True, verbose=False))
+
+    def _function_name(self) -> str:
+        return "format_" + self.chat_format.replace("-", "").replace(".", "_")
+
+    def render(self, messages: list[Message]) -> str:
+        """The prompt text for ``/v1/completions`` (which adds BOS itself if the model
+        wants one), ending where the assistant's answer begins."""
+        if self._jinja is not None:
+            result = self._jinja(messages=messages)
+        else:
+            result = getattr(self._format, self._function_name())(messages=messages)
+        prompt = str(result.prompt)
+        # The chat path adds BOS unless the text has it; completions adds it when the
+        # model wants one. Never twice.
+        if result.added_special and self.adds_bos and prompt.startswith(self.bos_text):
+            prompt = prompt[len(self.bos_text) :]
+        return prompt
