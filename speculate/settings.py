@@ -57,6 +57,7 @@ class EdgeSettings(BaseModel):
 
 
 class StandInSettings(BaseModel):
+    logits_all: bool = Field(True, description="needed to score drafts (verify mode)")
     model: str = "smollm2-135m"
     n_threads: int | None = Field(None, ge=1)
     n_ctx: int = Field(2048, ge=128)
@@ -81,6 +82,12 @@ class CloudSettings(BaseModel):
     circuit_probe_base_s: float = Field(1.0, ge=0, description="first half-open probe backoff")
     circuit_probe_cap_s: float = Field(30.0, ge=0)
     probe_interval_s: float = Field(15.0, gt=0, description="health probe while closed")
+    flavor: Literal["auto", "llamacpp", "vllm", "none"] = Field(
+        "auto", description="request shape for verify mode; auto: the stand-in or /models says"
+    )
+    chat_template_model: str | None = Field(
+        None, description="llamacpp flavor: the GGUF (path or name) whose chat template to use"
+    )
     standin: StandInSettings = StandInSettings()
 
 

@@ -10,7 +10,7 @@ generated through ``/v1/completions`` sees the same tokens as ``/v1/chat/complet
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from speculate.backends.base import Message
 from speculate.errors import ConfigError
@@ -51,7 +51,7 @@ class ChatPrompt:
         """The prompt text for ``/v1/completions`` (which adds BOS itself if the model
         wants one), ending where the assistant's answer begins."""
         if self._jinja is not None:
-            result = self._jinja(messages=messages)
+            result = self._jinja(messages=cast(Any, messages))  # llama_cpp's TypedDicts
         else:
             result = getattr(self._format, self._function_name())(messages=messages)
         prompt = str(result.prompt)

@@ -23,7 +23,9 @@ import anyio
 import httpx
 
 from speculate.backends.base import GenerationParams, Message, Usage
+from speculate.backends.scoring import Scoring
 from speculate.core.protocol import SSEDecoder
+from speculate.core.verify import Scored
 from speculate.errors import (
     CloudDropped,
     CloudError,
@@ -109,7 +111,10 @@ class CloudTokenStream:
             if not isinstance(choice, dict):
                 raise CloudProtocolError("a cloud chunk's choice is not an object")
             delta = choice.get("delta") or {}
+            # Chat chunks carry delta.content; completions chunks (verify mode) carry text.
             text = delta.get("content") if isinstance(delta, dict) else None
+            if "delta" not in choice:
+                text = choice.get("text")
             if text:
                 if not isinstance(text, str):
                     raise CloudProtocolError("a cloud chunk's content is not a string")
@@ -129,10 +134,12 @@ class OpenAICompatCloud:
         base_url: str,
         model: str | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        scoring: Scoring | None = None,
     ) -> None:
         self.settings = settings
         self.base_url = base_url.rstrip("/")
         self.model_name = model or settings.model or ""
+        self.scoring: Scoring | None = scoring
         headers = {"Accept": "text/event-stream"}
         api_key = os.environ.get(settings.api_key_env)
         if api_key:
@@ -164,6 +171,15 @@ class OpenAICompatCloud:
             return {"state": "down", "status": response.status_code, "rtt_ms": rtt_ms}
         return {"state": "up", "rtt_ms": rtt_ms}
 
+    async def served_by(self) -> str | None:
+        """Who serves the model (``owned_by`` in ``/models``: vLLM says ``vllm``)."""
+        try:
+            response = await self._client.get("/models")
+            response.raise_for_status()
+            return str(response.json()["data"][0].get("owned_by") or "") or None
+        except (httpx.HTTPError, KeyError, IndexError, ValueError, AttributeError):
+            return None
+
     async def discover_model(self) -> str:
         """Ask ``/models`` which model to use when none is configured."""
         if self.model_name:
@@ -193,6 +209,51 @@ class OpenAICompatCloud:
         started = time.monotonic()
         request = self._client.build_request("POST", "/chat/completions", json=body)
         response = await self._open(request)
+        try:
+            yield CloudTokenStream(response, self.settings, started)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await response.aclose()
+
+    # -- verify mode -------------------------------------------------------------------
+    async def score(self, messages: list[Message], continuation: str) -> Scored:
+        """The cloud's verdict on a continuation of the assistant's answer, token by token
+        in its own tokenizer, plus its own next token."""
+        if self.scoring is None:
+            raise CloudError("this cloud cannot score drafts (set cloud.flavor)")
+        path, body = self.scoring.score_request(self.model_name, messages, continuation)
+        request = self._client.build_request("POST", path, json=body)
+        s = self.settings
+        with anyio.CancelScope() as scope:
+            scope.deadline = anyio.current_time() + min(s.first_token_timeout_s, s.total_timeout_s)
+            response = await self._open(request)
+            try:
+                content = await response.aread()
+            except httpx.HTTPError as exc:
+                raise CloudDropped(f"the cloud connection broke: {exc!r}") from exc
+            finally:
+                await response.aclose()
+        if scope.cancelled_caught:
+            raise CloudFirstTokenTimeout(
+                f"no verdict from the cloud within {s.first_token_timeout_s:g} s"
+            )
+        try:
+            answer = json.loads(content)
+        except ValueError as exc:
+            raise CloudProtocolError(f"the cloud sent malformed JSON: {content[:200]!r}") from exc
+        return self.scoring.parse_score(answer, messages, continuation)
+
+    @asynccontextmanager
+    async def continue_from(
+        self, messages: list[Message], prefix: str, params: GenerationParams
+    ) -> AsyncIterator[CloudTokenStream]:
+        """Stream the cloud's own continuation of an assistant answer that begins with
+        ``prefix``."""
+        if self.scoring is None:
+            raise CloudError("this cloud cannot continue an answer (set cloud.flavor)")
+        path, body = self.scoring.continue_request(self.model_name, messages, prefix, params)
+        started = time.monotonic()
+        response = await self._open(self._client.build_request("POST", path, json=body))
         try:
             yield CloudTokenStream(response, self.settings, started)
         finally:

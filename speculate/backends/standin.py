@@ -49,6 +49,7 @@ class StandInServer:
         n_threads: int = 1,
         startup_timeout_s: float = 120.0,
         port: int = 0,
+        logits_all: bool = True,
     ) -> None:
         """``port`` 0: a free loopback port, chosen at start."""
         self.model_path = model_path
@@ -57,6 +58,7 @@ class StandInServer:
         self.n_threads = n_threads
         self.startup_timeout_s = startup_timeout_s
         self.port = port
+        self.logits_all = logits_all
         self.process: subprocess.Popen[bytes] | None = None
         self._log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the child
 
@@ -79,6 +81,8 @@ class StandInServer:
             # another request (even GET /models, our health probe) waits for the model.
             # vLLM batches instead; queue like it.
             "--interrupt_requests", "False",
+            # Log-probabilities of every prompt token: how verify mode scores a draft.
+            "--logits_all", str(self.logits_all),
         ]  # fmt: skip
 
     async def start(self) -> str:

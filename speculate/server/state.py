@@ -11,11 +11,13 @@ import anyio
 
 from speculate import models, store
 from speculate.answer_cache import AnswerCache
+from speculate.backends.chat_prompt import ChatPrompt
 from speculate.backends.llamacpp import LlamaCppEdge, default_threads
 from speculate.backends.openai_compat import OpenAICompatCloud
+from speculate.backends.scoring import LlamaCppScoring, Scoring, VLLMScoring
 from speculate.backends.standin import StandInServer
 from speculate.cloud_health import CloudHealth
-from speculate.errors import CloudError
+from speculate.errors import CloudError, ConfigError
 from speculate.eventlog import RequestRegistry
 from speculate.logs import RequestLogger
 from speculate.orchestrator import Backends, Orchestrator, RunObserver
@@ -25,7 +27,7 @@ from speculate.refiner import Refiner
 from speculate.server.jobs import Jobs
 from speculate.server.metrics import Metrics
 from speculate.server.ratelimit import RateLimiter
-from speculate.settings import Settings
+from speculate.settings import CloudSettings, Settings
 from speculate.store import RequestLog
 
 log = logging.getLogger("speculate.server")
@@ -93,6 +95,33 @@ class AppState:
             await self.standin.stop()
 
 
+async def choose_scoring(
+    settings: CloudSettings, cloud: OpenAICompatCloud, standin: StandInServer | None
+) -> Scoring | None:
+    """How verify mode talks to this cloud, or None (verify then speculates)."""
+    flavor = settings.flavor
+    if flavor == "auto":
+        if standin is not None:
+            flavor = "llamacpp" if standin.logits_all else "none"
+        elif await cloud.served_by() == "vllm":
+            flavor = "vllm"
+        else:
+            flavor = "llamacpp" if settings.chat_template_model else "none"
+    if flavor == "vllm":
+        return VLLMScoring()
+    if flavor == "llamacpp":
+        if standin is not None:
+            template_model = standin.model_path
+        elif settings.chat_template_model:
+            template_model = models.resolve(settings.chat_template_model)
+        else:
+            raise ConfigError("cloud.flavor llamacpp needs cloud.chat_template_model (the GGUF)")
+        prompt = await anyio.to_thread.run_sync(ChatPrompt.of_model, template_model)
+        return LlamaCppScoring(prompt)
+    log.info("verify mode is not available with this cloud (cloud.flavor: none)")
+    return None
+
+
 async def build_backends(settings: Settings) -> tuple[Backends, StandInServer | None]:
     """Load the edge model and connect (or start) the cloud; fail fast and clearly."""
     edge_path = models.resolve(settings.edge.model)
@@ -106,6 +135,7 @@ async def build_backends(settings: Settings) -> tuple[Backends, StandInServer | 
             n_ctx=cloud_settings.standin.n_ctx,
             n_threads=cloud_settings.standin.n_threads or default_threads(),
             startup_timeout_s=cloud_settings.standin.startup_timeout_s,
+            logits_all=cloud_settings.standin.logits_all,
         )
     edge_name = settings.edge.model if settings.edge.model in models.EMBEDDED else edge_path.stem
     log.info("loading edge model %s", edge_path)
@@ -138,6 +168,7 @@ async def build_backends(settings: Settings) -> tuple[Backends, StandInServer | 
                 await cloud.discover_model()
             except CloudError as exc:
                 log.warning("no cloud.model configured and %s", exc.message)
+        cloud.scoring = await choose_scoring(cloud_settings, cloud, standin)
     except BaseException:
         if standin is not None:
             with anyio.CancelScope(shield=True):

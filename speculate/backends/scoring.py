@@ -1,0 +1,166 @@
+"""The two request shapes verify mode uses, and how to read their answers.
+
+*llama.cpp* (``llama_cpp.server``, started with ``logits_all``): ``/v1/completions`` on
+the chat's prompt text plus the continuation, ``echo`` with ``logprobs``.  Its echo
+omits the prompt's first token, and each ``top_logprobs[i]`` is the distribution at
+token ``i``'s own position (it contains token ``i``): tests pin both down against the
+real server.  Special tokens echo as empty strings, so positions are recovered by
+walking back from the end of the echoed text to the continuation.
+
+*vLLM*: ``/v1/chat/completions`` with the continuation as an open assistant message
+(``continue_final_message``, ``add_generation_prompt: false``) and ``prompt_logprobs``:
+one entry per prompt token (``null`` first), each a map of token id to
+``{logprob, rank, decoded_token}`` holding the prompt's own token and, if that was not
+the top choice, the rank-1 token too.
+
+Both also generate one token, the cloud's own next one after the continuation.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from speculate.backends.base import GenerationParams, Message
+from speculate.backends.chat_prompt import ChatPrompt
+from speculate.core.verify import Scored, ScoredToken
+from speculate.errors import CloudProtocolError
+
+
+class Scoring(Protocol):
+    flavor: str
+
+    def score_request(self, model: str, messages: list[Message], continuation: str
+                      ) -> tuple[str, dict[str, Any]]: ...  # fmt: skip
+
+    def parse_score(self, body: Any, messages: list[Message], continuation: str) -> Scored: ...
+
+    def continue_request(self, model: str, messages: list[Message], prefix: str,
+                         params: GenerationParams) -> tuple[str, dict[str, Any]]: ...  # fmt: skip
+
+
+def _top(entries: dict[str, float] | None) -> tuple[tuple[str, float], ...]:
+    ranked = sorted((entries or {}).items(), key=lambda item: -item[1])
+    return tuple((text, float(logprob)) for text, logprob in ranked)
+
+
+class LlamaCppScoring:
+    flavor = "llamacpp"
+
+    def __init__(self, prompt: ChatPrompt) -> None:
+        self.prompt = prompt
+
+    def score_request(self, model: str, messages: list[Message], continuation: str
+                      ) -> tuple[str, dict[str, Any]]:  # fmt: skip
+        return "/completions", {
+            "model": model,
+            "prompt": self.prompt.render(messages) + continuation,
+            "max_tokens": 1,
+            "temperature": 0.0,
+            "echo": True,
+            "logprobs": 2,
+        }
+
+    def parse_score(self, body: Any, messages: list[Message], continuation: str) -> Scored:
+        try:
+            choice = body["choices"][0]
+            text: str = choice["text"]
+            logprobs = choice["logprobs"]
+            tokens: list[str] = logprobs["tokens"]
+            values: list[float | None] = logprobs["token_logprobs"]
+            tops: list[dict[str, float] | None] = logprobs["top_logprobs"]
+            finish = choice.get("finish_reason")
+            prompt_tokens = int((body.get("usage") or {}).get("prompt_tokens") or 0)
+        except (KeyError, IndexError, TypeError) as exc:
+            raise CloudProtocolError(f"unexpected completions answer: {exc!r}") from exc
+        prompt = self.prompt.render(messages)
+        base = len(prompt)
+        scored_end = base + len(continuation)
+        if not text.startswith(prompt + continuation):
+            raise CloudProtocolError("the echoed text is not the prompt and continuation")
+        # Walk back from the end: special tokens in the prompt have no text in the echo,
+        # so only the stretch from the continuation onwards can be (and is) checked.
+        out: list[ScoredToken] = []
+        end = len(text)
+        for token, value, top in reversed(list(zip(tokens, values, tops, strict=True))):
+            if end <= base:
+                break
+            start = end - len(token)
+            if not token or text[start:end] != token:
+                raise CloudProtocolError("echoed tokens do not spell the text (split characters)")
+            if start < scored_end:
+                out.append(ScoredToken(start - base, token, value, _top(top)))
+            end = start
+        out.reverse()
+        generated = text[scored_end:]
+        return Scored(tuple(out), generated, finished=finish == "stop" and not generated,
+                      prompt_tokens=prompt_tokens)  # fmt: skip
+
+    def continue_request(self, model: str, messages: list[Message], prefix: str,
+                         params: GenerationParams) -> tuple[str, dict[str, Any]]:  # fmt: skip
+        return "/completions", {
+            "model": model,
+            "prompt": self.prompt.render(messages) + prefix,
+            "max_tokens": params.max_tokens,
+            "temperature": params.temperature,
+            "stream": True,
+        }
+
+
+class VLLMScoring:
+    flavor = "vllm"
+
+    @staticmethod
+    def _open(messages: list[Message], text: str) -> list[Message]:
+        return [*messages, {"role": "assistant", "content": text}]
+
+    def score_request(self, model: str, messages: list[Message], continuation: str
+                      ) -> tuple[str, dict[str, Any]]:  # fmt: skip
+        return "/chat/completions", {
+            "model": model,
+            "messages": self._open(messages, continuation),
+            "continue_final_message": True,
+            "add_generation_prompt": False,
+            "prompt_logprobs": 1,
+            "max_tokens": 1,
+            "temperature": 0.0,
+        }
+
+    def parse_score(self, body: Any, messages: list[Message], continuation: str) -> Scored:
+        try:
+            entries: list[dict[str, dict[str, Any]] | None] = body["prompt_logprobs"]
+            choice = body["choices"][0]
+            generated = choice["message"].get("content") or ""
+            finish = choice.get("finish_reason")
+            prompt_tokens = int((body.get("usage") or {}).get("prompt_tokens") or len(entries))
+        except (KeyError, IndexError, TypeError, AttributeError) as exc:
+            raise CloudProtocolError(f"unexpected prompt_logprobs answer: {exc!r}") from exc
+        out: list[ScoredToken] = []
+        end = len(continuation)
+        for entry in reversed(entries):
+            if end <= 0 or entry is None:
+                break
+            ranked = sorted(entry.values(), key=lambda e: int(e.get("rank") or 1))
+            own = ranked[-1] if len(ranked) > 1 else ranked[0]  # the prompt's own token
+            token = str(own.get("decoded_token") or "")
+            top = tuple((str(e.get("decoded_token") or ""), float(e["logprob"])) for e in ranked)
+            start = end - len(token)
+            out.append(ScoredToken(start, token, float(own["logprob"]), top))
+            end = start
+        out.reverse()
+        if out and not continuation.endswith("".join(t.text for t in out if t.start >= 0)):
+            raise CloudProtocolError("prompt tokens do not spell the continuation")
+        return Scored(tuple(out), generated, finished=finish == "stop" and not generated,
+                      prompt_tokens=prompt_tokens)  # fmt: skip
+
+    def continue_request(self, model: str, messages: list[Message], prefix: str,
+                         params: GenerationParams) -> tuple[str, dict[str, Any]]:  # fmt: skip
+        return "/chat/completions", {
+            "model": model,
+            "messages": self._open(messages, prefix),
+            "continue_final_message": True,
+            "add_generation_prompt": False,
+            "max_tokens": params.max_tokens,
+            "temperature": params.temperature,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
