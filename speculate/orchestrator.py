@@ -21,6 +21,8 @@ from speculate.answer_cache import variant
 from speculate.backends.base import CloudBackend, EdgeBackend, Message
 from speculate.core.protocol import Event, Route
 from speculate.core.session import Session, SessionConfig
+from speculate.core.verify import Planner
+from speculate.core.verify_session import VerifySession
 from speculate.cost import prices
 from speculate.errors import SpeculateError
 from speculate.eventlog import EventLog, RunSummary, summarize
@@ -99,6 +101,7 @@ def router_for(settings: Settings) -> Router:
             edge_max=config.edge_max,
             cloud_min=config.cloud_min,
             momentum_turns=config.momentum_turns,
+            prefer_verify=config.prefer_verify,
             privacy_policy=settings.privacy.policy,
         ),
         PrivacyGuard(settings.privacy.patterns, settings.privacy.keywords),
@@ -121,6 +124,7 @@ class Orchestrator:
         self.health = health
         self.offline = offline
         self.router = router_for(settings)
+        self.planner = Planner()  # verify mode's running estimates, shared by requests
         price = prices(settings.costs)
         self.session_config = SessionConfig(
             coalesce_s=settings.stream.coalesce_ms / 1000,
@@ -134,7 +138,8 @@ class Orchestrator:
         cloud: CloudHealth = "none"
         if self.backends.cloud is not None:
             cloud = self.health.view if self.health is not None else "up"
-        return self.router.decide(request.mode, request.messages, cloud)
+        can_verify = getattr(self.backends.cloud, "scoring", None) is not None
+        return self.router.decide(request.mode, request.messages, cloud, can_verify=can_verify)
 
     def answer_variant(self, request: SpeculateRequest) -> str:
         """The cloud model and parameters that, with the messages, key the answer cache."""
@@ -159,9 +164,12 @@ class Orchestrator:
         elif decision.wants_cloud and decision.route == "edge" and queue:
             queue_reason = "the cloud circuit is open; the refinement is queued"
         escalating = decision.escalate and self.settings.router.escalate and cloud is not None
-        return Session(
+        kind, fields = Session, {"route": route}
+        if route == "verify":  # commits as it goes: a later refinement could not patch it
+            kind, fields, queue = VerifySession, {}, False
+        return kind(
             request.request_id,
-            route=route,
+            **fields,
             reason=reason,
             edge_model=self.backends.edge.model_name,
             cloud_model=cloud.model_name if cloud is not None and route != "edge" else None,

@@ -25,6 +25,7 @@ from speculate.errors import SpeculateError
 from speculate.eventlog import EventLog
 from speculate.privacy import Restorer, redact
 from speculate.router import Decision
+from speculate.verify_run import VerifyRun
 
 if TYPE_CHECKING:
     from speculate.orchestrator import Orchestrator, SpeculateRequest, StopReason
@@ -116,6 +117,11 @@ class RequestRun:
     def start_sides(self) -> None:
         """Start whichever side the session now needs (a route can change mid-stream)."""
         assert self.group is not None
+        if self.session.route == "verify":
+            if not self.edge_started:  # one task drives both sides, in rounds
+                self.edge_started = self.cloud_started = True
+                self.group.start_soon(VerifyRun(self).execute)
+            return
         if self.session.edge == "running" and not self.edge_started:
             self.edge_started = True
             self.group.start_soon(self.edge_side)

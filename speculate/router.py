@@ -91,6 +91,7 @@ class RouterConfig:
     cloud_min: float = 0.85  # score from this: the cloud alone
     momentum_turns: int = 2  # follow-ups that stay with the cloud after a cloud turn
     privacy_policy: Literal["keep_on_device", "redact", "off"] = "keep_on_device"
+    prefer_verify: bool = False  # the middle band verifies instead of speculating
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +135,10 @@ class Router:
     config: RouterConfig = field(default_factory=RouterConfig)
     guard: PrivacyGuard = field(default_factory=PrivacyGuard)
 
-    def decide(self, mode: Mode, messages: list[Message], cloud: CloudHealth) -> Decision:
+    def decide(
+        self, mode: Mode, messages: list[Message], cloud: CloudHealth, *, can_verify: bool = False
+    ) -> Decision:
+        """``can_verify``: the cloud can score drafts (see :mod:`speculate.backends.scoring`)."""
         kinds: tuple[str, ...] = ()
         if self.config.privacy_policy != "off" and mode != "edge" and cloud != "none":
             kinds = tuple(self.guard.kinds_in(messages))
@@ -148,6 +152,10 @@ class Router:
         if cloud == "none":
             return Decision("edge", "no cloud backend is configured")
         decision = self._choose(mode, messages)
+        if decision.route == "verify" and (redacting or not can_verify):
+            why = "the draft holds personal data" if redacting else "this cloud cannot score"
+            decision = Decision("speculative", f"{decision.reason}, but {why}: speculating",
+                                decision.score)  # fmt: skip
         if decision.route == "edge":
             return decision
         if cloud == "open":
@@ -162,7 +170,7 @@ class Router:
         if mode == "cloud":
             return Decision("cloud", "requested: cloud only")
         if mode == "verify":
-            return Decision("speculative", "verify is not available yet; speculating instead")
+            return Decision("verify", "requested: verify")
         if mode == "speculative":
             return Decision("speculative", "requested: speculative")
         turns = _user_turns(messages)
@@ -176,4 +184,6 @@ class Router:
                 return Decision("speculative", f"{why}; follows a cloud turn {back} back", score)
         if route == "edge":
             return Decision("edge", why, score, escalate=not is_trivial(last))
+        if route == "speculative" and self.config.prefer_verify:
+            route = "verify"
         return Decision(route, why, score)

@@ -58,6 +58,9 @@ class EdgeSettings(BaseModel):
 
 class StandInSettings(BaseModel):
     logits_all: bool = Field(True, description="needed to score drafts (verify mode)")
+    n_batch: int = Field(
+        512, ge=1, description="1: prompts evaluated like generated tokens, bit for bit"
+    )
     model: str = "smollm2-135m"
     n_threads: int | None = Field(None, ge=1)
     n_ctx: int = Field(2048, ge=128)
@@ -125,6 +128,7 @@ class RouterSettings(BaseModel):
     cloud_min: float = Field(0.85, ge=0, le=1, description="score from: the cloud alone")
     momentum_turns: int = Field(2, ge=0, description="follow-ups kept with the cloud")
     escalate: bool = Field(True, description="unsure edge drafts move to speculative")
+    prefer_verify: bool = Field(False, description="the middle band verifies (if it can)")
     confidence_tokens: int = Field(12, ge=1, description="draft tokens judged before going on")
     max_entropy: float = Field(2.5, gt=0, description="mean entropy (nats) that escalates")
 

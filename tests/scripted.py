@@ -31,7 +31,7 @@ class ScriptedBackend:
 
     @asynccontextmanager
     async def stream(
-        self, messages: list[Message], params: GenerationParams
+        self, messages: list[Message], params: GenerationParams, prefix: str | None = None
     ) -> AsyncIterator[ScriptedStream]:
         self.opened += 1
         self.asked.append(messages)
@@ -95,7 +95,7 @@ class BookBackend:
 
     @asynccontextmanager
     async def stream(
-        self, messages: list[Message], params: GenerationParams
+        self, messages: list[Message], params: GenerationParams, prefix: str | None = None
     ) -> AsyncIterator[ScriptedStream]:
         script = self.book.lookup(messages)
         if self.side == "edge":

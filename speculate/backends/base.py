@@ -11,6 +11,8 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from speculate.core.verify import Scored
+
 Message = dict[str, str]
 
 
@@ -48,8 +50,11 @@ class EdgeBackend(Protocol):
     model_name: str
 
     def stream(
-        self, messages: list[Message], params: GenerationParams
-    ) -> AbstractAsyncContextManager[TokenStream]: ...
+        self, messages: list[Message], params: GenerationParams, prefix: str | None = None
+    ) -> AbstractAsyncContextManager[TokenStream]:
+        """``prefix``: continue an assistant answer that begins with it (verify mode's
+        re-drafting); None: answer from scratch."""
+        ...
 
 
 class CloudBackend(Protocol):
@@ -64,3 +69,15 @@ class CloudBackend(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+class ScoringCloud(CloudBackend, Protocol):
+    """A cloud that can check a draft (verify mode)."""
+
+    async def score(self, messages: list[Message], continuation: str) -> Scored:
+        """Each token of ``continuation`` with the cloud's top choices at its position."""
+        ...
+
+    def continue_from(
+        self, messages: list[Message], prefix: str, params: GenerationParams
+    ) -> AbstractAsyncContextManager[TokenStream]: ...

@@ -24,6 +24,7 @@ import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from speculate.backends.base import GenerationParams, Message, Usage
+from speculate.backends.chat_prompt import ChatPrompt
 from speculate.errors import EdgeError, ModelCorrupt, SpeculateError
 
 
@@ -114,12 +115,13 @@ class LlamaCppEdge:
         except (ValueError, RuntimeError) as exc:
             raise ModelCorrupt(f"llama.cpp could not load {model_path}: {exc}") from exc
         self.model_name = model_name
+        self._chat_prompt = ChatPrompt(self._llama)
         self._turn = anyio.Lock()  # anyio locks hand over in FIFO order: a fair queue
         self.waiting = 0  # requests queued for the model right now
 
     @asynccontextmanager
     async def stream(
-        self, messages: list[Message], params: GenerationParams
+        self, messages: list[Message], params: GenerationParams, prefix: str | None = None
     ) -> AsyncIterator[LlamaTokenStream]:
         queued_at = time.perf_counter()
         self.waiting += 1
@@ -133,7 +135,7 @@ class LlamaCppEdge:
             tokens = LlamaTokenStream(receive, usage)
             stop = threading.Event()
             async with anyio.create_task_group() as group:
-                group.start_soon(self._run, messages, params, send, stop, tokens)
+                group.start_soon(self._run, messages, params, send, stop, tokens, prefix)
                 try:
                     yield tokens
                 finally:
@@ -149,13 +151,14 @@ class LlamaCppEdge:
         send: MemoryObjectSendStream[str],
         stop: threading.Event,
         tokens: LlamaTokenStream,
+        prefix: str | None,
     ) -> None:
         with send:
             try:
                 # Not abandonable: a cancelled request waits (one token at most) until
                 # the thread has stopped touching the model.
                 await anyio.to_thread.run_sync(
-                    self._generate, messages, params, send, stop, tokens.usage, handoff(send)
+                    self._generate, messages, params, stop, tokens.usage, handoff(send), prefix
                 )
             except SpeculateError as exc:
                 tokens.error = exc
@@ -166,13 +169,12 @@ class LlamaCppEdge:
         self,
         messages: list[Message],
         params: GenerationParams,
-        send: MemoryObjectSendStream[str],
         stop: threading.Event,
         usage: Usage,
         deliver: Callable[[str], None],
+        prefix: str | None,
     ) -> None:
         kwargs: dict[str, Any] = {
-            "messages": messages,
             "stream": True,
             "max_tokens": params.max_tokens,
             "temperature": params.temperature,
@@ -183,14 +185,19 @@ class LlamaCppEdge:
         if params.confidence:
             kwargs["logits_processor"] = [_entropy_recorder(usage.extra.setdefault("entropy", []))]
         # llama-cpp-python types its stream as a union with the non-stream response.
-        chunks: Any = self._llama.create_chat_completion(**kwargs)
+        chunks: Any
+        if prefix is None:
+            chunks = self._llama.create_chat_completion(messages=messages, **kwargs)
+        else:  # continue the answer: the chat's own prompt text, then the prefix
+            prompt = self._chat_prompt.render(messages) + prefix
+            chunks = self._llama.create_completion(prompt=prompt, **kwargs)
         try:
             for chunk in chunks:
                 if stop.is_set():
                     usage.finish_reason = "cancelled"
                     break
                 choice = chunk["choices"][0]
-                text = choice["delta"].get("content")
+                text = choice["delta"].get("content") if "delta" in choice else choice["text"]
                 if text:
                     usage.completion_tokens += 1
                     deliver(str(text))

@@ -14,6 +14,9 @@ one entry per prompt token (``null`` first), each a map of token id to
 the top choice, the rank-1 token too.
 
 Both also generate one token, the cloud's own next one after the continuation.
+"Greedy" means the argmax of the model's distribution, which is what prompt
+log-probabilities rank: llama.cpp applies a repeat penalty of 1.1 by default even at
+temperature 0, so its requests here ask for 1.0 (vLLM's default is already none).
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ class LlamaCppScoring:
             "prompt": self.prompt.render(messages) + continuation,
             "max_tokens": 1,
             "temperature": 0.0,
+            "repeat_penalty": 1.0,  # greedy is the argmax: llama.cpp's default is 1.1
             "echo": True,
             "logprobs": 2,
         }
@@ -102,6 +106,7 @@ class LlamaCppScoring:
             "prompt": self.prompt.render(messages) + prefix,
             "max_tokens": params.max_tokens,
             "temperature": params.temperature,
+            "repeat_penalty": 1.0,
             "stream": True,
         }
 

@@ -50,6 +50,7 @@ class StandInServer:
         startup_timeout_s: float = 120.0,
         port: int = 0,
         logits_all: bool = True,
+        n_batch: int = 512,
     ) -> None:
         """``port`` 0: a free loopback port, chosen at start."""
         self.model_path = model_path
@@ -59,6 +60,7 @@ class StandInServer:
         self.startup_timeout_s = startup_timeout_s
         self.port = port
         self.logits_all = logits_all
+        self.n_batch = n_batch
         self.process: subprocess.Popen[bytes] | None = None
         self._log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the child
 
@@ -83,6 +85,7 @@ class StandInServer:
             "--interrupt_requests", "False",
             # Log-probabilities of every prompt token: how verify mode scores a draft.
             "--logits_all", str(self.logits_all),
+            "--n_batch", str(self.n_batch), "--n_ubatch", str(self.n_batch),
         ]  # fmt: skip
 
     async def start(self) -> str:

@@ -97,7 +97,7 @@ class FakeBackend:
 
     @asynccontextmanager
     async def stream(
-        self, messages: list[Message], params: GenerationParams
+        self, messages: list[Message], params: GenerationParams, prefix: str | None = None
     ) -> AsyncIterator[FakeStream]:
         rng = random.Random(f"{self.seed}:{messages[-1]['content']}")
         words = [

@@ -43,7 +43,7 @@ class StampedCloud(FakeBackend):
 
     @asynccontextmanager
     async def stream(
-        self, messages: list[Message], params: GenerationParams
+        self, messages: list[Message], params: GenerationParams, prefix: str | None = None
     ) -> AsyncIterator[FakeStream]:
         async with super().stream(messages, params) as plain:
             yield _StampedStream(plain.words, plain.delay_s, stamps=self.stamps,

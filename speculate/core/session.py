@@ -91,8 +91,9 @@ class Session:
         self._aligner = DraftAligner()
         self._dirty_since: float | None = None
         self._flushed_once = False
-        self.edge: SideState = "running" if route in ("speculative", "edge") else "off"
-        self.cloud_state: SideState = "running" if route in ("speculative", "cloud") else "off"
+        both = ("speculative", "verify")
+        self.edge: SideState = "running" if route in (*both, "edge") else "off"
+        self.cloud_state: SideState = "running" if route in (*both, "cloud") else "off"
         self.finished = False
         self.stats: dict[str, Any] = {
             "draft_first_ms": None,
@@ -335,8 +336,9 @@ class Session:
         per_token = 1e-6
         cloud_cost = 0.0
         if self.cloud_state != "off":
+            prefill = s.get("cloud_prefill_tokens") or prompt  # verify prefills its checks
             cloud_cost = (
-                prompt * c.cloud_usd_per_mtok_in + s["cloud_tokens"] * c.cloud_usd_per_mtok_out
+                prefill * c.cloud_usd_per_mtok_in + s["cloud_tokens"] * c.cloud_usd_per_mtok_out
             )
         edge_cost = (
             (prompt + s["draft_tokens"]) * c.edge_usd_per_mtok if self.edge != "off" else 0.0

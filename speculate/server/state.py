@@ -136,6 +136,7 @@ async def build_backends(settings: Settings) -> tuple[Backends, StandInServer | 
             n_threads=cloud_settings.standin.n_threads or default_threads(),
             startup_timeout_s=cloud_settings.standin.startup_timeout_s,
             logits_all=cloud_settings.standin.logits_all,
+            n_batch=cloud_settings.standin.n_batch,
         )
     edge_name = settings.edge.model if settings.edge.model in models.EMBEDDED else edge_path.stem
     log.info("loading edge model %s", edge_path)

@@ -1,0 +1,166 @@
+"""Verify mode, end to end for one request: the edge drafts a block, the cloud checks it.
+
+Each round the edge drafts a block of tokens from the verified text (llama.cpp reuses
+the cached prefix), the client sees them as draft, and one request asks the cloud to
+score them.  The accepted part and the cloud's correction are committed.  After a
+correction the planner picks who goes on: the edge drafts again, or, when the cloud
+decodes faster than the edge's accepted tokens arrive, the cloud simply continues to
+the end.  At temperature 0 the text is the cloud's own greedy answer throughout.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from typing import TYPE_CHECKING, cast
+
+import anyio
+
+from speculate.backends.base import ScoringCloud
+from speculate.core.protocol import Event
+from speculate.core.verify import Scored, Verdict, judge
+from speculate.core.verify_session import VerifySession
+from speculate.errors import SpeculateError
+
+if TYPE_CHECKING:
+    from speculate.request_run import RequestRun
+
+
+def _after(scored: Scored, verified: int) -> Scored:
+    """Only the tokens past the already verified text (positions made relative to it)."""
+    tokens = tuple(
+        replace(token, start=token.start - verified)
+        for token in scored.tokens
+        if token.end > verified
+    )
+    return replace(scored, tokens=tokens)
+
+
+class VerifyRun:
+    def __init__(self, run: RequestRun) -> None:
+        self.run = run
+        self.session = cast(VerifySession, run.session)
+        self.cloud = cast(ScoringCloud, run.backends.cloud)
+        self.planner = run.owner.planner
+        self.budget = run.params("cloud").max_tokens
+        self.used = 0  # cloud tokens in the answer so far
+        stats = self.session.stats
+        for key in ("accepted_tokens", "rejected_tokens", "cloud_prefill_tokens",
+                    "cloud_decode_tokens", "verify_round_trips"):  # fmt: skip
+            stats[key] = 0
+        stats["verify_strategy"] = "edge"
+
+    def emit(self, events: list[Event]) -> None:
+        self.run.emit(events)
+
+    async def execute(self) -> None:
+        session = self.session
+        try:
+            strategy = "edge"
+            while not session.finished:
+                if strategy == "cloud":
+                    await self.cloud_continues()
+                    return
+                try:
+                    drafted, edge_ended = await self.draft_block()
+                except SpeculateError as exc:
+                    if exc.source != "edge":
+                        raise
+                    self.emit(session.edge_failed(exc, time.perf_counter()))
+                    strategy = "cloud"  # the cloud finishes from the verified text
+                    continue
+                verdict = await self.check(drafted)
+                if verdict.ended or self.used >= self.budget:
+                    self.emit(session.verify_finished(time.perf_counter()))
+                    return
+                if edge_ended:
+                    strategy = "cloud"  # the edge thinks it is over; the cloud does not
+                elif verdict.rejected_tokens or not verdict.correction_tokens:
+                    strategy = self.planner.strategy()
+                session.stats["verify_strategy"] = strategy
+        except SpeculateError as exc:
+            if exc.source != "cloud":
+                raise
+            self.fail_over(exc)
+            await self.edge_finishes()
+
+    async def draft_block(self) -> tuple[str, bool]:
+        """The edge drafts the next block after the verified text (shown as draft);
+        also whether the edge ended its answer before the block was full."""
+        session, run = self.session, self.run
+        block = max(1, min(self.planner.block(), self.budget - self.used))
+        params = replace(run.params("edge"), max_tokens=block, temperature=0.0)
+        drafted, count, started = "", 0, time.perf_counter()
+        async with run.backends.edge.stream(run.request.messages, params, session.draft) as tokens:
+            while True:
+                try:
+                    text = await tokens.receive()
+                except anyio.EndOfStream:
+                    break
+                drafted += text
+                count += 1
+                self.emit(session.receive_draft(text, time.perf_counter()))
+        self.emit(session.flush(time.perf_counter()))
+        self.planner.saw_edge(count, time.perf_counter() - started)
+        return drafted, count < block
+
+    async def check(self, drafted: str) -> Verdict:
+        session = self.session
+        verified = len(session.draft) - len(drafted)
+        started = time.perf_counter()
+        scored = await self.cloud.score(self.run.cloud_messages, session.draft)
+        verdict = judge(_after(scored, verified), self.budget - self.used)
+        self.planner.saw_verdict(verdict, time.perf_counter() - started)
+        stats = session.stats
+        stats["verify_round_trips"] += 1
+        stats["cloud_prefill_tokens"] += scored.prompt_tokens
+        stats["accepted_tokens"] += verdict.accepted_tokens
+        stats["rejected_tokens"] += verdict.rejected_tokens
+        stats["cloud_decode_tokens"] += verdict.correction_tokens
+        if verdict.margin is not None:
+            stats["closest_margin"] = min(stats.get("closest_margin", 99.0), verdict.margin)
+        self.used += verdict.accepted_tokens + verdict.correction_tokens
+        stats["cloud_tokens"] = self.used
+        accepted = verified + verdict.accepted_chars
+        self.emit(session.verdict(accepted, verdict.correction, time.perf_counter()))
+        return verdict
+
+    async def cloud_continues(self) -> None:
+        session, run = self.session, self.run
+        params = replace(run.params("cloud"), max_tokens=self.budget - self.used, temperature=0.0)
+        started, count = time.perf_counter(), 0
+        async with self.cloud.continue_from(run.cloud_messages, session.draft, params) as tokens:
+            while True:
+                try:
+                    text = await tokens.receive()
+                except anyio.EndOfStream:
+                    break
+                count += 1
+                self.emit(session.receive_continuation(text, time.perf_counter()))
+        decoded = tokens.usage.completion_tokens or count
+        self.planner.saw_cloud(decoded, time.perf_counter() - started)
+        session.stats["cloud_decode_tokens"] += decoded
+        self.used += decoded
+        session.stats["cloud_tokens"] = self.used
+        if tokens.usage.prompt_tokens:
+            session.stats["cloud_prefill_tokens"] += tokens.usage.prompt_tokens
+        self.emit(session.verify_finished(time.perf_counter()))
+
+    def fail_over(self, exc: SpeculateError) -> None:
+        health = self.run.owner.health
+        if health is not None:
+            health.failed(exc)
+        self.emit(self.session.cloud_failed(exc, time.perf_counter()))
+
+    async def edge_finishes(self) -> None:
+        """The cloud is gone: the edge drafts the rest, and its text stands."""
+        session, run = self.session, self.run
+        params = run.params("edge")
+        async with run.backends.edge.stream(run.request.messages, params, session.draft) as tokens:
+            while True:
+                try:
+                    text = await tokens.receive()
+                except anyio.EndOfStream:
+                    break
+                self.emit(session.receive_draft(text, time.perf_counter()))
+        self.emit(session.edge_finished(time.perf_counter()))
