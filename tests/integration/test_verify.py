@@ -1,0 +1,140 @@
+"""Verify mode is lossless: at temperature 0 its answer is the cloud's own greedy answer.
+
+Ten fixed prompts each, SmolLM2 edge against a SmolLM2 and against a Gemma stand-in
+(another tokenizer), compared with a direct greedy call to the same server.  The
+stand-ins run with ``n_batch 1`` so that a scored prompt and a generated answer go
+through the same arithmetic (batched prefill differs from one-token decoding by up to
+~0.2 in log-probability on these Q4 CPU models, which flips near-ties either way).
+A mismatch would be accepted only where the cloud's top two choices at the divergence
+are within 1e-3; every one is printed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+
+from speculate import models
+from speculate.backends.chat_prompt import ChatPrompt
+from speculate.backends.scoring import LlamaCppScoring
+from speculate.client import stream_sse
+from speculate.core.text import ShownText
+from tests.servers import ServerProcess, start_server
+
+pytestmark = pytest.mark.slow
+
+CONFIGS = Path(__file__).resolve().parent.parent.parent / "configs"
+MAX_TOKENS = 24
+NEAR_TIE = 1e-3
+CHAT_PROMPTS = [
+    "Name three colours.", "What is the capital of France?", "Give me two tips for sleeping well.",
+    "Write a haiku about rain.", "Explain what a CPU does in one sentence.",
+    "List three fruits.", "How do plants make food?", "Say hello in French.",
+    "What is 12 times 12?", "Describe a cat in one sentence.",
+]  # fmt: skip
+# Gemma 3 270M is a base model: it continues text (and ends at once on many questions).
+BASE_PROMPTS = [
+    "The three primary colours are", "Paris is the capital of", "Dogs are loyal animals that",
+    "The capital of Italy is", "The sun rises in the", "Mount Everest is the",
+    "Photosynthesis is the process by which", "The Eiffel Tower was built in",
+    "Cats are popular pets because", "A haiku is a short poem that",
+]  # fmt: skip
+ENV = {"SPECULATE_CLOUD__STANDIN__N_BATCH": "1", "SPECULATE_EDGE__MAX_TOKENS": str(MAX_TOKENS)}
+
+
+@pytest.fixture(scope="module")
+def smollm_cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    proc = start_server(str(tmp_path_factory.mktemp("verify-smollm")), ENV)
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="module")
+def gemma_cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    proc = start_server(str(tmp_path_factory.mktemp("verify-gemma")), ENV,
+                        "--config", str(CONFIGS / "gemma-cloud.yaml"))  # fmt: skip
+    yield proc
+    proc.stop()
+
+
+def messages(prompt: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": prompt}]
+
+
+async def verify(server: ServerProcess, prompt: str) -> ShownText:
+    shown = ShownText()
+    body = {"messages": messages(prompt), "mode": "verify", "max_tokens": MAX_TOKENS}
+    async for event in stream_sse(server.url, body):
+        shown.apply(event)  # every invariant, event by event
+    return shown
+
+
+async def greedy(cloud: dict[str, Any], prompt: str) -> str:
+    async with httpx.AsyncClient(timeout=120) as client:
+        response = await client.post(f"{cloud['base_url']}/chat/completions", json={
+            "model": cloud["model"], "messages": messages(prompt), "max_tokens": MAX_TOKENS,
+            "temperature": 0, "repeat_penalty": 1.0,  # greedy: the argmax
+        })  # fmt: skip
+    return str(response.json()["choices"][0]["message"]["content"])
+
+
+async def margin_at_divergence(cloud: dict[str, Any], model: str, prompt: str, ours: str,
+                               expected: str) -> float:  # fmt: skip
+    """Top-1 minus top-2 log-probability of the cloud where the two texts part."""
+    common = 0
+    while common < min(len(ours), len(expected)) and ours[common] == expected[common]:
+        common += 1
+    scoring = LlamaCppScoring(ChatPrompt.of_model(models.resolve(model)))
+    path, body = scoring.score_request(cloud["model"], messages(prompt), expected)
+    async with httpx.AsyncClient(timeout=120) as client:
+        answer = (await client.post(f"{cloud['base_url']}{path}", json=body)).json()
+    scored = scoring.parse_score(answer, messages(prompt), expected)
+    token = next(t for t in scored.tokens if t.end > common)
+    return token.top[0][1] - token.top[1][1]
+
+
+def check_lossless(server: ServerProcess, model: str, prompts: list[str]) -> dict[str, Any]:
+    cloud = httpx.get(f"{server.url}/readyz", timeout=10).json()["cloud"]
+
+    async def main() -> dict[str, Any]:
+        report: dict[str, Any] = {"mismatches": [], "accepted": 0, "rejected": 0}
+        for prompt in prompts:
+            with anyio.fail_after(180):
+                shown = await verify(server, prompt)
+                expected = await greedy(cloud, prompt)
+            assert shown.done is not None, prompt
+            stats = shown.done.stats
+            assert shown.done.final_source == "cloud"
+            report["accepted"] += stats["accepted_tokens"]
+            report["rejected"] += stats["rejected_tokens"]
+            if shown.text != expected:
+                margin = await margin_at_divergence(cloud, model, prompt, shown.text, expected)
+                report["mismatches"].append((prompt, shown.text, expected, margin))
+        return report
+
+    report = anyio.run(main)
+    scored = report["accepted"] + report["rejected"]
+    print(f"\nverify against {model}: {len(prompts) - len(report['mismatches'])}/{len(prompts)} "
+          f"equal to greedy; draft tokens accepted {report['accepted']}/{scored}")  # fmt: skip
+    for prompt, ours, expected, margin in report["mismatches"]:
+        print(
+            f"  mismatch on {prompt!r} (top-2 margin {margin:.2e}):\n    {ours!r}\n    {expected!r}"
+        )
+    assert all(margin < NEAR_TIE for *_, margin in report["mismatches"]), report["mismatches"]
+    return report
+
+
+def test_verify_equals_greedy_with_a_smollm2_cloud(smollm_cloud: ServerProcess) -> None:
+    report = check_lossless(smollm_cloud, "smollm2-135m", CHAT_PROMPTS)
+    assert report["accepted"] > 0  # the same model family: much of the draft is kept
+
+
+def test_verify_equals_greedy_with_a_gemma_cloud_and_another_tokenizer(
+    gemma_cloud: ServerProcess,
+) -> None:
+    check_lossless(gemma_cloud, "gemma3-270m", BASE_PROMPTS)
