@@ -141,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser(
         "bench",
         help="benchmarks, side by side in one run: ttft relay capacity latency diff wire peer "
-        "network router",
+        "network router verify",
     )
     bench.add_argument("suites", nargs="*", help="which suites (default: all)")
     bench.add_argument("--quick", action="store_true", help="short versions of suites 1-4")

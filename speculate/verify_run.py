@@ -46,7 +46,7 @@ class VerifyRun:
         self.used = 0  # cloud tokens in the answer so far
         stats = self.session.stats
         for key in ("accepted_tokens", "rejected_tokens", "cloud_prefill_tokens",
-                    "cloud_decode_tokens", "verify_round_trips"):  # fmt: skip
+                    "cloud_decode_tokens", "verify_round_trips", "verify_wait_ms"):  # fmt: skip
             stats[key] = 0
         stats["verify_strategy"] = "edge"
 
@@ -110,8 +110,10 @@ class VerifyRun:
         started = time.perf_counter()
         scored = await self.cloud.score(self.run.cloud_messages, session.draft)
         verdict = judge(_after(scored, verified), self.budget - self.used)
-        self.planner.saw_verdict(verdict, time.perf_counter() - started)
+        waited = time.perf_counter() - started
+        self.planner.saw_verdict(verdict, waited)
         stats = session.stats
+        stats["verify_wait_ms"] = round(stats["verify_wait_ms"] + waited * 1000, 3)
         stats["verify_round_trips"] += 1
         stats["cloud_prefill_tokens"] += scored.prompt_tokens
         stats["accepted_tokens"] += verdict.accepted_tokens

@@ -2,14 +2,17 @@
 
 A delay proxy on loopback adds a round-trip time (0, 30, 100, 300 ms: half each way, on
 every chunk, order kept) between the server and the cloud stand-in.  For each RTT the
-same prompts are asked in modes ``speculative``, ``cloud`` and ``edge``; the client
-records when it first sees text and when it has the final answer.
+same prompts are asked in modes ``speculative``, ``verify``, ``cloud`` and ``edge``;
+the client records when it first sees text and when it has the final answer.
 """
 
 from __future__ import annotations
 
+import json
 import statistics
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -17,8 +20,10 @@ import httpx
 from anyio.abc import SocketStream
 
 from speculate import models
+from speculate.backends.chat_prompt import ChatPrompt
 from speculate.backends.llamacpp import LlamaCppEdge, default_threads
 from speculate.backends.openai_compat import OpenAICompatCloud
+from speculate.backends.scoring import LlamaCppScoring
 from speculate.backends.standin import StandInServer
 from speculate.bench.inprocess import quiet_settings, serving
 from speculate.core.protocol import SSEDecoder
@@ -67,24 +72,39 @@ class DelayProxy:
         group.cancel_scope.cancel()
 
 
-async def _ask(client: httpx.AsyncClient, url: str, prompt: str, mode: str) -> tuple[float, float]:
+@dataclass(frozen=True, slots=True)
+class Answer:
+    first_s: float  # until the client first sees text
+    final_s: float  # until it has the final answer
+    stats: dict[str, Any]  # the done event's
+
+
+async def ask(client: httpx.AsyncClient, url: str, prompt: str, mode: str) -> Answer:
     body = {"messages": [{"role": "user", "content": prompt}], "mode": mode, "max_tokens": 48}
-    started, first = time.perf_counter(), None
+    started, first, stats = time.perf_counter(), None, {}
     async with client.stream("POST", f"{url}/v1/speculate", json=body) as response:
         decoder = SSEDecoder()
         async for text in response.aiter_text():
             for message in decoder.feed(text):
                 if first is None and message.event in ("draft", "patch"):
                     first = time.perf_counter() - started
+                if message.event == "done":
+                    stats = json.loads(message.data)["stats"]
     final = time.perf_counter() - started
-    return (first if first is not None else final), final
+    return Answer(first if first is not None else final, final, stats)
 
 
-def run(rtts_ms: tuple[int, ...] = (0, 30, 100, 300)) -> list[dict[str, Any]]:
+Row = Callable[[int, str, list[Answer]], dict[str, Any]]
+
+
+def run_modes(rtts_ms: tuple[int, ...], modes: tuple[str, ...], row: Row) -> list[dict[str, Any]]:
+    """Ask every prompt in every mode behind every RTT; one ``row(rtt, mode, answers)``
+    each.  Real models: SmolLM2 edge, a SmolLM2 stand-in that can score drafts."""
     settings = quiet_settings()
     path = models.resolve(settings.edge.model)
     edge = LlamaCppEdge(path, model_name=settings.edge.model, n_threads=default_threads())
     standin = StandInServer(path, alias="standin", n_threads=default_threads())
+    scoring = LlamaCppScoring(ChatPrompt(edge._llama))  # the same GGUF, the same template
     rows: list[dict[str, Any]] = []
 
     async def main() -> None:
@@ -95,25 +115,30 @@ def run(rtts_ms: tuple[int, ...] = (0, 30, 100, 300)) -> list[dict[str, Any]]:
                 async with anyio.create_task_group() as group:
                     port = await group.start(proxy.serve)
                     cloud = OpenAICompatCloud(settings.cloud, base_url=f"http://127.0.0.1:{port}/v1",
-                                              model="standin")  # fmt: skip
+                                              model="standin", scoring=scoring)  # fmt: skip
                     with serving(Backends(edge, cloud), settings) as url:
                         async with httpx.AsyncClient(timeout=120) as client:
-                            for mode in ("edge", "cloud", "speculative"):  # warm-up
-                                await _ask(client, url, PROMPTS[-1], mode)
-                            for mode in ("speculative", "cloud", "edge"):
-                                firsts, finals = [], []
-                                for prompt in PROMPTS:
-                                    first, final = await _ask(client, url, prompt, mode)
-                                    firsts.append(first)
-                                    finals.append(final)
-                                rows.append({
-                                    "rtt_ms": rtt, "mode": mode,
-                                    "first_text_ms": round(statistics.median(firsts) * 1000, 1),
-                                    "final_ms": round(statistics.median(finals) * 1000, 1),
-                                })  # fmt: skip
+                            for mode in modes:  # warm-up
+                                await ask(client, url, PROMPTS[-1], mode)
+                            for mode in modes:
+                                answers = [await ask(client, url, p, mode) for p in PROMPTS]
+                                rows.append(row(rtt, mode, answers))
                     group.cancel_scope.cancel()
         finally:
             await standin.stop()
 
     anyio.run(main)
     return rows
+
+
+def median_ms(values: list[float]) -> float:
+    return round(statistics.median(values) * 1000, 1)
+
+
+def run(rtts_ms: tuple[int, ...] = (0, 30, 100, 300)) -> list[dict[str, Any]]:
+    def row(rtt: int, mode: str, answers: list[Answer]) -> dict[str, Any]:
+        return {"rtt_ms": rtt, "mode": mode,
+                "first_text_ms": median_ms([a.first_s for a in answers]),
+                "final_ms": median_ms([a.final_s for a in answers])}  # fmt: skip
+
+    return run_modes(rtts_ms, ("speculative", "verify", "cloud", "edge"), row)

@@ -17,7 +17,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-SUITES = ("ttft", "relay", "capacity", "latency", "diff", "wire", "peer", "network", "router")
+SUITES = ("ttft", "relay", "capacity", "latency", "diff", "wire", "peer", "network", "router",
+          "verify")  # fmt: skip
 
 
 def machine() -> dict[str, Any]:
@@ -81,7 +82,8 @@ def _plot(name: str, results: dict[str, Any], out: Path) -> Path | None:
         ax.legend()
     elif name == "network":
         rows = results["network"]
-        for mode, color in (("speculative", "#12632a"), ("cloud", "#c0392b"), ("edge", "#6b6b70")):
+        for mode, color in (("speculative", "#12632a"), ("verify", "#1f5fa8"), ("cloud", "#c0392b"),
+                            ("edge", "#6b6b70")):  # fmt: skip
             mine = [r for r in rows if r["mode"] == mode]
             rtts = [r["rtt_ms"] for r in mine]
             ax.plot(rtts, [r["first_text_ms"] for r in mine], marker="o", color=color,
@@ -159,6 +161,14 @@ def run(suites: list[str], *, quick: bool, json_out: bool, requests: int,
 
         results["router"] = routing.run()
         console.print(_table("routing decision (mode auto) and accuracy", results["router"]))
+    if "verify" in chosen:
+        from speculate.bench import verify
+
+        console.print("[cyan]verify[/]: verify vs cloud vs speculative, real models …")
+        results["verify"] = verify.run()
+        console.print(_table("verify vs cloud vs speculative (sums/medians over 3 prompts)",
+                             results["verify"]["rows"]))  # fmt: skip
+        console.print(_table("verify's ratios (below 1: less)", results["verify"]["ratios"]))
     (out / "results.json").write_text(json.dumps(results, indent=2))
     for name in ("ttft", "capacity", "diff", "wire", "network"):
         key = "edge" if name == "ttft" else name

@@ -1,0 +1,51 @@
+"""Verify suite: ``verify`` against ``cloud`` and ``speculative`` on the same prompts.
+
+Time until the user sees text, time until the final answer, and how many tokens the
+cloud had to decode (in verify mode the accepted draft tokens cost it a prefill, not a
+decode), with the acceptance rate of the draft; at 0 and 100 ms round trips.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from speculate.bench.network import Answer, median_ms, run_modes
+
+
+def _row(rtt: int, mode: str, answers: list[Answer]) -> dict[str, Any]:
+    accepted = sum(a.stats.get("accepted_tokens", 0) for a in answers)
+    rejected = sum(a.stats.get("rejected_tokens", 0) for a in answers)
+    decoded = [a.stats.get("cloud_decode_tokens", a.stats.get("cloud_tokens", 0)) for a in answers]
+    return {
+        "rtt_ms": rtt, "mode": mode,
+        "first_text_ms": median_ms([a.first_s for a in answers]),
+        "final_ms": median_ms([a.final_s for a in answers]),
+        "cloud_decode_tokens": sum(decoded),
+        "acceptance": round(accepted / (accepted + rejected), 3) if accepted + rejected else None,
+        "round_trips": sum(a.stats.get("verify_round_trips", 0) for a in answers),
+        "waiting_for_checks_ms": median_ms([a.stats.get("verify_wait_ms", 0) / 1000
+                                            for a in answers]),  # fmt: skip
+    }  # fmt: skip
+
+
+def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """verify over cloud and over speculative, per round trip (below 1: verify is less)."""
+    out = []
+    for rtt in sorted({r["rtt_ms"] for r in rows}):
+        by_mode = {r["mode"]: r for r in rows if r["rtt_ms"] == rtt}
+        verify = by_mode["verify"]
+        for other in ("cloud", "speculative"):
+            base = by_mode[other]
+            out.append({
+                "rtt_ms": rtt, "verify_vs": other,
+                "first_text": round(verify["first_text_ms"] / base["first_text_ms"], 2),
+                "final": round(verify["final_ms"] / base["final_ms"], 2),
+                "cloud_decode_tokens": round(
+                    verify["cloud_decode_tokens"] / max(1, base["cloud_decode_tokens"]), 2),
+            })  # fmt: skip
+    return out
+
+
+def run(rtts_ms: tuple[int, ...] = (0, 100)) -> dict[str, Any]:
+    rows = run_modes(rtts_ms, ("verify", "cloud", "speculative"), _row)
+    return {"rows": rows, "ratios": ratios(rows)}
