@@ -16,16 +16,17 @@ def _row(rtt: int, mode: str, answers: list[Answer]) -> dict[str, Any]:
     accepted = sum(a.stats.get("accepted_tokens", 0) for a in answers)
     rejected = sum(a.stats.get("rejected_tokens", 0) for a in answers)
     decoded = [a.stats.get("cloud_decode_tokens", a.stats.get("cloud_tokens", 0)) for a in answers]
+    waited = [a.stats.get("verify_wait_ms", 0) / 1000 for a in answers]
     return {
-        "rtt_ms": rtt, "mode": mode,
+        "rtt_ms": rtt,
+        "mode": mode,
         "first_text_ms": median_ms([a.first_s for a in answers]),
         "final_ms": median_ms([a.final_s for a in answers]),
         "cloud_decode_tokens": sum(decoded),
         "acceptance": round(accepted / (accepted + rejected), 3) if accepted + rejected else None,
         "round_trips": sum(a.stats.get("verify_round_trips", 0) for a in answers),
-        "waiting_for_checks_ms": median_ms([a.stats.get("verify_wait_ms", 0) / 1000
-                                            for a in answers]),  # fmt: skip
-    }  # fmt: skip
+        "waiting_for_checks_ms": median_ms(waited),
+    }
 
 
 def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
