@@ -47,3 +47,20 @@ def test_router_suite_times_decisions_and_scores_both_sets() -> None:
     for row in rows:
         assert 0 < row["decision_us_median"] <= row["decision_us_p99"]
         assert 0.5 <= row["accuracy"] <= 1.0
+
+
+def test_verify_ratios_compare_like_with_like() -> None:
+    from speculate.bench.verify import ratios
+
+    rows = [
+        {"rtt_ms": 0, "mode": "verify", "first_text_ms": 50.0, "final_ms": 900.0,
+         "cloud_decode_tokens": 30},
+        {"rtt_ms": 0, "mode": "cloud", "first_text_ms": 100.0, "final_ms": 450.0,
+         "cloud_decode_tokens": 60},
+        {"rtt_ms": 0, "mode": "speculative", "first_text_ms": 50.0, "final_ms": 450.0,
+         "cloud_decode_tokens": 60},
+    ]  # fmt: skip
+    by_other = {r["verify_vs"]: r for r in ratios(rows)}
+    assert by_other["cloud"] == {"rtt_ms": 0, "verify_vs": "cloud", "first_text": 0.5,
+                                 "final": 2.0, "cloud_decode_tokens": 0.5}  # fmt: skip
+    assert by_other["speculative"]["first_text"] == 1.0

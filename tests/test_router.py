@@ -139,3 +139,18 @@ def test_privacy_redact_sends_placeholders() -> None:
     off = Router(RouterConfig(privacy_policy="off")).decide("speculative", private, "up")
     assert not off.redact
     assert off.route == "speculative"
+
+
+def test_verify_when_the_cloud_can_score_and_nothing_is_private() -> None:
+    router = Router(RouterConfig(privacy_policy="redact"))
+    plain = [user("Explain why the sky is blue.")]
+    assert router.decide("verify", plain, "up", can_verify=True).route == "verify"
+    cannot = router.decide("verify", plain, "up", can_verify=False)
+    assert cannot.route == "speculative"
+    assert "cannot score" in cannot.reason
+    private = [user("Write to jane@example.com about the sky")]
+    redacted = router.decide("verify", private, "up", can_verify=True)
+    assert redacted.route == "speculative"  # the draft would carry the personal data out
+    assert "personal data" in redacted.reason
+    preferring = Router(RouterConfig(prefer_verify=True))
+    assert preferring.decide("auto", plain, "up", can_verify=True).route == "verify"

@@ -83,3 +83,25 @@ def test_planner_lets_the_faster_side_go_on() -> None:
     slow_edge.saw_cloud(tokens=700, seconds=1.0)
     assert slow_edge.strategy() == "cloud"
     assert slow_edge.choices == {"edge": 0, "cloud": 1}
+
+
+def test_verify_session_commits_what_the_cloud_vouches_for() -> None:
+    from speculate.core.text import ShownText
+    from speculate.core.verify_session import VerifySession
+
+    session = VerifySession("r", reason="requested: verify", edge_model="e", cloud_model="c")
+    events = session.start()
+    events += session.receive_draft("Hello wrold, how", 0.0) + session.flush(0.0)
+    events += session.verdict(5, " world", 0.1)  # "Hello" accepted, " wrold..." replaced
+    events += session.receive_draft(", friend", 0.2) + session.flush(0.2)
+    events += session.verdict(len("Hello world, friend"), "!", 0.3)
+    events += session.receive_continuation(" Bye.", 0.4)
+    events += session.verify_finished(0.5)
+    shown = ShownText()
+    for event in events:
+        shown.apply(event)  # invariants, including "committed text never changes"
+    assert shown.done is not None
+    assert (shown.text, shown.done.final_source) == ("Hello world, friend! Bye.", "cloud")
+    commits = [e.fields()["upto"] for e in events if e.type == "commit"]
+    assert commits[:3] == [len("Hello world"), len("Hello world, friend!"), len(shown.text)]
+    assert [e.fields()["source"] for e in events if e.type == "patch"] == ["cloud"] * 3
