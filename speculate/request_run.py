@@ -161,6 +161,7 @@ class RequestRun:
             return
         mean = statistics.fmean(entropy[: router.confidence_tokens])
         self.session.stats["draft_entropy"] = round(mean, 3)
+        self.emit(self.session.flush(time.perf_counter()))  # show all that was judged
         if mean > router.max_entropy:
             reason = f"draft entropy {mean:.2f} > {router.max_entropy}"
             self.emit(self.session.escalate(reason))

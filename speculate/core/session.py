@@ -89,8 +89,8 @@ class Session:
         self.cloud = ""
         self._cloud_scanned = 0  # end of the last finished cloud word
         self._aligner = DraftAligner()
-        self._dirty_since: float | None = None
-        self._flushed_once = False
+        self._dirty = False  # draft text received but not shown yet
+        self._last_flush: float | None = None
         both = ("speculative", "verify")
         self.edge: SideState = "running" if route in (*both, "edge") else "off"
         self.cloud_state: SideState = "running" if route in (*both, "cloud") else "off"
@@ -129,9 +129,9 @@ class Session:
     @property
     def next_flush_at(self) -> float | None:
         """When buffered draft text must go out even if no further token comes."""
-        if self._dirty_since is None:
+        if not self._dirty or self._last_flush is None:
             return None
-        return self._dirty_since + self.config.coalesce_s
+        return self._last_flush + self.config.coalesce_s
 
     # -- edge side -----------------------------------------------------------------
     def receive_draft(self, text: str, now: float) -> list[Event]:
@@ -141,19 +141,21 @@ class Session:
         self.stats["draft_tokens"] += 1
         if self.stats["draft_first_ms"] is None:
             self.stats["draft_first_ms"] = self._ms(now)
-        if self._dirty_since is None:
-            self._dirty_since = now
-        due = not self._flushed_once or now >= self._dirty_since + self.config.coalesce_s
+        # Throttle, do not delay: a token after a quiet spell goes out at once; tokens
+        # arriving within coalesce_s of the last send wait for the next one together.
+        self._dirty = True
+        last = self._last_flush
+        due = last is None or now >= last + self.config.coalesce_s
         if due or len(self.draft) - len(self.shown) >= self.config.coalesce_chars:
             return self.flush(now)
         return []
 
     def flush(self, now: float) -> list[Event]:
         """Bring the client's text up to date with everything received so far."""
-        self._dirty_since = None
+        self._dirty = False
         if self.finished:
             return []
-        self._flushed_once = True
+        self._last_flush = now
         events = self._show(self._target(), "edge")
         if self.route == "edge":
             events += self._commit(len(self.shown))

@@ -64,9 +64,18 @@ def test_draft_tokens_are_coalesced_until_the_deadline() -> None:
     assert [e.type for e in events] == ["start", "draft"]
     assert s.receive_draft("b", 0.005) == []
     assert s.receive_draft("c", 0.010) == []
-    assert s.next_flush_at == pytest.approx(0.021)
-    flushed = s.flush(0.021)
+    assert s.next_flush_at == pytest.approx(0.016)  # one interval after the last send
+    flushed = s.flush(0.016)
     assert [(e.type, e.text) for e in flushed if isinstance(e, Draft)] == [("draft", "bc")]
+    assert s.next_flush_at is None
+
+
+def test_a_token_after_a_quiet_spell_goes_out_at_once() -> None:
+    s = session("edge", coalesce_s=0.016, coalesce_chars=1000)
+    s.start()
+    s.receive_draft("a", 0.0)
+    late = s.receive_draft(" b", 0.1)  # a slow model: no waiting, no timer
+    assert [(e.type, e.text) for e in late if isinstance(e, Draft)] == [("draft", " b")]
     assert s.next_flush_at is None
 
 
