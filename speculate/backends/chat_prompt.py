@@ -47,6 +47,10 @@ class ChatPrompt:
     def _function_name(self) -> str:
         return "format_" + self.chat_format.replace("-", "").replace(".", "_")
 
+    def starts_with_bos(self, prompt: str) -> bool:
+        """Does the tokenized ``prompt`` begin with the BOS token (added or written)?"""
+        return bool(self.bos_text) and (self.adds_bos or prompt.startswith(self.bos_text))
+
     def render(self, messages: list[Message]) -> str:
         """The prompt text for ``/v1/completions`` (which adds BOS itself if the model
         wants one), ending where the assistant's answer begins."""

@@ -2,10 +2,12 @@
 
 *llama.cpp* (``llama_cpp.server``, started with ``logits_all``): ``/v1/completions`` on
 the chat's prompt text plus the continuation, ``echo`` with ``logprobs``.  Its echo
-omits the prompt's first token, and each ``top_logprobs[i]`` is the distribution at
-token ``i``'s own position (it contains token ``i``): tests pin both down against the
-real server.  Special tokens echo as empty strings, so positions are recovered by
-walking back from the end of the echoed text to the continuation.
+pairs token ``i`` with the logits computed at token ``i`` (which predict the next one)
+after dropping a leading BOS token: with a prompt that begins with BOS, as the embedded
+models' do, each ``top_logprobs[i]`` is the distribution that chose token ``i`` (a test
+pins this against the real server); without one it is off by one, and is shifted back.
+Special tokens echo as empty strings, so positions are recovered by walking back from
+the end of the echoed text to the continuation.
 
 *vLLM*: ``/v1/chat/completions`` with the continuation as an open assistant message
 (``continue_final_message``, ``add_generation_prompt: false``) and ``prompt_logprobs``:
@@ -81,6 +83,13 @@ class LlamaCppScoring:
         scored_end = base + len(continuation)
         if not text.startswith(prompt + continuation):
             raise CloudProtocolError("the echoed text is not the prompt and continuation")
+        if not self.prompt.starts_with_bos(prompt):
+            # llama-cpp-python pairs token i with the logits computed *at* token i (which
+            # predict token i + 1); it only lines up because it drops a leading BOS. Without
+            # one, token i's distribution is the previous entry's.
+            tops = [None, *tops[:-1]]
+            pairs = zip(tokens, tops, strict=True)
+            values = [None if top is None else top.get(token) for token, top in pairs]
         # Walk back from the end: special tokens in the prompt have no text in the echo,
         # so only the stretch from the continuation onwards can be (and is) checked.
         out: list[ScoredToken] = []
