@@ -116,8 +116,8 @@ def run(suites: list[str], *, quick: bool, json_out: bool, requests: int,
         from speculate.bench import edge
 
         console.print("[cyan]suites 1-2[/]: first draft token and relay rate vs llama.cpp …")
-        results["edge"] = edge.run(requests=requests, relay_runs=3 if quick else 5,
-                                   relay_tokens=96 if quick else 160, config=config)  # fmt: skip
+        results["edge"] = edge.run(requests=requests, relay_runs=5,
+                                   relay_tokens=128 if quick else 160, config=config)  # fmt: skip
         rows = [{"path": k, **v} for k, v in results["edge"]["ttft"].items()]
         console.print(_table(f"time to first draft token ({requests} requests)", rows))
         console.print(_table("relay efficiency", [results["edge"]["relay"]]))
