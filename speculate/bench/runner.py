@@ -126,7 +126,7 @@ def run(suites: list[str], *, quick: bool, json_out: bool, requests: int,
 
         console.print("[cyan]suite 3[/]: concurrent streams on fake models …")
         levels = (100, 500) if quick else (100, 500, 1000)
-        results["capacity"] = capacity.run(levels)
+        results["capacity"] = capacity.run(levels, repeat=3)
         console.print(_table("capacity (fake models at 10 tokens/s)", results["capacity"]))
     if "latency" in chosen:
         from speculate.bench import latency

@@ -25,6 +25,8 @@ def uvicorn_config(
         app,
         host=server.host,
         port=server.port if port is None else port,
+        loop="uvloop",  # both from uvicorn[standard]: named here, not left to "auto"
+        http="httptools",
         ws="websockets-sansio",
         ws_per_message_deflate=False,
         ws_max_size=server.ws_max_message_bytes,
