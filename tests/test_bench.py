@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from speculate.bench import diffcost, wire
 from speculate.bench.capacity import streams_per_core
 from speculate.core.session import Session
@@ -64,3 +66,15 @@ def test_verify_ratios_compare_like_with_like() -> None:
     assert by_other["cloud"] == {"rtt_ms": 0, "verify_vs": "cloud", "first_text": 0.5,
                                  "final": 2.0, "cloud_decode_tokens": 0.5}  # fmt: skip
     assert by_other["speculative"]["first_text"] == 1.0
+
+
+@pytest.mark.slow
+def test_numerics_suite_compares_batched_and_single_token_scoring() -> None:
+    from speculate.bench import numerics
+
+    rows = numerics.run(tokens=6)
+    assert len(rows) == len(numerics.PROMPTS)
+    for row in rows:
+        assert row["tokens"] > 0
+        assert 0 <= row["max_logprob_diff"] < 5
+        assert 0 <= row["top_choice_flips"] <= row["tokens"]

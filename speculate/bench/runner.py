@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 SUITES = ("ttft", "relay", "capacity", "latency", "diff", "wire", "peer", "network", "router",
-          "verify")  # fmt: skip
+          "verify", "numerics")  # fmt: skip
 
 
 def machine() -> dict[str, Any]:
@@ -169,6 +169,12 @@ def run(suites: list[str], *, quick: bool, json_out: bool, requests: int,
         console.print(_table("verify vs cloud vs speculative (sums/medians over 3 prompts)",
                              results["verify"]["rows"]))  # fmt: skip
         console.print(_table("verify's ratios (below 1: less)", results["verify"]["ratios"]))
+    if "numerics" in chosen:
+        from speculate.bench import numerics
+
+        results["numerics"] = numerics.run()
+        console.print(_table("one batch vs token by token (llama.cpp, greedy answers)",
+                             results["numerics"]))  # fmt: skip
     (out / "results.json").write_text(json.dumps(results, indent=2))
     for name in ("ttft", "capacity", "diff", "wire", "network"):
         key = "edge" if name == "ttft" else name
