@@ -15,7 +15,7 @@ from typing import Any
 import anyio
 
 from speculate.answer_cache import AnswerCache
-from speculate.backends.base import CloudBackend, GenerationParams, Message
+from speculate.backends.base import CloudBackend, GenerationParams, Message, texts
 from speculate.cloud_health import CloudHealth
 from speculate.core.protocol import Event
 from speculate.core.refine import abandoned, refined
@@ -146,14 +146,9 @@ class Refiner:
         assert self.cloud is not None
         params = GenerationParams(max_tokens=int(job["max_tokens"]),
                                   temperature=float(job["temperature"]))  # fmt: skip
-        pieces: list[str] = []
         async with self.cloud.stream(job["messages"], params) as tokens:
-            while True:
-                try:
-                    pieces.append(await tokens.receive())
-                except anyio.EndOfStream:
-                    break
-        return restore("".join(pieces), job.get("originals") or {})
+            answer = "".join([text async for text in texts(tokens)])
+        return restore(answer, job.get("originals") or {})
 
     async def counts(self) -> dict[str, int]:
         async with self._lock:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Literal
 import anyio
 from anyio.abc import TaskGroup
 
-from speculate.backends.base import GenerationParams, Message, TokenStream
+from speculate.backends.base import GenerationParams, Message, TokenStream, texts
 from speculate.core.protocol import Event, Queued
 from speculate.core.refine import abandoned
 from speculate.core.session import Session
@@ -75,12 +75,13 @@ class RequestRun:
         max_tokens = self.request.max_tokens or edge.max_tokens
         temperature = self.request.temperature
         if side == "edge":
+            judged = self.settings.router.confidence_tokens if self.may_escalate else 0
             return GenerationParams(
                 max_tokens=max_tokens,
                 temperature=edge.temperature if temperature is None else temperature,
                 top_p=edge.top_p,
                 seed=edge.seed,
-                confidence=self.may_escalate,
+                confidence_tokens=judged,
             )
         return GenerationParams(
             max_tokens=max_tokens,
@@ -153,12 +154,13 @@ class RequestRun:
             message = "the refinement could not be queued; the draft stands"
             self.events.extend(abandoned(self.events.events, "queue_full", message))
 
-    def judge(self, tokens: TokenStream) -> None:
-        """Once enough draft tokens are in, escalate an unsure draft or stop holding back."""
+    def judge(self, tokens: TokenStream) -> bool:
+        """Once enough draft tokens are in, escalate an unsure draft or stop holding back;
+        True once decided."""
         router = self.settings.router
         entropy: list[float] = tokens.usage.extra.get("entropy", [])
         if len(entropy) < router.confidence_tokens:
-            return
+            return False
         mean = statistics.fmean(entropy[: router.confidence_tokens])
         self.session.stats["draft_entropy"] = round(mean, 3)
         self.emit(self.session.flush(time.perf_counter()))  # show all that was judged
@@ -168,6 +170,7 @@ class RequestRun:
             self.start_sides()
         else:
             self.emit(self.session.settle())
+        return True
 
     async def edge_side(self) -> None:
         session = self.session
@@ -194,9 +197,8 @@ class RequestRun:
                             self.emit(session.flush(time.perf_counter()))
                             continue
                     self.emit(session.receive_draft(text, time.perf_counter()))
-                    if judging and session.route == "edge":
-                        self.judge(tokens)
-                        judging = session.route == "edge" and "draft_entropy" not in session.stats
+                    if judging and self.judge(tokens):
+                        judging = False
             if not session.stats["prompt_tokens"]:
                 session.stats["prompt_tokens"] = tokens.usage.prompt_tokens
             if judging:
@@ -211,11 +213,7 @@ class RequestRun:
         restorer = Restorer(self.originals) if self.originals else None
         try:
             async with cloud.stream(self.cloud_messages, self.params("cloud")) as tokens:
-                while True:
-                    try:
-                        text = await tokens.receive()
-                    except anyio.EndOfStream:
-                        break
+                async for text in texts(tokens):
                     if restorer is not None:
                         text = restorer.feed(text)
                     self.emit(session.receive_cloud(text, time.perf_counter()))

@@ -14,9 +14,7 @@ import time
 from dataclasses import replace
 from typing import TYPE_CHECKING, cast
 
-import anyio
-
-from speculate.backends.base import ScoringCloud
+from speculate.backends.base import ScoringCloud, texts
 from speculate.core.protocol import Event
 from speculate.core.verify import Scored, Verdict, judge
 from speculate.core.verify_session import VerifySession
@@ -92,11 +90,7 @@ class VerifyRun:
         params = replace(run.params("edge"), max_tokens=block, temperature=0.0)
         drafted, count, started = "", 0, time.perf_counter()
         async with run.backends.edge.stream(run.request.messages, params, session.draft) as tokens:
-            while True:
-                try:
-                    text = await tokens.receive()
-                except anyio.EndOfStream:
-                    break
+            async for text in texts(tokens):
                 drafted += text
                 count += 1
                 self.emit(session.receive_draft(text, time.perf_counter()))
@@ -132,11 +126,7 @@ class VerifyRun:
         params = replace(run.params("cloud"), max_tokens=self.budget - self.used, temperature=0.0)
         started, count = time.perf_counter(), 0
         async with self.cloud.continue_from(run.cloud_messages, session.draft, params) as tokens:
-            while True:
-                try:
-                    text = await tokens.receive()
-                except anyio.EndOfStream:
-                    break
+            async for text in texts(tokens):
                 count += 1
                 self.emit(session.receive_continuation(text, time.perf_counter()))
         decoded = tokens.usage.completion_tokens or count
@@ -159,10 +149,6 @@ class VerifyRun:
         session, run = self.session, self.run
         params = run.params("edge")
         async with run.backends.edge.stream(run.request.messages, params, session.draft) as tokens:
-            while True:
-                try:
-                    text = await tokens.receive()
-                except anyio.EndOfStream:
-                    break
+            async for text in texts(tokens):
                 self.emit(session.receive_draft(text, time.perf_counter()))
         self.emit(session.edge_finished(time.perf_counter()))

@@ -36,7 +36,7 @@ class ScriptedBackend:
         self.opened += 1
         self.asked.append(messages)
         stream = FakeStream(list(self.pieces), self.delay_s, self.error, self.gaps,
-                            entropy=self.entropy if params.confidence else None)  # fmt: skip
+                            entropy=self.entropy if params.confidence_tokens else None)  # fmt: skip
         self.streams.append(stream)
         try:
             yield stream

@@ -7,9 +7,12 @@ connection) before returning, so cancellation never leaves work running behind.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+import anyio
 
 from speculate.core.verify import Scored
 
@@ -22,8 +25,9 @@ class GenerationParams:
     temperature: float
     top_p: float = 1.0
     seed: int | None = None
-    # Report each token's entropy (nats) in ``usage.extra["entropy"]``, for the router.
-    confidence: bool = False
+    # Report the entropy (nats) of the first this many tokens in ``usage.extra["entropy"]``,
+    # for the router's confidence check; 0: none (it costs a pass over the vocabulary).
+    confidence_tokens: int = 0
 
 
 @dataclass(slots=True)
@@ -44,6 +48,15 @@ class TokenStream(Protocol):
         """The next piece of text; raises ``anyio.EndOfStream`` at the end and a
         :class:`~speculate.errors.SpeculateError` on failure."""
         ...
+
+
+async def texts(tokens: TokenStream) -> AsyncIterator[str]:
+    """Every piece of a token stream, in order, until its end (its errors propagate)."""
+    while True:
+        try:
+            yield await tokens.receive()
+        except anyio.EndOfStream:
+            return
 
 
 class EdgeBackend(Protocol):

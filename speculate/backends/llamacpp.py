@@ -52,12 +52,14 @@ def handoff(send: MemoryObjectSendStream[str]) -> Callable[[str], None]:
     return queue
 
 
-def _entropy_recorder(entropies: list[float]) -> Callable[[Any, Any], Any]:
+def _entropy_recorder(entropies: list[float], limit: int) -> Callable[[Any, Any], Any]:
     """A llama.cpp logits processor that leaves the logits alone and records the
     entropy of the next-token distribution (called once per token, before sampling)."""
     import numpy as np
 
     def record(input_ids: Any, logits: Any) -> Any:
+        if len(entropies) >= limit:  # judged already: no more work per token
+            return logits
         shifted = logits - logits.max()
         weights = np.exp(shifted)
         total = weights.sum()
@@ -182,8 +184,9 @@ class LlamaCppEdge:
         }
         if params.seed is not None:
             kwargs["seed"] = params.seed
-        if params.confidence:
-            kwargs["logits_processor"] = [_entropy_recorder(usage.extra.setdefault("entropy", []))]
+        if params.confidence_tokens:
+            entropies = usage.extra.setdefault("entropy", [])
+            kwargs["logits_processor"] = [_entropy_recorder(entropies, params.confidence_tokens)]
         # llama-cpp-python types its stream as a union with the non-stream response.
         chunks: Any
         if prefix is None:

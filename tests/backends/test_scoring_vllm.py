@@ -13,7 +13,7 @@ import anyio
 import httpx
 import pytest
 
-from speculate.backends.base import GenerationParams
+from speculate.backends.base import GenerationParams, texts
 from speculate.backends.openai_compat import OpenAICompatCloud
 from speculate.backends.scoring import VLLMScoring
 from speculate.core.verify import judge
@@ -120,15 +120,10 @@ async def test_the_cloud_continues_an_open_assistant_message() -> None:
     seen: list[dict[str, Any]] = []
     stream = httpx.Response(200, text=body, headers={"content-type": "text/event-stream"})
     client = cloud(recorded([stream], seen))
-    pieces = []
     async with client.continue_from(MESSAGES, "Paris is", GenerationParams(8, 0.0)) as tokens:
-        while True:
-            try:
-                pieces.append(await tokens.receive())
-            except anyio.EndOfStream:
-                break
+        continued = "".join([text async for text in texts(tokens)])
     await client.aclose()
-    assert "".join(pieces) == " a capital"
+    assert continued == " a capital"
     assert tokens.usage.completion_tokens == 2
     assert seen[0]["messages"][-1] == {"role": "assistant", "content": "Paris is"}
     assert seen[0]["continue_final_message"] is True

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from speculate import models
-from speculate.backends.base import GenerationParams
+from speculate.backends.base import GenerationParams, texts
 from speculate.backends.chat_prompt import ChatPrompt
 from speculate.backends.openai_compat import OpenAICompatCloud
 from speculate.backends.scoring import LlamaCppScoring
@@ -94,12 +94,7 @@ async def test_continuing_from_an_accepted_prefix_gives_the_greedy_answer(
         verdict = judge(scored, budget=24)
         prefix = answer[:20][: verdict.accepted_chars] + verdict.correction
         used = verdict.accepted_tokens + verdict.correction_tokens
-        pieces = []
         params = GenerationParams(max_tokens=24 - used, temperature=0.0)
         async with cloud.continue_from(MESSAGES, prefix, params) as tokens:
-            while True:
-                try:
-                    pieces.append(await tokens.receive())
-                except anyio.EndOfStream:
-                    break
-    assert prefix + "".join(pieces) == answer
+            continued = "".join([text async for text in texts(tokens)])
+    assert prefix + continued == answer

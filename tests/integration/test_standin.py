@@ -7,7 +7,7 @@ import httpx
 import pytest
 
 from speculate import models
-from speculate.backends.base import GenerationParams
+from speculate.backends.base import GenerationParams, texts
 from speculate.backends.openai_compat import OpenAICompatCloud
 from speculate.backends.standin import StandInServer
 from speculate.settings import CloudSettings
@@ -34,11 +34,7 @@ async def test_a_probe_during_a_stream_does_not_cut_the_answer_short() -> None:
                 pieces.append(await tokens.receive())
                 async with anyio.create_task_group() as group:
                     group.start_soon(cloud.probe)  # waits for the model while we stream
-                    while True:
-                        try:
-                            pieces.append(await tokens.receive())
-                        except anyio.EndOfStream:
-                            break
+                    pieces += [text async for text in texts(tokens)]
         assert "".join(pieces) == expected
     finally:
         await cloud.aclose()
