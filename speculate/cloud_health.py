@@ -100,14 +100,13 @@ class CloudHealth:
                     await self._changed.wait()  # or a state change
                 if self.breaker.state == "closed":
                     await self.probe()
-                continue
-            due = self.breaker.next_probe_at or now
-            if due > now:
-                with anyio.move_on_after(due - now):
+            elif self.breaker.probe_due(now):
+                self.breaker.begin_probe(now)
+                await self.probe()
+            else:
+                assert self.breaker.next_probe_at is not None  # set whenever it opens
+                with anyio.move_on_after(self.breaker.next_probe_at - now):
                     await self._changed.wait()
-                continue
-            self.breaker.begin_probe(time.monotonic())
-            await self.probe()
 
     def snapshot(self) -> dict[str, Any]:
         return {**self.breaker.snapshot(time.monotonic()), "rtt_ms": self.rtt_ms}

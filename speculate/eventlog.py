@@ -47,11 +47,6 @@ class EventLog:
         changed, self._changed = self._changed, anyio.Event()
         changed.set()
 
-    @property
-    def settled(self) -> bool:
-        """Nothing more will happen until (maybe) a queued refinement arrives."""
-        return self.finished or self.awaiting_refinement
-
     async def follow(
         self, after: int = 0, *, through_refinement: bool = False
     ) -> AsyncIterator[Event]:

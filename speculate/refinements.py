@@ -102,12 +102,6 @@ class RefinementQueue:
         )
         return [self._row(row) for row in rows.fetchall()]
 
-    def get(self, request_id: str) -> QueuedRefinement | None:
-        row = self._db.execute(
-            "SELECT * FROM refinements WHERE request_id = ?", (request_id,)
-        ).fetchone()
-        return None if row is None else self._row(row)
-
     def complete(self, request_id: str, final_events: list[Event], status: str = "done") -> bool:
         """Record the outcome once: False if the row was not pending any more."""
         with self._db:

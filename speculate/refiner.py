@@ -10,7 +10,8 @@ refinement in turn, oldest first, and appends the result to the request's stream
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import anyio
 
@@ -28,6 +29,8 @@ from speculate.settings import Settings
 log = logging.getLogger("speculate.refiner")
 
 MAX_ATTEMPTS = 5  # non-transient failures before a refinement is given up
+FINISHED_KEPT_S = 7 * 24 * 3600.0  # finished refinements are kept this long for resuming
+T = TypeVar("T")
 
 
 class Refiner:
@@ -48,39 +51,40 @@ class Refiner:
         self.registry = registry
         self._lock = anyio.Lock()  # one SQLite connection: one statement at a time
         self._wake = anyio.Event()
-        self.refined_count = 0
+        self._pending = False  # something may wait in the queue: only then look
+
+    async def _db(self, call: Callable[..., T], *args: Any) -> T:
+        """Run a store call on a worker thread, one at a time."""
+        async with self._lock:
+            return await anyio.to_thread.run_sync(call, *args)
 
     # -- the orchestrator's Offline protocol ---------------------------------------
     async def enqueue(self, request_id: str, job: dict[str, Any], events: list[Event]) -> bool:
-        async with self._lock:
-            stored = await anyio.to_thread.run_sync(self.queue.put, request_id, job, events)
+        stored = await self._db(self.queue.put, request_id, job, events)
         if stored:
+            self._pending = True
             self._wake.set()
         return stored
 
     async def cached(self, messages: list[Message], variant: str) -> str | None:
         if self.cache is None:
             return None
-        cache = self.cache
-        async with self._lock:
-            return await anyio.to_thread.run_sync(cache.get, messages, variant)
+        return await self._db(self.cache.get, messages, variant)
 
     async def remember(self, messages: list[Message], variant: str, text: str) -> None:
-        if self.cache is None:
-            return
-        cache = self.cache
-        async with self._lock:
-            await anyio.to_thread.run_sync(cache.put, messages, variant, text)
+        if self.cache is not None:
+            await self._db(self.cache.put, messages, variant, text)
 
     # -- the worker ------------------------------------------------------------------
     async def restore(self) -> int:
-        """Bring stored requests back into the registry; how many are pending."""
-        keep = self.settings.server.retain_finished
-        async with self._lock:
-            rows = await anyio.to_thread.run_sync(self.queue.recent, keep)
+        """Bring stored requests back into the registry; how many are pending.  Finished
+        rows older than a week are dropped first."""
+        await self._db(self.queue.prune, FINISHED_KEPT_S)
+        rows = await self._db(self.queue.recent, self.settings.server.retain_finished)
         for row in rows:
             self.registry.restore(row.request_id, row.all_events)
         pending = sum(1 for row in rows if row.status == "pending")
+        self._pending = pending > 0
         if pending:
             log.info("%d queued refinement(s) waiting for the cloud", pending)
         return pending
@@ -88,7 +92,10 @@ class Refiner:
     async def run(self) -> None:
         poll_s = self.settings.store.queue_poll_s
         while True:
-            with anyio.move_on_after(poll_s):
+            if self._pending:  # retry now and then while the cloud stays away
+                with anyio.move_on_after(poll_s):
+                    await self._wake.wait()
+            else:  # nothing queued: sleep until something is
                 await self._wake.wait()
             self._wake = anyio.Event()
             if self.cloud is None or not await self.health.wait_until_up(poll_s):
@@ -98,9 +105,9 @@ class Refiner:
     async def drain(self) -> None:
         """Refine every pending row while the cloud keeps answering."""
         while self.health.view == "up":
-            async with self._lock:
-                rows = await anyio.to_thread.run_sync(self.queue.pending, 20)
+            rows = await self._db(self.queue.pending, 20)
             if not rows:
+                self._pending = False
                 return
             for row in rows:
                 if not await self.refine(row):
@@ -113,10 +120,7 @@ class Refiner:
             text = await self.ask_cloud(job)
         except CloudError as exc:
             self.health.failed(exc)
-            async with self._lock:
-                attempts = await anyio.to_thread.run_sync(
-                    self.queue.failed_attempt, row.request_id, exc.code
-                )
+            attempts = await self._db(self.queue.failed_attempt, row.request_id, exc.code)
             log.warning("refinement of %s failed (%s), attempt %d", row.request_id, exc.code,
                         attempts)  # fmt: skip
             if not exc.transient and attempts >= MAX_ATTEMPTS:
@@ -125,17 +129,13 @@ class Refiner:
             return False
         self.health.succeeded()
         if await self._finish(row, refined(row.events, text), "done"):
-            self.refined_count += 1
             raw, key = job.get("raw_messages"), job.get("variant")
             if job.get("cacheable") and raw and key:
                 await self.remember(raw, key, text)
         return True
 
     async def _finish(self, row: QueuedRefinement, final: list[Event], status: str) -> bool:
-        async with self._lock:
-            applied = await anyio.to_thread.run_sync(
-                self.queue.complete, row.request_id, final, status
-            )
+        applied = await self._db(self.queue.complete, row.request_id, final, status)
         if applied:
             self.registry.restore(row.request_id, row.events).extend(final)
             log.info("queued request %s %s", row.request_id,
@@ -151,12 +151,9 @@ class Refiner:
         return restore(answer, job.get("originals") or {})
 
     async def counts(self) -> dict[str, int]:
-        async with self._lock:
-            counts = await anyio.to_thread.run_sync(self.queue.counts)
+        counts = await self._db(self.queue.counts)
         if self.cache is not None:
-            cache = self.cache
-            async with self._lock:
-                counts["cached_answers"] = await anyio.to_thread.run_sync(cache.size)
+            counts["cached_answers"] = await self._db(self.cache.size)
         return counts
 
     def close(self) -> None:

@@ -36,7 +36,9 @@ def test_a_refinement_completes_once(tmp_path: Path) -> None:
     assert queue.counts() == {"done": 1, "pending": 1}
     reopened = RefinementQueue(tmp_path / "q.db")  # what a restart sees
     assert [row.request_id for row in reopened.pending()] == ["b"]
-    assert reopened.get("a").all_events == queued("a") + final  # type: ignore[union-attr]
+    by_id = {row.request_id: row for row in reopened.recent(10)}
+    assert by_id["a"].all_events == queued("a") + final
+    assert by_id["b"].status == "pending"
     assert reopened.failed_attempt("b", "cloud_unreachable") == 1
 
 

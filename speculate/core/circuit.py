@@ -33,7 +33,6 @@ class CircuitBreaker:
         self.failed_probes = 0
         self.opened_at: float | None = None
         self.next_probe_at: float | None = None
-        self.transitions = 0
         self.last_error: str | None = None
 
     @property
@@ -41,8 +40,6 @@ class CircuitBreaker:
         return self.state == "closed"
 
     def record_success(self, now: float) -> None:
-        if self.state != "closed":
-            self.transitions += 1
         self.state = "closed"
         self.failures = self.failed_probes = 0
         self.opened_at = self.next_probe_at = None
@@ -65,7 +62,6 @@ class CircuitBreaker:
         """A probe is about to be sent (only one at a time)."""
         if self.state == "open":
             self.state = "half_open"
-            self.transitions += 1
 
     def backoff_s(self) -> float:
         """Full jitter: uniform in [0, min(cap, base * 2^k)]."""
@@ -73,8 +69,6 @@ class CircuitBreaker:
         return float(self._jitter()) * ceiling
 
     def _open(self, now: float) -> None:
-        if self.state != "open":
-            self.transitions += 1
         self.state = "open"
         if self.opened_at is None:
             self.opened_at = now

@@ -13,7 +13,7 @@ accepted tokens faster than the cloud decodes, otherwise the cloud simply contin
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 Strategy = Literal["edge", "cloud"]
@@ -93,7 +93,6 @@ class Planner:
     edge_tokens_per_s: float | None = None
     cloud_tokens_per_s: float | None = None
     weight: float = 0.3
-    choices: dict[str, int] = field(default_factory=lambda: {"edge": 0, "cloud": 0})
 
     def _mix(self, old: float | None, new: float) -> float:
         return new if old is None else (1 - self.weight) * old + self.weight * new
@@ -132,5 +131,4 @@ class Planner:
             per_block_s = block / edge + self.rtt_s
             edge_rate = block * self.acceptance / per_block_s
             choice = "edge" if edge_rate > cloud else "cloud"
-        self.choices[choice] += 1
         return choice
