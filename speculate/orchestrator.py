@@ -18,7 +18,7 @@ from typing import Any, Literal, Protocol
 import anyio
 
 from speculate.answer_cache import variant
-from speculate.backends.base import CloudBackend, EdgeBackend, Message
+from speculate.backends.base import CloudBackend, EdgeBackend, GenerationParams, Message
 from speculate.core.protocol import Event, Route
 from speculate.core.session import Session, SessionConfig
 from speculate.core.verify import Planner
@@ -141,15 +141,23 @@ class Orchestrator:
         can_verify = getattr(self.backends.cloud, "scoring", None) is not None
         return self.router.decide(request.mode, request.messages, cloud, can_verify=can_verify)
 
+    def generation_params(
+        self, request: SpeculateRequest, side: Literal["edge", "cloud"]
+    ) -> GenerationParams:
+        """What a side is asked for: the request's own values over the configured ones."""
+        edge, cloud = self.settings.edge, self.settings.cloud
+        max_tokens = request.max_tokens or edge.max_tokens
+        asked = request.temperature
+        if side == "edge":
+            temperature = edge.temperature if asked is None else asked
+            return GenerationParams(max_tokens, temperature, top_p=edge.top_p, seed=edge.seed)
+        return GenerationParams(max_tokens, cloud.temperature if asked is None else asked)
+
     def answer_variant(self, request: SpeculateRequest) -> str:
         """The cloud model and parameters that, with the messages, key the answer cache."""
-        cloud = self.backends.cloud
-        temperature = request.temperature
-        return variant(
-            cloud.model_name if cloud is not None else "",
-            request.max_tokens or self.settings.edge.max_tokens,
-            self.settings.cloud.temperature if temperature is None else temperature,
-        )
+        cloud, params = self.backends.cloud, self.generation_params(request, "cloud")
+        model = cloud.model_name if cloud is not None else ""
+        return variant(model, params.max_tokens, params.temperature)
 
     def new_session(
         self, request: SpeculateRequest, decision: Decision, *, cached: bool = False
@@ -164,12 +172,12 @@ class Orchestrator:
         elif decision.wants_cloud and decision.route == "edge" and queue:
             queue_reason = "the cloud circuit is open; the refinement is queued"
         escalating = decision.escalate and self.settings.router.escalate and cloud is not None
-        kind, fields = Session, {"route": route}
+        kind = VerifySession if route == "verify" else Session
         if route == "verify":  # commits as it goes: a later refinement could not patch it
-            kind, fields, queue = VerifySession, {}, False
+            queue = False
         return kind(
             request.request_id,
-            **fields,
+            route=route,
             reason=reason,
             edge_model=self.backends.edge.model_name,
             cloud_model=cloud.model_name if cloud is not None and route != "edge" else None,

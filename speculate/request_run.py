@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import statistics
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING, Literal
 
 import anyio
@@ -71,22 +72,10 @@ class RequestRun:
             self.group.cancel_scope.cancel()
 
     def params(self, side: Literal["edge", "cloud"]) -> GenerationParams:
-        edge, cloud = self.settings.edge, self.settings.cloud
-        max_tokens = self.request.max_tokens or edge.max_tokens
-        temperature = self.request.temperature
-        if side == "edge":
-            judged = self.settings.router.confidence_tokens if self.may_escalate else 0
-            return GenerationParams(
-                max_tokens=max_tokens,
-                temperature=edge.temperature if temperature is None else temperature,
-                top_p=edge.top_p,
-                seed=edge.seed,
-                confidence_tokens=judged,
-            )
-        return GenerationParams(
-            max_tokens=max_tokens,
-            temperature=cloud.temperature if temperature is None else temperature,
-        )
+        params = self.owner.generation_params(self.request, side)
+        if side == "edge" and self.may_escalate:  # measure the draft's confidence
+            params = replace(params, confidence_tokens=self.settings.router.confidence_tokens)
+        return params
 
     @property
     def may_escalate(self) -> bool:
@@ -132,11 +121,12 @@ class RequestRun:
 
     async def store_queued(self) -> None:
         offline, held, self.held = self.owner.offline, self.held, []
+        cloud = self.params("cloud")
         job = {
             "messages": self.cloud_messages,
             "originals": self.originals,
-            "max_tokens": self.params("cloud").max_tokens,
-            "temperature": self.params("cloud").temperature,
+            "max_tokens": cloud.max_tokens,
+            "temperature": cloud.temperature,
             "cacheable": not self.decision.private_kinds,
             "raw_messages": None if self.decision.private_kinds else self.request.messages,
             "variant": self.owner.answer_variant(self.request),

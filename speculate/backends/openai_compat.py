@@ -140,6 +140,7 @@ class OpenAICompatCloud:
         self.base_url = base_url.rstrip("/")
         self.model_name = model or settings.model or ""
         self.scoring: Scoring | None = scoring
+        self._listing: dict[str, Any] | None = None
         headers = {"Accept": "text/event-stream"}
         api_key = os.environ.get(settings.api_key_env)
         if api_key:
@@ -171,25 +172,33 @@ class OpenAICompatCloud:
             return {"state": "down", "status": response.status_code, "rtt_ms": rtt_ms}
         return {"state": "up", "rtt_ms": rtt_ms}
 
+    async def _listed_model(self) -> dict[str, Any]:
+        """The first entry of ``/models`` (asked once, then remembered)."""
+        if self._listing is None:
+            try:
+                response = await self._client.get("/models")
+                response.raise_for_status()
+                self._listing = dict(response.json()["data"][0])
+            except (httpx.HTTPError, KeyError, IndexError, ValueError, TypeError) as exc:
+                raise CloudUnreachable(
+                    f"could not list models at {self.base_url}: {exc!r}"
+                ) from exc
+        return self._listing
+
     async def served_by(self) -> str | None:
         """Who serves the model (``owned_by`` in ``/models``: vLLM says ``vllm``)."""
         try:
-            response = await self._client.get("/models")
-            response.raise_for_status()
-            return str(response.json()["data"][0].get("owned_by") or "") or None
-        except (httpx.HTTPError, KeyError, IndexError, ValueError, AttributeError):
+            return str((await self._listed_model()).get("owned_by") or "") or None
+        except CloudUnreachable:
             return None
 
     async def discover_model(self) -> str:
         """Ask ``/models`` which model to use when none is configured."""
-        if self.model_name:
-            return self.model_name
-        try:
-            response = await self._client.get("/models")
-            response.raise_for_status()
-            self.model_name = str(response.json()["data"][0]["id"])
-        except (httpx.HTTPError, KeyError, IndexError, ValueError) as exc:
-            raise CloudUnreachable(f"could not list models at {self.base_url}: {exc!r}") from exc
+        if not self.model_name:
+            listed = await self._listed_model()
+            if "id" not in listed:
+                raise CloudUnreachable(f"/models at {self.base_url} names no model")
+            self.model_name = str(listed["id"])
         return self.model_name
 
     @asynccontextmanager

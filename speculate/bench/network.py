@@ -104,7 +104,7 @@ def run_modes(rtts_ms: tuple[int, ...], modes: tuple[str, ...], row: Row) -> lis
     path = models.resolve(settings.edge.model)
     edge = LlamaCppEdge(path, model_name=settings.edge.model, n_threads=default_threads())
     standin = StandInServer(path, alias="standin", n_threads=default_threads())
-    scoring = LlamaCppScoring(ChatPrompt(edge._llama))  # the same GGUF, the same template
+    scoring = LlamaCppScoring(ChatPrompt.of_model(path))  # the stand-in's GGUF and template
     rows: list[dict[str, Any]] = []
 
     async def main() -> None:

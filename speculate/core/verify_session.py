@@ -7,15 +7,12 @@ corrected so far, and everything the cloud has vouched for is committed at once.
 
 from __future__ import annotations
 
-from typing import Any
-
 from speculate.core.protocol import Commit, Event
 from speculate.core.session import Session
 
 
 class VerifySession(Session):
-    def __init__(self, request_id: str, **kwargs: Any) -> None:
-        super().__init__(request_id, route="verify", **kwargs)
+    """Created with ``route="verify"``."""
 
     def _target(self) -> str:
         return self.draft  # verified and corrected in place, see verdict()

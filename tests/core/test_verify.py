@@ -88,7 +88,9 @@ def test_verify_session_commits_what_the_cloud_vouches_for() -> None:
     from speculate.core.text import ShownText
     from speculate.core.verify_session import VerifySession
 
-    session = VerifySession("r", reason="requested: verify", edge_model="e", cloud_model="c")
+    session = VerifySession(
+        "r", route="verify", reason="requested: verify", edge_model="e", cloud_model="c"
+    )
     events = session.start()
     events += session.receive_draft("Hello wrold, how", 0.0) + session.flush(0.0)
     events += session.verdict(5, " world", 0.1)  # "Hello" accepted, " wrold..." replaced
