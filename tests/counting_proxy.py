@@ -4,40 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
+
+from tests.loopback import LoopbackServer
 
 
-class CountingProxy:
+class CountingProxy(LoopbackServer):
     """Listens on ``port`` (fixed, so a cloud can "come back" where it was) and forwards
     every connection to ``upstream_port``."""
 
     def __init__(self, port: int, upstream_port: int) -> None:
-        self.port = port
         self.upstream_port = upstream_port
-        self.completions = 0
-        self._lock = threading.Lock()
-        self.loop = asyncio.new_event_loop()
-        ready = threading.Event()
-        self.thread = threading.Thread(target=self._serve, args=(ready,), daemon=True)
-        self.thread.start()
-        if not ready.wait(10):
-            raise RuntimeError("the proxy did not start")
-
-    def _serve(self, ready: threading.Event) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.server = self.loop.run_until_complete(
-            asyncio.start_server(self._handle, "127.0.0.1", self.port)
-        )
-        ready.set()
-        self.loop.run_forever()
+        self.completions = 0  # only the proxy's loop thread writes it
+        super().__init__(port, name="proxy")
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                     count: bool) -> None:  # fmt: skip
         with contextlib.suppress(ConnectionError, asyncio.CancelledError):
             while data := await reader.read(65536):
                 if count:
-                    with self._lock:
-                        self.completions += data.count(b"POST /v1/chat/completions ")
+                    self.completions += data.count(b"POST /v1/chat/completions ")
                 writer.write(data)
                 await writer.drain()
         writer.close()
@@ -51,15 +36,3 @@ class CountingProxy:
         await asyncio.gather(
             self._pipe(reader, up_writer, True), self._pipe(up_reader, writer, False)
         )
-
-    def close(self) -> None:
-        async def shutdown() -> None:
-            self.server.close()
-            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            self.loop.stop()
-
-        asyncio.run_coroutine_threadsafe(shutdown(), self.loop)
-        self.thread.join(timeout=5)

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 from collections import Counter
+
+from tests.loopback import LoopbackServer
 
 FAULTS = (
     "ok", "silence", "stall", "drop", "429", "500", "503", "malformed_sse",
@@ -22,38 +23,13 @@ def sse(text: str) -> bytes:
     return f"data: {json.dumps(chunk)}\n\n".encode()
 
 
-class FaultyCloud:
+class FaultyCloud(LoopbackServer):
     def __init__(self) -> None:
         self.counts: Counter[str] = Counter()
-        self.loop = asyncio.new_event_loop()
-        self.ready = threading.Event()
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-        if not self.ready.wait(10):
-            raise RuntimeError("the faulty cloud did not start")
+        super().__init__(name="faulty cloud")
 
     def url(self, fault: str) -> str:
         return f"http://127.0.0.1:{self.port}/{fault}/v1"
-
-    def _serve(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        server = self.loop.run_until_complete(asyncio.start_server(self._handle, "127.0.0.1", 0))
-        self.server = server
-        self.port = server.sockets[0].getsockname()[1]
-        self.ready.set()
-        self.loop.run_forever()
-
-    def close(self) -> None:
-        async def shutdown() -> None:
-            self.server.close()
-            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            self.loop.stop()
-
-        asyncio.run_coroutine_threadsafe(shutdown(), self.loop)
-        self.thread.join(timeout=5)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:

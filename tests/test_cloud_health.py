@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -19,7 +19,6 @@ class ProbedCloud:
     answers: list[dict[str, Any]]
     model_name: str = "m"
     probes: int = 0
-    seen: list[int] = field(default_factory=list)
 
     async def probe(self) -> dict[str, Any]:
         self.probes += 1
