@@ -13,11 +13,7 @@ from typing import Any
 import httpx
 import websockets
 
-from speculate.core.protocol import Done, Error, Event, Queued, SSEDecoder, decode_event
-
-
-def _terminal(event: Event) -> bool:
-    return isinstance(event, Done) or (isinstance(event, Error) and event.fatal)
+from speculate.core.protocol import Event, SSEDecoder, StreamEnd, decode_event, ends
 
 
 async def stream_sse(
@@ -38,7 +34,7 @@ async def stream_sse(
                 for message in decoder.feed(chunk):
                     event = decode_event(message.data)
                     yield event
-                    if _terminal(event):
+                    if ends(event):
                         return
     finally:
         if own:
@@ -58,13 +54,10 @@ async def stream_ws(
     ``done`` is followed, whenever the cloud is back, by ``patch`` and the final one)."""
     async with websockets.connect(ws_url(base_url), compression=None) as socket:
         await socket.send(json.dumps({"type": "speculate", **body}))
-        queued = provisional = False
+        end = StreamEnd()
         async for frame in socket:
             event = decode_event(str(frame))
             yield event
-            queued = queued or isinstance(event, Queued)
-            if isinstance(event, Done) and through_refinement and queued and not provisional:
-                provisional = True
-                continue
-            if _terminal(event):
+            kind = end.see(event)
+            if kind == "final" or (kind == "provisional" and not through_refinement):
                 return

@@ -17,7 +17,7 @@ import anyio
 
 from speculate.backends.base import CloudBackend
 from speculate.core.circuit import CircuitBreaker
-from speculate.errors import CloudError, SpeculateError
+from speculate.errors import SpeculateError
 from speculate.router import CloudHealth as RouterView
 from speculate.settings import CloudSettings
 
@@ -58,7 +58,7 @@ class CloudHealth:
 
     def failed(self, error: SpeculateError) -> None:
         """Count a request's cloud failure (only transient ones say the cloud is away)."""
-        if isinstance(error, CloudError) and error.transient:
+        if error.transient:
             self._record_failure(error.code)
 
     def _record_failure(self, what: str) -> None:

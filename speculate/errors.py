@@ -24,6 +24,12 @@ class SpeculateError(Exception):
         super().__init__(message)
         self.message = message
 
+    @property
+    def transient(self) -> bool:
+        """The cloud is away or overloaded, not wrong: worth a retry later (the circuit
+        breaker counts these and the offline queue keeps the refinement)."""
+        return False
+
 
 class ConfigError(SpeculateError):
     code = "config_error"
@@ -59,8 +65,6 @@ class CloudError(SpeculateError):
 
     @property
     def transient(self) -> bool:
-        """The cloud is away or overloaded, not wrong: worth a retry later (the circuit
-        breaker counts these and the offline queue keeps the refinement)."""
         return isinstance(self, CloudUnreachable | CloudTimeout | CloudDropped)
 
 

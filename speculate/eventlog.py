@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import anyio
 
-from speculate.core.protocol import Done, Error, Event, Queued, Start
+from speculate.core.protocol import Done, Error, Event, Queued, Start, StreamEnd, ends
 
 _FINISH_CLOCK = itertools.count(1)
 
@@ -27,7 +27,7 @@ class EventLog:
         self.finished = False
         self.finished_order = 0  # when it finished, relative to the other logs
         self.awaiting_refinement = False  # ended with queued + a provisional done
-        self._queued = False
+        self._end = StreamEnd()
         self._changed = anyio.Event()
 
     def extend(self, events: list[Event]) -> None:
@@ -35,15 +35,11 @@ class EventLog:
             return
         self.events.extend(events)
         for event in events:
-            if isinstance(event, Queued):
-                self._queued = True
-        last = events[-1]
-        if isinstance(last, Done) and self._queued and not self.awaiting_refinement:
-            self.awaiting_refinement = True  # provisional: the refinement comes later
-        elif isinstance(last, Done) or (isinstance(last, Error) and last.fatal):
-            self.awaiting_refinement = False
-            self.finished = True
-            self.finished_order = next(_FINISH_CLOCK)
+            end = self._end.see(event)
+            self.awaiting_refinement = end == "provisional"  # until the next event
+            if end == "final":
+                self.finished = True
+                self.finished_order = next(_FINISH_CLOCK)
         changed, self._changed = self._changed, anyio.Event()
         changed.set()
 
@@ -59,10 +55,7 @@ class EventLog:
                 sent += 1
                 event = self.events[sent - 1]
                 yield event
-                ends = isinstance(event, Done) or (isinstance(event, Error) and event.fatal)
-                if ends and (
-                    not through_refinement or (sent == len(self.events) and self.finished)
-                ):
+                if ends(event) and not through_refinement:
                     return
             if self.finished:
                 return

@@ -146,6 +146,31 @@ _TYPE_OF: dict[type[Event], str] = {
 _CLASS_OF: dict[str, type[Event]] = {name: cls for cls, name in _TYPE_OF.items()}
 
 
+def ends(event: Event) -> bool:
+    """A ``done`` or a fatal ``error``: the end of the stream, or of its first part."""
+    return isinstance(event, Done) or (isinstance(event, Error) and event.fatal)
+
+
+class StreamEnd:
+    """Where a stream ends, event by event (invariant 4 with the offline queue): at its
+    fatal error or its ``done`` — except that after ``queued`` the first ``done`` is
+    provisional, and the stream goes on to the refinement's final one."""
+
+    def __init__(self) -> None:
+        self.queued = False
+        self.provisional = False
+
+    def see(self, event: Event) -> Literal["provisional", "final"] | None:
+        if isinstance(event, Queued):
+            self.queued = True
+        if not ends(event):
+            return None
+        if isinstance(event, Done) and self.queued and not self.provisional:
+            self.provisional = True
+            return "provisional"
+        return "final"
+
+
 def to_dict(event: Event) -> dict[str, Any]:
     return {"event": event.type, "request_id": event.request_id, "seq": event.seq} | (
         event.fields()

@@ -211,7 +211,7 @@ class Session:
         if self.cloud_state != "running" or self.finished:
             return []
         self.cloud_state = "failed"
-        queueable = self._queue_on_failure and getattr(error, "transient", False)
+        queueable = self._queue_on_failure and error.transient
         if queueable:
             self.queued_reason = f"the cloud is unavailable ({error.code}); refinement queued"
         if self.route == "cloud" and queueable:

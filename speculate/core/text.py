@@ -7,7 +7,7 @@ event that broke it, so a bug is caught where it happens, not at the end.
 
 from __future__ import annotations
 
-from speculate.core.protocol import Commit, Done, Draft, Error, Event, Patch, Queued, SpliceOp
+from speculate.core.protocol import Commit, Done, Draft, Error, Event, Patch, SpliceOp, StreamEnd
 
 
 class InvariantViolation(ValueError):
@@ -35,9 +35,8 @@ class ShownText:
         self.last_seq = 0
         self.done: Done | None = None
         self.fatal: Error | None = None
-        # After ``queued`` the first ``done`` is provisional: the refinement follows.
-        self.queued = False
-        self.provisional: Done | None = None
+        self.provisional: Done | None = None  # a done that a refinement will follow
+        self._end = StreamEnd()
 
     @property
     def finished(self) -> bool:
@@ -49,6 +48,7 @@ class ShownText:
         if event.seq != self.last_seq + 1:
             raise InvariantViolation(f"seq {event.seq} follows {self.last_seq}")
         self.last_seq = event.seq
+        end = self._end.see(event)
         if isinstance(event, Draft):
             self.text += event.text
         elif isinstance(event, Patch):
@@ -67,11 +67,9 @@ class ShownText:
         elif isinstance(event, Done):
             if event.text != self.text:
                 raise InvariantViolation("done.text differs from the text the events built")
-            if self.queued and self.provisional is None:
+            if end == "provisional":
                 self.provisional = event
             else:
                 self.done = event
-        elif isinstance(event, Queued):
-            self.queued = True
         elif isinstance(event, Error) and event.fatal:
             self.fatal = event

@@ -80,3 +80,19 @@ def test_sse_decoder_multiline_data_and_defaults() -> None:
     (message,) = list(decoder.feed("data: a\ndata:b\n\n"))
     assert message.data == "a\nb"
     assert message.event == "message"
+
+
+def test_stream_end_after_queued_the_first_done_is_provisional() -> None:
+    from speculate.core.protocol import Done, Error, Queued, StreamEnd
+
+    end = StreamEnd()
+    done = Done(request_id="r", seq=3, text="", final_source="edge")
+    assert end.see(done) == "final"  # no queued: the first done ends it
+    end = StreamEnd()
+    assert end.see(Queued(request_id="r", seq=1, reason="away")) is None
+    assert end.see(done) == "provisional"
+    assert end.see(done) == "final"
+    fatal = Error(request_id="r", seq=2, code="x", message="m", source="server", fatal=True)
+    assert StreamEnd().see(fatal) == "final"
+    minor = Error(request_id="r", seq=2, code="x", message="m", source="cloud", fatal=False)
+    assert StreamEnd().see(minor) is None
