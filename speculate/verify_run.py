@@ -103,6 +103,7 @@ class VerifyRun:
         verified = len(session.draft) - len(drafted)
         started = time.perf_counter()
         scored = await self.cloud.score(self.run.cloud_messages, session.draft)
+        self.cloud_answered()
         verdict = judge(_after(scored, verified), self.budget - self.used)
         waited = time.perf_counter() - started
         self.planner.saw_verdict(verdict, waited)
@@ -129,6 +130,7 @@ class VerifyRun:
             async for text in texts(tokens):
                 count += 1
                 self.emit(session.receive_continuation(text, time.perf_counter()))
+        self.cloud_answered()
         decoded = tokens.usage.completion_tokens or count
         self.planner.saw_cloud(decoded, time.perf_counter() - started)
         session.stats["cloud_decode_tokens"] += decoded
@@ -137,6 +139,11 @@ class VerifyRun:
         if tokens.usage.prompt_tokens:
             session.stats["cloud_prefill_tokens"] += tokens.usage.prompt_tokens
         self.emit(session.verify_finished(time.perf_counter()))
+
+    def cloud_answered(self) -> None:
+        """Tell the circuit breaker, as a speculative request does when its cloud ends."""
+        if self.run.owner.health is not None:
+            self.run.owner.health.succeeded()
 
     def fail_over(self, exc: SpeculateError) -> None:
         health = self.run.owner.health
