@@ -100,18 +100,20 @@ def run(*, requests: int = 30, relay_runs: int = 5, relay_tokens: int = 128,
 
     async def via_sse(
         client: httpx.AsyncClient, url: str, body: dict[str, Any]
-    ) -> tuple[float, float, int]:
-        started, first, tokens = time.perf_counter(), None, 0
+    ) -> tuple[float, float, float, int]:
+        """First and last draft arrival, end of the response (s), and tokens drafted."""
+        started, first, last, tokens = time.perf_counter(), None, 0.0, 0
         async with client.stream("POST", f"{url}/v1/speculate", json=body) as response:
             decoder = SSEDecoder()
             async for text in response.aiter_text():
                 for message in decoder.feed(text):
-                    if message.event == "draft" and first is None:
-                        first = time.perf_counter() - started
+                    if message.event == "draft":
+                        last = time.perf_counter() - started
+                        first = last if first is None else first
                     if message.event == "done":
                         tokens = int(json.loads(message.data)["stats"]["draft_tokens"])
         assert first is not None
-        return first, time.perf_counter() - started, tokens
+        return first, last, time.perf_counter() - started, tokens
 
     async def via_ws(socket: websockets.ClientConnection, body: dict[str, Any]) -> float:
         started, first = time.perf_counter(), None
@@ -125,7 +127,7 @@ def run(*, requests: int = 30, relay_runs: int = 5, relay_tokens: int = 128,
                 return first
 
     ttft: dict[str, list[float]] = {"direct": [], "sse": [], "ws": []}
-    relay: dict[str, list[float]] = {"direct": [], "server": []}
+    relay: dict[str, list[float]] = {"direct": [], "server": [], "server_to_close": []}
     short = {"messages": PROMPT, "mode": "edge", "max_tokens": max_tokens}
     long = {"messages": LONG_PROMPT, "mode": "edge", "max_tokens": relay_tokens,
             "temperature": 0.0}  # fmt: skip
@@ -138,7 +140,7 @@ def run(*, requests: int = 30, relay_runs: int = 5, relay_tokens: int = 128,
             for i in range(requests + 2):  # two warm-up rounds, not recorded
                 d = await anyio.to_thread.run_sync(direct, PROMPT, max_tokens,
                                                    settings.edge.temperature)  # fmt: skip
-                s, _, _ = await via_sse(client, url, short)
+                s, _, _, _ = await via_sse(client, url, short)
                 w = await via_ws(socket, short)
                 if i >= 2:
                     ttft["direct"].append(d[0])
@@ -147,8 +149,11 @@ def run(*, requests: int = 30, relay_runs: int = 5, relay_tokens: int = 128,
             for _ in range(relay_runs):
                 stamps = await anyio.to_thread.run_sync(direct, LONG_PROMPT, relay_tokens, 0.0)
                 relay["direct"].append((len(stamps) - 1) / (stamps[-1] - stamps[0]))
-                first, end, tokens = await via_sse(client, url, long)
-                relay["server"].append((tokens - 1) / (end - first))
+                # Like the direct side: first to last token. The close (commit, done, end
+                # of the response) is latency once per answer, reported apart.
+                first, last, end, tokens = await via_sse(client, url, long)
+                relay["server"].append((tokens - 1) / (last - first))
+                relay["server_to_close"].append((tokens - 1) / (end - first))
 
     with EdgeServer(config, threads) as server:
         anyio.run(measure, server.url)
@@ -164,6 +169,7 @@ def run(*, requests: int = 30, relay_runs: int = 5, relay_tokens: int = 128,
         }
     direct_rate = statistics.median(relay["direct"])
     server_rate = statistics.median(relay["server"])
+    to_close = statistics.median(relay["server_to_close"])
     return {
         "model": path.name,
         "threads": threads,
@@ -176,5 +182,6 @@ def run(*, requests: int = 30, relay_runs: int = 5, relay_tokens: int = 128,
             "direct_tokens_per_s": round(direct_rate, 1),
             "server_tokens_per_s": round(server_rate, 1),
             "efficiency": round(server_rate / direct_rate, 4),
+            "efficiency_to_close": round(to_close / direct_rate, 4),
         },
     }

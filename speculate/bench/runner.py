@@ -116,7 +116,7 @@ def run(suites: list[str], *, quick: bool, json_out: bool, requests: int,
         from speculate.bench import edge
 
         console.print("[cyan]suites 1-2[/]: first draft token and relay rate vs llama.cpp …")
-        results["edge"] = edge.run(requests=requests, relay_runs=5,
+        results["edge"] = edge.run(requests=requests, relay_runs=7,
                                    relay_tokens=128 if quick else 160, config=config)  # fmt: skip
         rows = [{"path": k, **v} for k, v in results["edge"]["ttft"].items()]
         console.print(_table(f"time to first draft token ({requests} requests)", rows))
@@ -190,6 +190,7 @@ def run(suites: list[str], *, quick: bool, json_out: bool, requests: int,
             summary["ttft_overhead_ms_p50"] = max(ttft["sse"]["added_median_ms"],
                                                   ttft["ws"]["added_median_ms"])  # fmt: skip
             summary["relay_efficiency"] = results["edge"]["relay"]["efficiency"]
+            summary["relay_efficiency_to_close"] = results["edge"]["relay"]["efficiency_to_close"]
         if "capacity" in results:
             summary["streams_per_core"] = streams_per_core(results["capacity"])
         if "latency" in results:
