@@ -61,6 +61,9 @@ class StandInSettings(BaseModel):
     n_batch: int = Field(
         512, ge=1, description="1: prompts evaluated like generated tokens, bit for bit"
     )
+    reuse_prefix: bool = Field(
+        True, description="False: each request from an empty KV cache (exactness tests)"
+    )
     model: str = "smollm2-135m"
     n_threads: int | None = Field(None, ge=1)
     n_ctx: int = Field(2048, ge=128)

@@ -42,6 +42,7 @@ class VerifyRun:
         self.planner = run.owner.planner
         self.budget = run.params("cloud").max_tokens
         self.used = 0  # cloud tokens in the answer so far
+        self.verified = 0  # characters of the answer the cloud vouched for (committed)
         stats = self.session.stats
         for key in ("accepted_tokens", "rejected_tokens", "cloud_prefill_tokens",
                     "cloud_decode_tokens", "verify_round_trips", "verify_wait_ms"):  # fmt: skip
@@ -60,20 +61,27 @@ class VerifyRun:
                     await self.cloud_continues()
                     return
                 try:
-                    drafted, edge_ended = await self.draft_block()
+                    _, edge_ended = await self.draft_block()
                 except SpeculateError as exc:
                     if exc.source != "edge":
                         raise
                     self.emit(session.edge_failed(exc, time.perf_counter()))
                     strategy = "cloud"  # the cloud finishes from the verified text
                     continue
-                verdict = await self.check(drafted)
+                verdict = await self.check(complete=edge_ended)
                 if verdict.ended or self.used >= self.budget:
-                    self.emit(session.verify_finished(time.perf_counter()))
+                    # The answer ends at the verified text (and the cloud's last token, when
+                    # the budget ended it there); an unjudged draft tail is not the cloud's.
+                    now = time.perf_counter()
+                    final = self.verified + (len(verdict.correction) if verdict.ended else 0)
+                    self.emit(session.verdict(final, "", now))
+                    self.emit(session.verify_finished(now))
                     return
-                if edge_ended:
-                    strategy = "cloud"  # the edge thinks it is over; the cloud does not
-                elif verdict.rejected_tokens or not verdict.correction_tokens:
+                if edge_ended or verdict.resync:
+                    # The edge thinks it is over while the cloud does not; or the joined
+                    # text left the cloud's token path: only its own decoding is greedy.
+                    strategy = "cloud"
+                elif verdict.rejected_tokens:
                     strategy = self.planner.strategy()
                 session.stats["verify_strategy"] = strategy
         except SpeculateError as exc:
@@ -82,29 +90,29 @@ class VerifyRun:
             self.fail_over(exc)
             await self.edge_finishes()
 
-    async def draft_block(self) -> tuple[str, bool]:
+    async def draft_block(self) -> tuple[int, bool]:
         """The edge drafts the next block after the verified text (shown as draft);
         also whether the edge ended its answer before the block was full."""
         session, run = self.session, self.run
         block = max(1, min(self.planner.block(), self.budget - self.used))
         params = replace(run.params("edge"), max_tokens=block, temperature=0.0)
-        drafted, count, started = "", 0, time.perf_counter()
+        count, started = 0, time.perf_counter()
         async with run.backends.edge.stream(run.request.messages, params, session.draft) as tokens:
             async for text in texts(tokens):
-                drafted += text
                 count += 1
                 self.emit(session.receive_draft(text, time.perf_counter()))
         self.emit(session.flush(time.perf_counter()))
         self.planner.saw_edge(count, time.perf_counter() - started)
-        return drafted, count < block
+        return count, count < block
 
-    async def check(self, drafted: str) -> Verdict:
+    async def check(self, *, complete: bool) -> Verdict:
+        """The cloud scores the draft after the verified text; commit what it accepts."""
         session = self.session
-        verified = len(session.draft) - len(drafted)
+        verified = self.verified
         started = time.perf_counter()
         scored = await self.cloud.score(self.run.cloud_messages, session.draft)
         self.cloud_answered()
-        verdict = judge(_after(scored, verified), self.budget - self.used)
+        verdict = judge(_after(scored, verified), self.budget - self.used, complete=complete)
         waited = time.perf_counter() - started
         self.planner.saw_verdict(verdict, waited)
         stats = session.stats
@@ -116,14 +124,22 @@ class VerifyRun:
         stats["cloud_decode_tokens"] += verdict.correction_tokens
         if verdict.margin is not None:
             stats["closest_margin"] = min(stats.get("closest_margin", 99.0), verdict.margin)
-        self.used += verdict.accepted_tokens + verdict.correction_tokens
-        stats["cloud_tokens"] = self.used
+        # A correction is the cloud's next token, but it is only verified (and counted
+        # against the budget) once judged with the text after it, in the next check.
+        self.used += verdict.accepted_tokens
+        stats["cloud_tokens"] = self.used + verdict.correction_tokens
         accepted = verified + verdict.accepted_chars
-        self.emit(session.verdict(accepted, verdict.correction, time.perf_counter()))
+        if verdict.held:  # the unjudged tail stays shown as draft
+            self.emit(session.hold(accepted))
+        else:
+            self.emit(session.verdict(accepted, verdict.correction, time.perf_counter()))
+        self.verified = accepted
         return verdict
 
     async def cloud_continues(self) -> None:
         session, run = self.session, self.run
+        # From the verified text only: what follows it is the cloud's own from here on.
+        self.emit(session.verdict(self.verified, "", time.perf_counter()))
         params = replace(run.params("cloud"), max_tokens=self.budget - self.used, temperature=0.0)
         started, count = time.perf_counter(), 0
         async with self.cloud.continue_from(run.cloud_messages, session.draft, params) as tokens:

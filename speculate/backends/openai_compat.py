@@ -215,6 +215,8 @@ class OpenAICompatCloud:
         }
         if params.seed is not None:
             body["seed"] = params.seed
+        if self.scoring is not None:
+            body.update(self.scoring.sampling)
         started = time.monotonic()
         request = self._client.build_request("POST", "/chat/completions", json=body)
         response = await self._open(request)

@@ -17,8 +17,9 @@ the top choice, the rank-1 token too.
 
 Both also generate one token, the cloud's own next one after the continuation.
 "Greedy" means the argmax of the model's distribution, which is what prompt
-log-probabilities rank: llama.cpp applies a repeat penalty of 1.1 by default even at
-temperature 0, so its requests here ask for 1.0 (vLLM's default is already none).
+log-probabilities rank, and every request to the cloud means the same by it (``sampling``
+is added to chat requests too): ``llama_cpp.server`` applies a repeat penalty of 1.1 by
+default even at temperature 0, so its requests ask for 1.0; vLLM's default is already none.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from speculate.errors import CloudProtocolError
 
 class Scoring(Protocol):
     flavor: str
+    sampling: dict[str, Any]  # added to every generation request: what greedy means
 
     def score_request(self, model: str, messages: list[Message], continuation: str
                       ) -> tuple[str, dict[str, Any]]: ...  # fmt: skip
@@ -50,6 +52,7 @@ def _top(entries: dict[str, float] | None) -> tuple[tuple[str, float], ...]:
 
 class LlamaCppScoring:
     flavor = "llamacpp"
+    sampling: dict[str, Any] = {"repeat_penalty": 1.0}  # noqa: RUF012 - read only
 
     def __init__(self, prompt: ChatPrompt) -> None:
         self.prompt = prompt
@@ -61,7 +64,7 @@ class LlamaCppScoring:
             "prompt": self.prompt.render(messages) + continuation,
             "max_tokens": 1,
             "temperature": 0.0,
-            "repeat_penalty": 1.0,  # greedy is the argmax: llama.cpp's default is 1.1
+            **self.sampling,
             "echo": True,
             "logprobs": 2,
         }
@@ -115,13 +118,14 @@ class LlamaCppScoring:
             "prompt": self.prompt.render(messages) + prefix,
             "max_tokens": params.max_tokens,
             "temperature": params.temperature,
-            "repeat_penalty": 1.0,
             "stream": True,
+            **self.sampling,
         }
 
 
 class VLLMScoring:
     flavor = "vllm"
+    sampling: dict[str, Any] = {}  # noqa: RUF012 - vLLM applies no penalty unless asked
 
     @staticmethod
     def _open(messages: list[Message], text: str) -> list[Message]:

@@ -1,7 +1,8 @@
 """The local cloud stand-in: a real ``llama_cpp.server`` child process on loopback.
 
 Used when no ``cloud.base_url`` is configured, through exactly the same HTTP client
-as vLLM.  The child is tied to us three ways so it never outlives the server: it is
+as vLLM, and asked in vLLM's request shapes (see :mod:`speculate.backends.standin_app`).
+The child is tied to us three ways so it never outlives the server: it is
 stopped on shutdown, it gets SIGKILL from the kernel if we die (``PR_SET_PDEATHSIG``,
 Linux), and it runs in its own process group so stopping it takes its helpers too.
 """
@@ -51,6 +52,7 @@ class StandInServer:
         port: int = 0,
         logits_all: bool = True,
         n_batch: int = 512,
+        reuse_prefix: bool = True,
     ) -> None:
         """``port`` 0: a free loopback port, chosen at start."""
         self.model_path = model_path
@@ -61,6 +63,7 @@ class StandInServer:
         self.port = port
         self.logits_all = logits_all
         self.n_batch = n_batch
+        self.reuse_prefix = reuse_prefix
         self.process: subprocess.Popen[bytes] | None = None
         self._log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the child
 
@@ -70,7 +73,7 @@ class StandInServer:
 
     def command(self) -> list[str]:
         return [
-            sys.executable, "-m", "llama_cpp.server",
+            sys.executable, "-m", "speculate.backends.standin_app",
             "--model", str(self.model_path),
             "--model_alias", self.alias,
             "--host", "127.0.0.1",
@@ -86,6 +89,7 @@ class StandInServer:
             # Log-probabilities of every prompt token: how verify mode scores a draft.
             "--logits_all", str(self.logits_all),
             "--n_batch", str(self.n_batch), "--n_ubatch", str(self.n_batch),
+            "--reuse_prefix", str(self.reuse_prefix),
         ]  # fmt: skip
 
     async def start(self) -> str:

@@ -59,27 +59,39 @@ class Verdict:
     correction_tokens: int
     ended: bool  # the answer is complete (end of sequence or the token budget)
     margin: float | None = None  # top-1 minus top-2 log-probability where it diverged
+    # The text no longer tokenizes along the cloud's own path: a token runs across the
+    # end of the verified text (the cloud generated " A", "im"; the joined text reads
+    # " Aim"). Nothing after it can be judged against greedy; the cloud must go on.
+    resync: bool = False
+    held: bool = False  # the draft's last token stays unjudged (see judge)
 
 
-def judge(scored: Scored, budget: int) -> Verdict:
-    """Accept the longest top-1 prefix (at most ``budget`` tokens) and correct the rest."""
+def judge(scored: Scored, budget: int, *, complete: bool = False) -> Verdict:
+    """Accept the longest top-1 prefix (at most ``budget`` tokens) and correct the rest.
+
+    A token is only accepted once the text after it is known: where text follows, the
+    joined text may tokenize differently (" A" + "im" reads " Aim"), and the cloud's own
+    path would part from what it was shown. So the draft's last token is held back (kept
+    as draft, judged again with what follows) unless the draft is ``complete`` (the edge
+    ended it) or the cloud ends its answer right there.
+    """
     accepted = chars = 0
     tokens = scored.tokens
+    if tokens and tokens[0].start < 0:
+        return Verdict(0, 0, len(tokens), "", 0, ended=False, resync=True)
     for index, token in enumerate(tokens):
         if accepted >= budget:
             return Verdict(chars, accepted, len(tokens) - index, "", 0, ended=True)
         if token.is_top:
+            if index == len(tokens) - 1 and not (complete or scored.finished):
+                return Verdict(chars, accepted, 0, "", 0, ended=False, held=True)
             accepted += 1
             chars = max(chars, token.end)
             continue
         margin = token.top[0][1] - token.top[1][1] if len(token.top) > 1 else None
-        if token.start < 0:  # it began in the prompt: let the cloud go on from here
-            return Verdict(0, accepted, len(tokens) - index, "", 0, ended=False, margin=margin)
         return Verdict(token.start, accepted, len(tokens) - index, token.top[0][0], 1,
                        ended=accepted + 1 >= budget, margin=margin)  # fmt: skip
-    if accepted >= budget or scored.finished:
-        return Verdict(chars, accepted, 0, "", 0, ended=True)
-    return Verdict(chars, accepted, 0, scored.next_text, 1, ended=accepted + 1 >= budget)
+    return Verdict(chars, accepted, 0, "", 0, ended=accepted >= budget or scored.finished)
 
 
 @dataclass(slots=True)

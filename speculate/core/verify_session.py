@@ -18,15 +18,24 @@ class VerifySession(Session):
         return self.draft  # verified and corrected in place, see verdict()
 
     def verdict(self, accepted: int, correction: str, now: float) -> list[Event]:
-        """Verify: the cloud accepts the draft's first ``accepted`` characters and puts
-        ``correction`` (its own text) after them; the rest of the draft goes.  All of
-        it is the cloud's answer from now on: committed."""
+        """Verify: the cloud accepts the draft's first ``accepted`` characters (committed)
+        and puts ``correction``, its own next token, after them; the rest of the draft
+        goes.  The correction is shown but committed only once it is judged with the text
+        that follows it (joined, it may tokenize off the cloud's path)."""
         if self.finished:
             return []
         if correction and self.stats["cloud_first_ms"] is None:
             self.stats["cloud_first_ms"] = self._ms(now)
         self.draft = self.draft[:accepted] + correction
-        return self._show(self.draft, "cloud") + self._commit_verified()
+        return self._show(self.draft, "cloud") + self.hold(accepted)
+
+    def hold(self, accepted: int) -> list[Event]:
+        """Verify: the cloud vouches for the first ``accepted`` characters; the rest of
+        the draft stays shown, to be judged again with what follows it."""
+        if self.finished or accepted <= self._committed:
+            return []
+        self._committed = accepted
+        return [Commit(request_id=self.request_id, seq=self._next(), upto=accepted)]
 
     def receive_continuation(self, text: str, now: float) -> list[Event]:
         """Verify: the cloud goes on from the verified text by itself."""
@@ -42,7 +51,7 @@ class VerifySession(Session):
             return []
         self.cloud_state = "done"
         self.edge_cancelled()
-        return self._show(self.draft, "cloud") + self._done("cloud", now)
+        return self._show(self.draft, "cloud") + self._commit_verified() + self._done("cloud", now)
 
     def _commit_verified(self) -> list[Event]:
         if len(self.draft) <= self._committed:

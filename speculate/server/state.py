@@ -102,7 +102,7 @@ async def choose_scoring(
     flavor = settings.flavor
     if flavor == "auto":
         if standin is not None:
-            flavor = "llamacpp" if standin.logits_all else "none"
+            flavor = "vllm" if standin.logits_all else "none"  # it speaks vLLM's shapes
         elif await cloud.served_by() == "vllm":
             flavor = "vllm"
         else:
@@ -137,6 +137,7 @@ async def build_backends(settings: Settings) -> tuple[Backends, StandInServer | 
             startup_timeout_s=cloud_settings.standin.startup_timeout_s,
             logits_all=cloud_settings.standin.logits_all,
             n_batch=cloud_settings.standin.n_batch,
+            reuse_prefix=cloud_settings.standin.reuse_prefix,
         )
     edge_name = settings.edge.model if settings.edge.model in models.EMBEDDED else edge_path.stem
     log.info("loading edge model %s", edge_path)

@@ -24,10 +24,17 @@ AGREE = (
 )
 
 
-def test_everything_accepted_then_the_clouds_next_token() -> None:
+def test_the_last_token_is_held_back_until_the_text_after_it_is_known() -> None:
     verdict = judge(scored(*AGREE), budget=100)
-    assert (verdict.accepted_chars, verdict.accepted_tokens, verdict.rejected_tokens) == (12, 3, 0)
-    assert (verdict.correction, verdict.correction_tokens, verdict.ended) == (" more", 1, False)
+    assert (verdict.accepted_chars, verdict.accepted_tokens, verdict.rejected_tokens) == (11, 2, 0)
+    assert verdict.held
+    assert (verdict.correction, verdict.correction_tokens, verdict.ended) == ("", 0, False)
+
+
+def test_a_complete_draft_is_accepted_to_its_end_and_the_cloud_goes_on() -> None:
+    verdict = judge(scored(*AGREE), budget=100, complete=True)
+    assert (verdict.accepted_chars, verdict.accepted_tokens, verdict.held) == (12, 3, False)
+    assert (verdict.correction, verdict.ended) == ("", False)
 
 
 def test_the_first_disagreement_is_replaced_by_the_clouds_choice() -> None:
@@ -44,8 +51,8 @@ def test_end_of_sequence_and_budget() -> None:
     limited = judge(scored(*AGREE), budget=2)
     assert (limited.accepted_chars, limited.accepted_tokens, limited.ended) == (11, 2, True)
     assert limited.correction == ""
-    last = judge(scored(*AGREE), budget=4)  # the cloud's own next token is the 4th
-    assert (last.correction, last.ended) == (" more", True)
+    exact = judge(scored(*AGREE), budget=3, complete=True)
+    assert (exact.accepted_tokens, exact.ended) == (3, True)
 
 
 def test_a_tie_with_the_top_choice_counts_as_top() -> None:
@@ -103,6 +110,22 @@ def test_verify_session_commits_what_the_cloud_vouches_for() -> None:
         shown.apply(event)  # invariants, including "committed text never changes"
     assert shown.done is not None
     assert (shown.text, shown.done.final_source) == ("Hello world, friend! Bye.", "cloud")
+    # A correction is committed only once the text after it is judged with it.
     commits = [e.fields()["upto"] for e in events if e.type == "commit"]
-    assert commits[:3] == [len("Hello world"), len("Hello world, friend!"), len(shown.text)]
+    assert commits[:3] == [len("Hello"), len("Hello world, friend"), len(shown.text)]
     assert [e.fields()["source"] for e in events if e.type == "patch"] == ["cloud"] * 3
+
+
+def test_a_token_across_the_verified_end_hands_over_to_the_cloud_even_if_top() -> None:
+    # The cloud generated " A", "im"; the verified text ends after " A" and the edge
+    # drafted "im for": the joined text tokenizes as " Aim", " for" — off the cloud's path,
+    # so nothing is accepted, even where the merged token happens to rank first.
+    tokens = (tok(-2, " Aim", (" Aim", -0.1), (" A", -0.2)), tok(2, " for", (" for", -0.1)))
+    verdict = judge(scored(*tokens), budget=100)
+    assert verdict.resync
+    assert (verdict.accepted_chars, verdict.accepted_tokens, verdict.correction) == (0, 0, "")
+    assert not verdict.ended
+
+
+def test_tokens_that_start_at_the_verified_end_are_judged_as_usual() -> None:
+    assert not judge(scored(*AGREE), budget=100).resync

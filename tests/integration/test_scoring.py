@@ -1,5 +1,13 @@
-"""Verify mode's request shapes against a real llama_cpp.server (logits_all), pinning
-down how its echo log-probabilities line up with the tokens."""
+"""Verify mode's two request shapes against the real stand-in (llama_cpp.server with
+logits_all): vLLM's ``prompt_logprobs`` (the stand-in's own scoring route) and llama.cpp's
+``echo`` log-probabilities, pinning down how each lines up with the tokens.
+
+Exactness needs the reference and the check to compute alike: the stand-in runs with
+``n_batch 1``, so a prompt is evaluated like generated tokens. With llama.cpp's default
+batch, a repeated greedy call is not even equal to the first one on some CPUs: the first
+evaluates the prompt's last token inside a batch, a repeat re-evaluates it alone (prefix
+cache hit), and the two logits rows differ in the low bits (``scripts/bench numerics``).
+"""
 
 from __future__ import annotations
 
@@ -13,7 +21,7 @@ from speculate import models
 from speculate.backends.base import GenerationParams, texts
 from speculate.backends.chat_prompt import ChatPrompt
 from speculate.backends.openai_compat import OpenAICompatCloud
-from speculate.backends.scoring import LlamaCppScoring
+from speculate.backends.scoring import LlamaCppScoring, VLLMScoring
 from speculate.backends.standin import StandInServer
 from speculate.core.verify import judge
 from speculate.settings import CloudSettings
@@ -29,15 +37,27 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture(scope="module")
-async def cloud() -> AsyncIterator[OpenAICompatCloud]:
-    path = models.resolve("smollm2-135m")
-    standin = StandInServer(path, alias="standin", n_threads=1)
-    await standin.start()
-    client = OpenAICompatCloud(CloudSettings(), base_url=standin.base_url, model="standin",
-                               scoring=LlamaCppScoring(ChatPrompt.of_model(path)))  # fmt: skip
+async def standin() -> AsyncIterator[StandInServer]:
+    server = StandInServer(models.resolve("smollm2-135m"), alias="standin", n_threads=1, n_batch=1)
+    await server.start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture(scope="module", params=["vllm", "llamacpp"])
+async def cloud(
+    request: pytest.FixtureRequest, standin: StandInServer
+) -> AsyncIterator[OpenAICompatCloud]:
+    scoring = (
+        VLLMScoring()
+        if request.param == "vllm"
+        else LlamaCppScoring(ChatPrompt.of_model(standin.model_path))
+    )
+    client = OpenAICompatCloud(
+        CloudSettings(), base_url=standin.base_url, model="standin", scoring=scoring
+    )
     yield client
     await client.aclose()
-    await standin.stop()
 
 
 async def greedy(cloud: OpenAICompatCloud, max_tokens: int) -> str:

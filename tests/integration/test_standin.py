@@ -18,7 +18,8 @@ MESSAGES = [{"role": "user", "content": "Name three colours of the rainbow and d
 
 
 async def test_a_probe_during_a_stream_does_not_cut_the_answer_short() -> None:
-    standin = StandInServer(models.resolve("smollm2-135m"), alias="standin", n_threads=1)
+    # n_batch 1: the reference call and the stream evaluate the prompt alike (exactness).
+    standin = StandInServer(models.resolve("smollm2-135m"), alias="standin", n_threads=1, n_batch=1)
     await standin.start()
     cloud = OpenAICompatCloud(CloudSettings(), base_url=standin.base_url, model="standin")
     try:

@@ -44,7 +44,13 @@ BASE_PROMPTS = [
     "Photosynthesis is the process by which", "The Eiffel Tower was built in",
     "Cats are popular pets because", "A haiku is a short poem that",
 ]  # fmt: skip
-ENV = {"SPECULATE_CLOUD__STANDIN__N_BATCH": "1", "SPECULATE_EDGE__MAX_TOKENS": str(MAX_TOKENS)}
+# The stand-in computes every answer alike: prompts token by token (n_batch 1) and from an
+# empty KV cache (no prefix reuse), so an answer depends on its tokens alone.
+ENV = {
+    "SPECULATE_CLOUD__STANDIN__N_BATCH": "1",
+    "SPECULATE_CLOUD__STANDIN__REUSE_PREFIX": "false",
+    "SPECULATE_EDGE__MAX_TOKENS": str(MAX_TOKENS),
+}
 
 
 @pytest.fixture(scope="module")
@@ -66,9 +72,10 @@ def messages(prompt: str) -> list[dict[str, str]]:
     return [{"role": "user", "content": prompt}]
 
 
-async def verify(server: ServerProcess, prompt: str) -> ShownText:
+async def answer(server: ServerProcess, prompt: str, mode: str = "verify") -> ShownText:
     shown = ShownText()
-    body = {"messages": messages(prompt), "mode": "verify", "max_tokens": MAX_TOKENS}
+    body = {"messages": messages(prompt), "mode": mode, "max_tokens": MAX_TOKENS,
+            "temperature": 0}  # fmt: skip
     async for event in stream_sse(server.url, body):
         shown.apply(event)  # every invariant, event by event
     return shown
@@ -105,7 +112,7 @@ def check_lossless(server: ServerProcess, model: str, prompts: list[str]) -> dic
         report: dict[str, Any] = {"mismatches": [], "accepted": 0, "rejected": 0}
         for prompt in prompts:
             with anyio.fail_after(180):
-                shown = await verify(server, prompt)
+                shown = await answer(server, prompt)
                 expected = await greedy(cloud, prompt)
             assert shown.done is not None, prompt
             stats = shown.done.stats
@@ -138,3 +145,28 @@ def test_verify_equals_greedy_with_a_gemma_cloud_and_another_tokenizer(
     gemma_cloud: ServerProcess,
 ) -> None:
     check_lossless(gemma_cloud, "gemma3-270m", BASE_PROMPTS)
+
+
+def test_verify_cloud_and_speculative_end_with_the_same_text_at_temperature_0(
+    smollm_cloud: ServerProcess,
+) -> None:
+    """One definition of greedy: whichever way the cloud is asked (chat, scoring,
+    continuation), temperature 0 means its argmax, so the three modes agree."""
+
+    async def main() -> list[tuple[str, dict[str, str]]]:
+        finals = []
+        for prompt in CHAT_PROMPTS[:6]:
+            by_mode = {}
+            for mode in ("cloud", "speculative", "verify"):
+                with anyio.fail_after(120):
+                    shown = await answer(smollm_cloud, prompt, mode)
+                assert shown.done is not None, mode
+                assert shown.done.final_source == "cloud", mode
+                by_mode[mode] = shown.text
+            finals.append((prompt, by_mode))
+        return finals
+
+    for prompt, by_mode in anyio.run(main):
+        assert by_mode["cloud"], prompt
+        assert by_mode["speculative"] == by_mode["cloud"], prompt
+        assert by_mode["verify"] == by_mode["cloud"], prompt
