@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
+
+import anyio
 
 from speculate.backends.base import ScoringCloud, texts
 from speculate.core.protocol import Event
@@ -56,19 +58,23 @@ class VerifyRun:
         session = self.session
         try:
             strategy = "edge"
+            unchecked, edge_ended = 0, False  # draft tokens not yet sent to the cloud
             while not session.finished:
                 if strategy == "cloud":
                     await self.cloud_continues()
                     return
                 try:
-                    _, edge_ended = await self.draft_block()
+                    if not unchecked:
+                        unchecked, edge_ended = await self.draft_block()
+                    verdict, unchecked, ahead_ended = await self.check_while_drafting(
+                        complete=edge_ended
+                    )
                 except SpeculateError as exc:
                     if exc.source != "edge":
                         raise
                     self.emit(session.edge_failed(exc, time.perf_counter()))
                     strategy = "cloud"  # the cloud finishes from the verified text
                     continue
-                verdict = await self.check(complete=edge_ended)
                 if verdict.ended or self.used >= self.budget:
                     # The answer ends at the verified text (and the cloud's last token, when
                     # the budget ended it there); an unjudged draft tail is not the cloud's.
@@ -83,6 +89,9 @@ class VerifyRun:
                     strategy = "cloud"
                 elif verdict.rejected_tokens:
                     strategy = self.planner.strategy()
+                    unchecked = 0  # what was drafted ahead followed the rejected text
+                else:
+                    edge_ended = ahead_ended
                 session.stats["verify_strategy"] = strategy
         except SpeculateError as exc:
             if exc.source != "cloud":
@@ -90,9 +99,29 @@ class VerifyRun:
             self.fail_over(exc)
             await self.edge_finishes()
 
-    async def draft_block(self) -> tuple[int, bool]:
-        """The edge drafts the next block after the verified text (shown as draft);
-        also whether the edge ended its answer before the block was full."""
+    async def check_while_drafting(self, *, complete: bool) -> tuple[Verdict, int, bool]:
+        """Send the draft for checking and let the edge draft on while the check is in
+        flight (two devices working at once); the drafting stops when the verdict is
+        in. Returns the verdict and how many tokens were drafted meanwhile (they follow
+        the checked text, so they count only if it was accepted) and whether the edge
+        ended its answer among them."""
+        ahead = [0, False]
+
+        async def draft_ahead() -> None:
+            ahead[0], ahead[1] = await self.draft_block(counter=ahead)
+
+        async with anyio.create_task_group() as group:
+            if not complete:
+                group.start_soon(draft_ahead)
+            verdict = await self.check(complete=complete)
+            group.cancel_scope.cancel()
+        self.emit(self.session.flush(time.perf_counter()))
+        return verdict, int(ahead[0]), bool(ahead[1])
+
+    async def draft_block(self, counter: list[Any] | None = None) -> tuple[int, bool]:
+        """The edge drafts the next block after the draft so far (shown as draft); how
+        many tokens, and whether the edge ended its answer before the block was full.
+        ``counter[0]`` follows the count as it grows (the block may be cancelled)."""
         session, run = self.session, self.run
         block = max(1, min(self.planner.block(), self.budget - self.used))
         params = replace(run.params("edge"), max_tokens=block, temperature=0.0)
@@ -100,6 +129,8 @@ class VerifyRun:
         async with run.backends.edge.stream(run.request.messages, params, session.draft) as tokens:
             async for text in texts(tokens):
                 count += 1
+                if counter is not None:
+                    counter[0] = count
                 self.emit(session.receive_draft(text, time.perf_counter()))
         self.emit(session.flush(time.perf_counter()))
         self.planner.saw_edge(count, time.perf_counter() - started)

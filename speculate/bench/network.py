@@ -20,10 +20,9 @@ import httpx
 from anyio.abc import SocketStream
 
 from speculate import models
-from speculate.backends.chat_prompt import ChatPrompt
 from speculate.backends.llamacpp import LlamaCppEdge, default_threads
 from speculate.backends.openai_compat import OpenAICompatCloud
-from speculate.backends.scoring import LlamaCppScoring
+from speculate.backends.scoring import VLLMScoring
 from speculate.backends.standin import StandInServer
 from speculate.bench.inprocess import quiet_settings, serving
 from speculate.core.protocol import SSEDecoder
@@ -79,8 +78,11 @@ class Answer:
     stats: dict[str, Any]  # the done event's
 
 
-async def ask(client: httpx.AsyncClient, url: str, prompt: str, mode: str) -> Answer:
-    body = {"messages": [{"role": "user", "content": prompt}], "mode": mode, "max_tokens": 48}
+async def ask(
+    client: httpx.AsyncClient, url: str, prompt: str, mode: str, max_tokens: int = 48
+) -> Answer:
+    body = {"messages": [{"role": "user", "content": prompt}], "mode": mode,
+            "max_tokens": max_tokens}  # fmt: skip
     started, first, stats = time.perf_counter(), None, {}
     async with client.stream("POST", f"{url}/v1/speculate", json=body) as response:
         decoder = SSEDecoder()
@@ -97,14 +99,16 @@ async def ask(client: httpx.AsyncClient, url: str, prompt: str, mode: str) -> An
 Row = Callable[[int, str, list[Answer]], dict[str, Any]]
 
 
-def run_modes(rtts_ms: tuple[int, ...], modes: tuple[str, ...], row: Row) -> list[dict[str, Any]]:
+def run_modes(
+    rtts_ms: tuple[int, ...], modes: tuple[str, ...], row: Row, max_tokens: int = 48
+) -> list[dict[str, Any]]:
     """Ask every prompt in every mode behind every RTT; one ``row(rtt, mode, answers)``
     each.  Real models: SmolLM2 edge, a SmolLM2 stand-in that can score drafts."""
     settings = quiet_settings()
     path = models.resolve(settings.edge.model)
     edge = LlamaCppEdge(path, model_name=settings.edge.model, n_threads=default_threads())
     standin = StandInServer(path, alias="standin", n_threads=default_threads())
-    scoring = LlamaCppScoring(ChatPrompt.of_model(path))  # the stand-in's GGUF and template
+    scoring = VLLMScoring()  # the stand-in answers vLLM's prompt_logprobs shape
     rows: list[dict[str, Any]] = []
 
     async def main() -> None:
@@ -119,9 +123,11 @@ def run_modes(rtts_ms: tuple[int, ...], modes: tuple[str, ...], row: Row) -> lis
                     with serving(Backends(edge, cloud), settings) as url:
                         async with httpx.AsyncClient(timeout=120) as client:
                             for mode in modes:  # warm-up
-                                await ask(client, url, PROMPTS[-1], mode)
+                                await ask(client, url, PROMPTS[-1], mode, max_tokens)
                             for mode in modes:
-                                answers = [await ask(client, url, p, mode) for p in PROMPTS]
+                                answers = [
+                                    await ask(client, url, p, mode, max_tokens) for p in PROMPTS
+                                ]
                                 rows.append(row(rtt, mode, answers))
                     group.cancel_scope.cancel()
         finally:

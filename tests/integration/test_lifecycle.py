@@ -73,7 +73,7 @@ def _children(pid: int) -> list[psutil.Process]:
 def test_no_orphan_survives_sigkill_of_the_server(tmp_path: Path) -> None:
     server = start_server(str(tmp_path))
     children = _children(server.process.pid)
-    assert any("llama_cpp.server" in " ".join(c.cmdline()) for c in children)
+    assert any("speculate.backends.standin_app" in " ".join(c.cmdline()) for c in children)
     server.process.send_signal(signal.SIGKILL)
     server.process.wait(timeout=10)
     _gone, alive = psutil.wait_procs(children, timeout=15)
