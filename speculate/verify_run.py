@@ -108,7 +108,11 @@ class VerifyRun:
         ahead = [0, False]
 
         async def draft_ahead() -> None:
-            ahead[0], ahead[1] = await self.draft_block(counter=ahead)
+            # As far as the planner allows: the edge should never wait for the cloud.
+            # (Drafting only what the edge writes during twice the expected wait measured
+            # slower: 1.21x and 1.48x cloud-only at 0 and 100 ms, against 1.12-1.16x and
+            # 1.29-1.33x so.)
+            ahead[0], ahead[1] = await self.draft_block(self.planner.max_block, counter=ahead)
 
         async with anyio.create_task_group() as group:
             if not complete:
@@ -118,12 +122,14 @@ class VerifyRun:
         self.emit(self.session.flush(time.perf_counter()))
         return verdict, int(ahead[0]), bool(ahead[1])
 
-    async def draft_block(self, counter: list[Any] | None = None) -> tuple[int, bool]:
+    async def draft_block(
+        self, size: int | None = None, counter: list[Any] | None = None
+    ) -> tuple[int, bool]:
         """The edge drafts the next block after the draft so far (shown as draft); how
         many tokens, and whether the edge ended its answer before the block was full.
         ``counter[0]`` follows the count as it grows (the block may be cancelled)."""
         session, run = self.session, self.run
-        block = max(1, min(self.planner.block(), self.budget - self.used))
+        block = max(1, min(size or self.planner.block(), self.budget - self.used))
         params = replace(run.params("edge"), max_tokens=block, temperature=0.0)
         count, started = 0, time.perf_counter()
         async with run.backends.edge.stream(run.request.messages, params, session.draft) as tokens:

@@ -16,6 +16,8 @@ against a vLLM deployment:
 - every other request gets vLLM's sampling defaults: no repetition penalty unless asked
   (``llama_cpp.server`` applies 1.1 even at temperature 0, so "greedy" would not be the
   argmax).
+- ``stream_options.include_usage``: a streamed answer ends with a ``usage`` chunk, as
+  vLLM's does (``llama_cpp.server`` sends none), so prompt and completion tokens are known.
 
 ``--reuse_prefix False`` starts every request from an empty KV cache.  llama.cpp's answer
 then depends on its tokens alone: with a reused prefix it also depends on the request
@@ -138,6 +140,16 @@ def score_final_message(
     }
 
 
+def _pieces_in(data: bytes) -> int:
+    """How many SSE chunks in ``data`` carry text (``llama_cpp.server``: one per token)."""
+    count = 0
+    for line in data.splitlines():
+        if line.startswith(b"data: {"):
+            for choice in json.loads(line[6:]).get("choices") or []:
+                count += bool(choice.get("text") or (choice.get("delta") or {}).get("content"))
+    return count
+
+
 def forget(llama: Any) -> None:
     """Empty the KV cache: the next evaluation starts from nothing, in cache order."""
     llama.reset()
@@ -206,11 +218,42 @@ class VLLMShapes:
         if body.get("prompt_logprobs") is not None:
             await self._score(body, send)
             return
+        if body.get("stream") and (body.get("stream_options") or {}).get("include_usage"):
+            send = await self._with_usage(body, send)
         if body.get("continue_final_message"):
             await self._continue(scope, receive, send, body)
             return
         body.setdefault("repeat_penalty", 1.0)
         await self._replay(scope, receive, send, json.dumps(body).encode())
+
+    async def _with_usage(self, body: dict[str, Any], send: Send) -> Send:
+        """``send`` with a usage chunk put before ``data: [DONE]``; one token a chunk."""
+        messages = body.get("messages") or []
+        async with self.model() as llama:
+            prompt = self._chat_prompt(llama)
+            if body.get("continue_final_message") and messages:
+                text = prompt.render(messages[:-1]) + str(messages[-1].get("content") or "")
+            else:
+                text = prompt.render(messages)
+            prompt_tokens = len(llama.tokenize(text.encode("utf-8"), add_bos=True, special=True))
+        chunks = 0
+
+        async def send_with_usage(message: Message) -> None:
+            nonlocal chunks
+            data = message.get("body", b"") if message["type"] == "http.response.body" else b""
+            if b"data: [DONE]" in data:
+                usage = {"prompt_tokens": prompt_tokens, "completion_tokens": chunks,
+                         "total_tokens": prompt_tokens + chunks}  # fmt: skip
+                line = json.dumps(
+                    {"object": "chat.completion.chunk", "choices": [], "usage": usage}
+                )
+                data = data.replace(b"data: [DONE]", f"data: {line}\n\ndata: [DONE]".encode())
+                message = dict(message, body=data)
+            else:
+                chunks += _pieces_in(data)
+            await send(message)
+
+        return send_with_usage
 
     async def _score(self, body: dict[str, Any], send: Send) -> None:
         messages = body.get("messages")

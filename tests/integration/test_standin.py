@@ -40,3 +40,19 @@ async def test_a_probe_during_a_stream_does_not_cut_the_answer_short() -> None:
     finally:
         await cloud.aclose()
         await standin.stop()
+
+
+async def test_streamed_answers_end_with_usage_like_vllm() -> None:
+    """The client asks for ``include_usage``; the stand-in reports what it evaluated."""
+    standin = StandInServer(models.resolve("smollm2-135m"), alias="standin", n_threads=1)
+    await standin.start()
+    cloud = OpenAICompatCloud(CloudSettings(), base_url=standin.base_url, model="standin")
+    try:
+        with anyio.fail_after(120):
+            async with cloud.stream(MESSAGES, GenerationParams(12, 0.0)) as tokens:
+                pieces = [text async for text in texts(tokens)]
+        assert tokens.usage.completion_tokens == len(pieces) == 12
+        assert tokens.usage.prompt_tokens > len(MESSAGES[0]["content"].split())
+    finally:
+        await cloud.aclose()
+        await standin.stop()
