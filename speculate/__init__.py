@@ -21,9 +21,9 @@ __all__ = [
 __version__ = "0.1.0"
 
 _LAZY = {
-    "Backends": "speculate.orchestrator",
-    "Orchestrator": "speculate.orchestrator",
-    "SpeculateRequest": "speculate.orchestrator",
+    "Backends": "speculate.engine.orchestrator",
+    "Orchestrator": "speculate.engine.orchestrator",
+    "SpeculateRequest": "speculate.engine.orchestrator",
     "Settings": "speculate.settings",
     "SpeculateError": "speculate.errors",
     "create_app": "speculate.server",

@@ -98,7 +98,7 @@ class CloudSettings(BaseModel):
 
 
 class CostSettings(BaseModel):
-    """Inputs of :mod:`speculate.cost`; per-token cloud prices override the GPU-hour ones."""
+    """Inputs of :mod:`speculate.policy.cost`; per-token cloud prices override the GPU-hour ones."""
 
     edge_hardware_usd: float = Field(1000.0, ge=0)
     edge_lifetime_years: float = Field(3.0, gt=0)

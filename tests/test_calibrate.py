@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from speculate.calibrate import load, threshold_for
 from speculate.cli import main
+from speculate.cli.calibrate import load, threshold_for
 from speculate.settings import Settings
 
 DATA = Path(__file__).resolve().parent.parent / "speculate" / "bench" / "data"

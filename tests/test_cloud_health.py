@@ -7,7 +7,7 @@ from typing import Any
 
 import anyio
 
-from speculate.cloud_health import CloudHealth
+from speculate.engine.cloud_health import CloudHealth
 from speculate.errors import CloudHTTPError, CloudStalled, CloudUnreachable
 from speculate.settings import CloudSettings
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from speculate import models
+from speculate.backends import models
 from speculate.errors import ModelCorrupt, ModelNotFound
 
 

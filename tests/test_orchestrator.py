@@ -5,9 +5,9 @@ import pytest
 
 from speculate.core.protocol import Done, Draft, Error, Event
 from speculate.core.text import ShownText
+from speculate.engine.eventlog import EventLog
+from speculate.engine.orchestrator import Backends, Orchestrator, SpeculateRequest
 from speculate.errors import CloudStalled, EdgeError
-from speculate.eventlog import EventLog
-from speculate.orchestrator import Backends, Orchestrator, SpeculateRequest
 from speculate.settings import Settings
 from tests.scripted import ScriptedBackend, words
 
@@ -110,7 +110,7 @@ async def test_coalescing_flushes_after_the_interval_without_new_tokens() -> Non
 
 
 def test_registry_forgets_the_longest_finished_first() -> None:
-    from speculate.eventlog import RequestRegistry
+    from speculate.engine.eventlog import RequestRegistry
 
     registry = RequestRegistry(keep_finished=2)
     first, second = registry.create("first"), registry.create("second")
@@ -124,7 +124,7 @@ def test_registry_forgets_the_longest_finished_first() -> None:
 
 
 async def test_summary_reads_route_outcome_and_cloud_errors_once() -> None:
-    from speculate.eventlog import summarize
+    from speculate.engine.eventlog import summarize
 
     edge = ScriptedBackend("edge", words(DRAFT))
     cloud = ScriptedBackend("cloud", words(CLOUD)[:2], error=CloudStalled("quiet"))

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from speculate.privacy import PrivacyGuard, Restorer, luhn_valid, redact, restore
+from speculate.policy.privacy import PrivacyGuard, Restorer, luhn_valid, redact, restore
 
 GUARD = PrivacyGuard()
 

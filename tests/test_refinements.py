@@ -9,9 +9,9 @@ import anyio
 from speculate.core.protocol import Event
 from speculate.core.refine import refined
 from speculate.core.session import Session
+from speculate.engine.eventlog import RequestRegistry
 from speculate.errors import CloudUnreachable
-from speculate.eventlog import RequestRegistry
-from speculate.refinements import RefinementQueue
+from speculate.storage.refinement_queue import RefinementQueue
 
 
 def queued(request_id: str) -> list[Event]:

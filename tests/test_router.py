@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from speculate.router import Router, RouterConfig, complexity, is_trivial
+from speculate.policy.router import Router, RouterConfig, complexity, is_trivial
 
 DATA = Path(__file__).resolve().parent.parent / "speculate" / "bench" / "data"
 

@@ -12,17 +12,17 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from speculate.answer_cache import AnswerCache
-from speculate.cloud_health import CloudHealth
 from speculate.core.protocol import Commit, Draft, Error, Event, Start
 from speculate.core.text import ShownText
-from speculate.eventlog import EventLog, RequestRegistry
-from speculate.logs import RequestLogger
-from speculate.orchestrator import Backends, Orchestrator, SpeculateRequest
-from speculate.refinements import RefinementQueue
-from speculate.refiner import Refiner
+from speculate.engine.cloud_health import CloudHealth
+from speculate.engine.eventlog import EventLog, RequestRegistry
+from speculate.engine.orchestrator import Backends, Orchestrator, SpeculateRequest
+from speculate.engine.refiner import Refiner
+from speculate.server.logs import RequestLogger
 from speculate.settings import Settings
-from speculate.store import RequestLog
+from speculate.storage.answer_cache import AnswerCache
+from speculate.storage.refinement_queue import RefinementQueue
+from speculate.storage.request_log import RequestLog
 from tests.scripted import ScriptedBackend, words
 
 DRAFT = "Owls are birds that hunt at night and sleep in the day in tall old trees."

@@ -25,10 +25,10 @@ import anyio
 import httpx
 import websockets
 
-from speculate import models
+from speculate.backends import models
 from speculate.backends.llamacpp import default_threads
 from speculate.backends.standin import free_port
-from speculate.client import ws_url
+from speculate.cli.client import ws_url
 from speculate.core.protocol import SSEDecoder, decode_event
 from speculate.settings import Settings
 

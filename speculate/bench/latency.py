@@ -22,7 +22,7 @@ from speculate.backends.base import GenerationParams, Message
 from speculate.bench.fake import FakeBackend, FakeStream
 from speculate.bench.inprocess import serving
 from speculate.core.protocol import SSEDecoder, decode_event
-from speculate.orchestrator import Backends
+from speculate.engine.orchestrator import Backends
 
 
 @dataclass

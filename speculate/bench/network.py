@@ -19,14 +19,14 @@ import anyio
 import httpx
 from anyio.abc import SocketStream
 
-from speculate import models
+from speculate.backends import models
 from speculate.backends.llamacpp import LlamaCppEdge, default_threads
 from speculate.backends.openai_compat import OpenAICompatCloud
 from speculate.backends.scoring import VLLMScoring
 from speculate.backends.standin import StandInServer
 from speculate.bench.inprocess import quiet_settings, serving
 from speculate.core.protocol import SSEDecoder
-from speculate.orchestrator import Backends
+from speculate.engine.orchestrator import Backends
 
 PROMPTS = ["What is the capital of France?", "Give one tip for better sleep.",
            "Name a planet and say one fact about it."]  # fmt: skip

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from speculate import models
+from speculate.backends import models
 from speculate.backends.chat_prompt import ChatPrompt
 
 PROMPTS = ["Give me two tips for sleeping well.", "Name three colours.",

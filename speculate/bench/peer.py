@@ -20,12 +20,12 @@ from typing import Any
 import anyio
 import httpx
 
-from speculate import models
+from speculate.backends import models
 from speculate.backends.llamacpp import LlamaCppEdge, default_threads
 from speculate.backends.openai_compat import OpenAICompatCloud
 from speculate.backends.standin import StandInServer
 from speculate.bench.inprocess import quiet_settings, serving
-from speculate.orchestrator import Backends
+from speculate.engine.orchestrator import Backends
 
 PROMPT = [{"role": "user", "content": "Explain in three sentences why the sky is blue."}]
 

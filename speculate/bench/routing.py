@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from speculate.router import Router
+from speculate.policy.router import Router
 
 DATA = Path(__file__).resolve().parent / "data"
 SETS = ("routing_prompts.jsonl", "routing_heldout.jsonl")

@@ -22,7 +22,7 @@ import websockets
 from rich.console import Console
 from rich.table import Table
 
-from speculate.client import ws_url
+from speculate.cli.client import ws_url
 from speculate.core.protocol import Done, Error, Event, SSEDecoder, decode_event
 
 MAX_RESUMES = 100  # a stream that never ends (say, a 404 on resume) is an error, not a hang
@@ -161,7 +161,7 @@ def run_soak(*, clients: int, requests: int, minutes: float, url: str | None = N
     """Run the soak; with no ``url``, against an in-process server on fake backends."""
     from speculate.bench.fake import FakeBackend
     from speculate.bench.inprocess import serving
-    from speculate.orchestrator import Backends
+    from speculate.engine.orchestrator import Backends
 
     result = SoakResult()
     process = psutil.Process()

@@ -7,7 +7,7 @@ from starlette.responses import JSONResponse, Response
 
 from speculate.core.protocol import Error
 from speculate.core.text import ShownText
-from speculate.eventlog import summarize
+from speculate.engine.eventlog import summarize
 from speculate.server.errors import error_response
 from speculate.server.state import AppState
 

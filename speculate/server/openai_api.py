@@ -23,9 +23,9 @@ from starlette.responses import JSONResponse, Response
 
 from speculate.core.protocol import Done, Error, to_dict
 from speculate.core.text import ShownText
+from speculate.engine.eventlog import EventLog, summarize
+from speculate.engine.orchestrator import Mode, SpeculateRequest
 from speculate.errors import BadRequest
-from speculate.eventlog import EventLog, summarize
-from speculate.orchestrator import Mode, SpeculateRequest
 from speculate.server.errors import client_address, read_json
 from speculate.server.limits import admit
 from speculate.server.schemas import ChatMessage, Temperature, TokenCount, numbers_only

@@ -6,8 +6,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
+from speculate.engine.orchestrator import SpeculateRequest
 from speculate.errors import BadRequest
-from speculate.orchestrator import SpeculateRequest
 from speculate.settings import ServerSettings
 
 

@@ -16,8 +16,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from speculate.core.protocol import encode_sse
+from speculate.engine.eventlog import EventLog
 from speculate.errors import BadRequest
-from speculate.eventlog import EventLog
 from speculate.server.errors import client_address, error_response, from_exception, read_json
 from speculate.server.limits import admit
 from speculate.server.schemas import parse_speculate

@@ -9,26 +9,27 @@ from pathlib import Path
 
 import anyio
 
-from speculate import models, store
-from speculate.answer_cache import AnswerCache
+from speculate.backends import models
 from speculate.backends.chat_prompt import ChatPrompt
 from speculate.backends.llamacpp import LlamaCppEdge, default_threads
 from speculate.backends.openai_compat import OpenAICompatCloud
 from speculate.backends.scoring import LlamaCppScoring, Scoring, VLLMScoring
 from speculate.backends.standin import StandInServer
-from speculate.cloud_health import CloudHealth
+from speculate.engine.cloud_health import CloudHealth
+from speculate.engine.eventlog import RequestRegistry
+from speculate.engine.jobs import Jobs
+from speculate.engine.orchestrator import Backends, Orchestrator, RunObserver
+from speculate.engine.refiner import Refiner
 from speculate.errors import CloudError, ConfigError
-from speculate.eventlog import RequestRegistry
-from speculate.logs import RequestLogger
-from speculate.orchestrator import Backends, Orchestrator, RunObserver
-from speculate.privacy import PrivacyGuard
-from speculate.refinements import RefinementQueue
-from speculate.refiner import Refiner
-from speculate.server.jobs import Jobs
+from speculate.policy.privacy import PrivacyGuard
+from speculate.server.logs import RequestLogger
 from speculate.server.metrics import Metrics
 from speculate.server.ratelimit import RateLimiter
 from speculate.settings import CloudSettings, Settings
-from speculate.store import RequestLog
+from speculate.storage import request_log as store
+from speculate.storage.answer_cache import AnswerCache
+from speculate.storage.refinement_queue import RefinementQueue
+from speculate.storage.request_log import RequestLog
 
 log = logging.getLogger("speculate.server")
 

@@ -1,7 +1,7 @@
 """``GET /v1/ws``: several concurrent requests per socket, ``cancel`` and ``resume``.
 
 One task group per socket: the reader below plus one forwarder per followed request.
-The requests themselves run in the app's :class:`~speculate.server.jobs.Jobs`, so a
+The requests themselves run in the app's :class:`~speculate.engine.jobs.Jobs`, so a
 socket that drops can be replaced by a new one that sends ``resume``; a request that
 nobody resumes within the grace period is cancelled.  The reader's ``receive()`` is
 how a disconnect is noticed.
@@ -19,8 +19,8 @@ from anyio.abc import TaskGroup
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from speculate.core.protocol import Error, encode_json
+from speculate.engine.orchestrator import SpeculateRequest
 from speculate.errors import BadRequest
-from speculate.orchestrator import SpeculateRequest
 from speculate.server.ratelimit import RateLimiter
 from speculate.server.schemas import parse_speculate
 from speculate.server.state import AppState

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import anyio
 import pytest
 
-from speculate import models
+from speculate.backends import models
 from speculate.backends.base import GenerationParams, texts
 from speculate.backends.llamacpp import LlamaCppEdge
 

@@ -17,7 +17,7 @@ import anyio
 import httpx
 import pytest
 
-from speculate import models
+from speculate.backends import models
 from speculate.backends.base import GenerationParams, texts
 from speculate.backends.chat_prompt import ChatPrompt
 from speculate.backends.openai_compat import OpenAICompatCloud

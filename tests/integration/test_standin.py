@@ -6,7 +6,7 @@ import anyio
 import httpx
 import pytest
 
-from speculate import models
+from speculate.backends import models
 from speculate.backends.base import GenerationParams, texts
 from speculate.backends.openai_compat import OpenAICompatCloud
 from speculate.backends.standin import StandInServer

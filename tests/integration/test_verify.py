@@ -19,10 +19,10 @@ import anyio
 import httpx
 import pytest
 
-from speculate import models
+from speculate.backends import models
 from speculate.backends.chat_prompt import ChatPrompt
 from speculate.backends.scoring import LlamaCppScoring
-from speculate.client import stream_sse
+from speculate.cli.client import stream_sse
 from speculate.core.text import ShownText
 from tests.servers import ServerProcess, start_server
 

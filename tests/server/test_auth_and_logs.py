@@ -14,15 +14,15 @@ import openai
 import pytest
 import websockets
 
-from speculate.client import ws_url
+from speculate.cli.client import ws_url
 from speculate.core.protocol import Done, Start
-from speculate.eventlog import EventLog, RunSummary, summarize
-from speculate.logs import JsonFormatter, RequestLogger
-from speculate.orchestrator import Backends, SpeculateRequest
+from speculate.engine.eventlog import EventLog, RunSummary, summarize
+from speculate.engine.orchestrator import Backends, SpeculateRequest
 from speculate.server import create_app
 from speculate.server.auth import key_matches
+from speculate.server.logs import JsonFormatter, RequestLogger
 from speculate.settings import Settings
-from speculate.store import RequestLog
+from speculate.storage.request_log import RequestLog
 from tests.scripted import BookBackend, Script, ScriptBook
 from tests.servers import serve_in_thread
 

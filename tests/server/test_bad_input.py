@@ -14,9 +14,9 @@ import pytest
 import websockets
 from websockets.sync.client import connect
 
-from speculate.client import stream_sse, ws_url
+from speculate.cli.client import stream_sse, ws_url
 from speculate.core.text import ShownText
-from speculate.orchestrator import Backends
+from speculate.engine.orchestrator import Backends
 from speculate.server import create_app
 from speculate.settings import Settings
 from tests.scripted import BookBackend, Script, ScriptBook

@@ -15,10 +15,10 @@ from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, rule
 from websockets.sync.client import connect
 
-from speculate.client import ws_url
+from speculate.cli.client import ws_url
 from speculate.core.protocol import SSEDecoder, decode_event
 from speculate.core.text import ShownText
-from speculate.orchestrator import Backends
+from speculate.engine.orchestrator import Backends
 from speculate.server import create_app
 from speculate.settings import Settings
 from tests.scripted import BookBackend, Script, ScriptBook

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 import anyio
 from anyio.abc import TaskGroup
 
-from speculate.eventlog import EventLog, RequestRegistry
-from speculate.orchestrator import Orchestrator, SpeculateRequest, StopReason
+from speculate.engine.eventlog import EventLog, RequestRegistry
+from speculate.engine.orchestrator import Orchestrator, SpeculateRequest, StopReason
 
 
 @dataclass(eq=False)

@@ -23,7 +23,7 @@ from speculate.core.verify_session import VerifySession
 from speculate.errors import SpeculateError
 
 if TYPE_CHECKING:
-    from speculate.request_run import RequestRun
+    from speculate.engine.request_run import RequestRun
 
 
 def _after(scored: Scored, verified: int) -> Scored:

@@ -18,7 +18,7 @@ import unicodedata
 from pathlib import Path
 
 from speculate.backends.base import Message
-from speculate.store import open_private
+from speculate.storage.request_log import open_private
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS answer_cache (

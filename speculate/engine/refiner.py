@@ -15,18 +15,18 @@ from typing import Any, TypeVar
 
 import anyio
 
-from speculate.answer_cache import AnswerCache
 from speculate.backends.base import CloudBackend, GenerationParams, Message, texts
-from speculate.cloud_health import CloudHealth
 from speculate.core.protocol import Event
 from speculate.core.refine import abandoned, refined
+from speculate.engine.cloud_health import CloudHealth
+from speculate.engine.eventlog import RequestRegistry
 from speculate.errors import CloudError
-from speculate.eventlog import RequestRegistry
-from speculate.privacy import restore
-from speculate.refinements import QueuedRefinement, RefinementQueue
+from speculate.policy.privacy import restore
 from speculate.settings import Settings
+from speculate.storage.answer_cache import AnswerCache
+from speculate.storage.refinement_queue import QueuedRefinement, RefinementQueue
 
-log = logging.getLogger("speculate.refiner")
+log = logging.getLogger("speculate.engine.refiner")
 
 MAX_ATTEMPTS = 5  # non-transient failures before a refinement is given up
 FINISHED_KEPT_S = 7 * 24 * 3600.0  # finished refinements are kept this long for resuming

@@ -17,7 +17,7 @@ from typing import Literal
 
 from speculate.backends.base import Message
 from speculate.core.protocol import Route
-from speculate.privacy import PrivacyGuard, describe
+from speculate.policy.privacy import PrivacyGuard, describe
 
 Mode = Literal["auto", "speculative", "verify", "edge", "cloud"]
 CloudHealth = Literal["up", "open", "none"]  # reachable, circuit open, not configured

@@ -11,9 +11,9 @@ from speculate.errors import SpeculateError
 
 def _serve(args: argparse.Namespace) -> int:
 
-    from speculate import models
-    from speculate.logs import configure as configure_logging
+    from speculate.backends import models
     from speculate.server import create_app
+    from speculate.server.logs import configure as configure_logging
     from speculate.server.run import DrainingServer, uvicorn_config
     from speculate.settings import Settings
 
@@ -34,7 +34,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _models(args: argparse.Namespace) -> int:
-    from speculate.models_cli import list_models, pull_models
+    from speculate.cli.models import list_models, pull_models
 
     if args.action == "pull":
         return pull_models(args.names, force=args.force)
@@ -42,7 +42,7 @@ def _models(args: argparse.Namespace) -> int:
 
 
 def _ask(args: argparse.Namespace) -> int:
-    from speculate.ask import ask
+    from speculate.cli.ask import ask
 
     return ask(
         args.prompt,
@@ -65,9 +65,9 @@ def _bench(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from speculate import store
-    from speculate.report import run_report
+    from speculate.cli.report import run_report
     from speculate.settings import Settings
+    from speculate.storage import request_log as store
 
     settings = Settings.load(args.config)
     db = Path(args.db or settings.store.path or store.default_path())
@@ -83,7 +83,7 @@ def _report(args: argparse.Namespace) -> int:
 def _calibrate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from speculate.calibrate import calibrate
+    from speculate.cli.calibrate import calibrate
 
     return calibrate(
         Path(args.prompts),
@@ -193,7 +193,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     return code
-
-
-if __name__ == "__main__":
-    sys.exit(main())

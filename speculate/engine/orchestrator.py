@@ -2,7 +2,7 @@
 
 The orchestrator is the thin I/O shell around :class:`~speculate.core.session.Session`:
 it pumps tokens from the backends into the session and the session's events into the
-request's :class:`~speculate.eventlog.EventLog`.  Whoever settles the answer first
+request's :class:`~speculate.engine.eventlog.EventLog`.  Whoever settles the answer first
 cancels the rest: the cloud's last token cancels the edge, the end of the stream
 cancels everything, and cancelling the caller (a client that went away) cancels both.
 """
@@ -17,23 +17,23 @@ from typing import Any, Literal, Protocol
 
 import anyio
 
-from speculate.answer_cache import variant
 from speculate.backends.base import CloudBackend, EdgeBackend, GenerationParams, Message
 from speculate.core.protocol import Event, Route
 from speculate.core.session import Session, SessionConfig
 from speculate.core.verify import Planner
 from speculate.core.verify_session import VerifySession
-from speculate.cost import prices
+from speculate.engine.eventlog import EventLog, RunSummary, summarize
+from speculate.engine.request_run import RequestRun
 from speculate.errors import SpeculateError
-from speculate.eventlog import EventLog, RunSummary, summarize
-from speculate.privacy import PrivacyGuard
-from speculate.request_run import RequestRun
-from speculate.router import CloudHealth, Decision, Mode, Router, RouterConfig
+from speculate.policy.cost import prices
+from speculate.policy.privacy import PrivacyGuard
+from speculate.policy.router import CloudHealth, Decision, Mode, Router, RouterConfig
 from speculate.settings import Settings
+from speculate.storage.answer_cache import variant
 
 __all__ = ["Backends", "Mode", "Orchestrator", "SpeculateRequest", "StopReason"]
 
-log = logging.getLogger("speculate.orchestrator")
+log = logging.getLogger("speculate.engine.orchestrator")
 
 
 @dataclass(frozen=True, slots=True)

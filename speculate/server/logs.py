@@ -10,9 +10,9 @@ import logging
 import time
 from typing import Any
 
-from speculate.eventlog import RunSummary
-from speculate.orchestrator import SpeculateRequest
-from speculate.store import row_for
+from speculate.engine.eventlog import RunSummary
+from speculate.engine.orchestrator import SpeculateRequest
+from speculate.storage.request_log import row_for
 
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 

@@ -18,8 +18,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from speculate.cost import edge_energy_per_mtok, edge_hardware_per_month, prices
 from speculate.errors import ConfigError
+from speculate.policy.cost import edge_energy_per_mtok, edge_hardware_per_month, prices
 from speculate.settings import CostSettings
 
 PER_TOKEN = 1e-6

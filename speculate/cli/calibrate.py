@@ -21,7 +21,7 @@ from rich.table import Table
 
 from speculate.backends.base import Message
 from speculate.errors import ConfigError
-from speculate.router import complexity
+from speculate.policy.router import complexity
 from speculate.settings import DEFAULT_CONFIG, Settings
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from speculate.core.protocol import Event, decode_event, encode_json
-from speculate.store import open_private
+from speculate.storage.request_log import open_private
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS refinements (

@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from platformdirs import user_data_dir
 
-from speculate.eventlog import RunSummary
-from speculate.privacy import PrivacyGuard
+from speculate.engine.eventlog import RunSummary
+from speculate.policy.privacy import PrivacyGuard
 
 if TYPE_CHECKING:
-    from speculate.orchestrator import SpeculateRequest
+    from speculate.engine.orchestrator import SpeculateRequest
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS requests (
@@ -100,7 +100,7 @@ def row_for(
 
 
 class RequestLog:
-    """A :class:`~speculate.orchestrator.RunObserver` writing one row per request."""
+    """A :class:`~speculate.engine.orchestrator.RunObserver` writing one row per request."""
 
     def __init__(
         self, path: Path, *, keep_prompts: bool = False, guard: PrivacyGuard | None = None

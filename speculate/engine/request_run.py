@@ -22,16 +22,16 @@ from speculate.backends.base import GenerationParams, Message, TokenStream, text
 from speculate.core.protocol import Event, Queued
 from speculate.core.refine import abandoned
 from speculate.core.session import Session
+from speculate.engine.eventlog import EventLog
+from speculate.engine.verify_run import VerifyRun
 from speculate.errors import SpeculateError
-from speculate.eventlog import EventLog
-from speculate.privacy import Restorer, redact
-from speculate.router import Decision
-from speculate.verify_run import VerifyRun
+from speculate.policy.privacy import Restorer, redact
+from speculate.policy.router import Decision
 
 if TYPE_CHECKING:
-    from speculate.orchestrator import Orchestrator, SpeculateRequest, StopReason
+    from speculate.engine.orchestrator import Orchestrator, SpeculateRequest, StopReason
 
-log = logging.getLogger("speculate.orchestrator")
+log = logging.getLogger("speculate.engine.orchestrator")
 
 
 class RequestRun:

@@ -18,7 +18,7 @@ import anyio
 from speculate.backends.base import CloudBackend
 from speculate.core.circuit import CircuitBreaker
 from speculate.errors import SpeculateError
-from speculate.router import CloudHealth as RouterView
+from speculate.policy.router import CloudHealth as RouterView
 from speculate.settings import CloudSettings
 
 log = logging.getLogger("speculate.cloud")

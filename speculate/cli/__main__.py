@@ -1,0 +1,7 @@
+"""``python -m speculate.cli``: the ``speculate`` command."""
+
+import sys
+
+from speculate.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""SQLite: the request log, the refinement queue and the answer cache."""
