@@ -9,8 +9,9 @@ from typing import Any
 
 import anyio
 
-from speculate.backends.base import GenerationParams, Message
+from speculate.backends.base import GenerationParams
 from speculate.bench.fake import FakeStream
+from speculate.core.chat import Message
 from speculate.errors import CloudUnreachable, SpeculateError
 
 ScriptedStream = FakeStream  # the same fixed-schedule stream the benchmarks use

@@ -4,9 +4,11 @@ import anyio
 import pytest
 
 from speculate.core.protocol import Done, Draft, Error, Event
+from speculate.core.request import SpeculateRequest
 from speculate.core.text import ShownText
+from speculate.engine.context import Backends
 from speculate.engine.eventlog import EventLog
-from speculate.engine.orchestrator import Backends, Orchestrator, SpeculateRequest
+from speculate.engine.orchestrator import Orchestrator
 from speculate.errors import CloudStalled, EdgeError
 from speculate.settings import Settings
 from tests.scripted import ScriptedBackend, words
@@ -124,16 +126,15 @@ def test_registry_forgets_the_longest_finished_first() -> None:
 
 
 async def test_summary_reads_route_outcome_and_cloud_errors_once() -> None:
-    from speculate.engine.eventlog import summarize
 
     edge = ScriptedBackend("edge", words(DRAFT))
     cloud = ScriptedBackend("cloud", words(CLOUD)[:2], error=CloudStalled("quiet"))
     log = EventLog("r")
     with anyio.fail_after(10):
         await Orchestrator(Settings(), Backends(edge, cloud)).run(request(), log)
-    summary = summarize(log)
+    summary = log.summary()
     assert (summary.route, summary.outcome, summary.final_source) == ("speculative", "done", "edge")
     assert summary.cloud_errors == ("cloud_stalled",)
     assert summary.error_code is None
     assert summary.stats["draft_tokens"] > 0
-    assert summarize(EventLog("cut")).outcome == "cancelled"  # no end event at all
+    assert EventLog("cut").summary().outcome == "cancelled"  # no end event at all

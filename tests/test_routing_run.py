@@ -13,10 +13,12 @@ import anyio.lowlevel
 import pytest
 
 from speculate.core.protocol import Commit, Draft, Error, Event, Start
+from speculate.core.request import SpeculateRequest
 from speculate.core.text import ShownText
 from speculate.engine.cloud_health import CloudHealth
+from speculate.engine.context import Backends
 from speculate.engine.eventlog import EventLog, RequestRegistry
-from speculate.engine.orchestrator import Backends, Orchestrator, SpeculateRequest
+from speculate.engine.orchestrator import Orchestrator
 from speculate.engine.refiner import Refiner
 from speculate.server.logs import RequestLogger
 from speculate.settings import Settings

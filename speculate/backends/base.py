@@ -14,9 +14,8 @@ from typing import Any, Protocol
 
 import anyio
 
+from speculate.core.chat import Message
 from speculate.core.verify import Scored
-
-Message = dict[str, str]
 
 
 @dataclass(frozen=True, slots=True)

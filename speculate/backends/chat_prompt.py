@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, cast
 
-from speculate.backends.base import Message
+from speculate.core.chat import Message
 from speculate.errors import ConfigError
 
 

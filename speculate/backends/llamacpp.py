@@ -23,8 +23,9 @@ from typing import Any
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from speculate.backends.base import GenerationParams, Message, Usage
+from speculate.backends.base import GenerationParams, Usage
 from speculate.backends.chat_prompt import ChatPrompt
+from speculate.core.chat import Message
 from speculate.errors import EdgeError, ModelCorrupt, SpeculateError
 
 

@@ -22,8 +22,9 @@ from typing import Any
 import anyio
 import httpx
 
-from speculate.backends.base import GenerationParams, Message, Usage
+from speculate.backends.base import GenerationParams, Usage
 from speculate.backends.scoring import Scoring
+from speculate.core.chat import Message
 from speculate.core.protocol import SSEDecoder
 from speculate.core.verify import Scored
 from speculate.errors import (

@@ -26,8 +26,9 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from speculate.backends.base import GenerationParams, Message
+from speculate.backends.base import GenerationParams
 from speculate.backends.chat_prompt import ChatPrompt
+from speculate.core.chat import Message
 from speculate.core.verify import Scored, ScoredToken
 from speculate.errors import CloudProtocolError
 

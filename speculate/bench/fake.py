@@ -15,7 +15,8 @@ from typing import Any
 
 import anyio
 
-from speculate.backends.base import GenerationParams, Message, Usage
+from speculate.backends.base import GenerationParams, Usage
+from speculate.core.chat import Message
 from speculate.errors import SpeculateError
 
 WORDS = (

@@ -8,7 +8,7 @@ import argparse
 
 from speculate.bench.fake import FakeBackend
 from speculate.bench.inprocess import quiet_settings
-from speculate.engine.orchestrator import Backends
+from speculate.engine.context import Backends
 from speculate.server import create_app
 from speculate.server.run import DrainingServer, uvicorn_config
 

@@ -11,7 +11,7 @@ import uvicorn
 from starlette.applications import Starlette
 
 from speculate.backends.standin import free_port
-from speculate.engine.orchestrator import Backends
+from speculate.engine.context import Backends
 from speculate.server import create_app
 from speculate.server.run import uvicorn_config
 from speculate.settings import Settings

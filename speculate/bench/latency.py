@@ -18,11 +18,12 @@ from typing import Any
 import anyio
 import httpx
 
-from speculate.backends.base import GenerationParams, Message
+from speculate.backends.base import GenerationParams
 from speculate.bench.fake import FakeBackend, FakeStream
 from speculate.bench.inprocess import serving
+from speculate.core.chat import Message
 from speculate.core.protocol import SSEDecoder, decode_event
-from speculate.engine.orchestrator import Backends
+from speculate.engine.context import Backends
 
 
 @dataclass

@@ -26,7 +26,7 @@ from speculate.backends.scoring import VLLMScoring
 from speculate.backends.standin import StandInServer
 from speculate.bench.inprocess import quiet_settings, serving
 from speculate.core.protocol import SSEDecoder
-from speculate.engine.orchestrator import Backends
+from speculate.engine.context import Backends
 
 PROMPTS = ["What is the capital of France?", "Give one tip for better sleep.",
            "Name a planet and say one fact about it."]  # fmt: skip

@@ -25,7 +25,7 @@ from speculate.backends.llamacpp import LlamaCppEdge, default_threads
 from speculate.backends.openai_compat import OpenAICompatCloud
 from speculate.backends.standin import StandInServer
 from speculate.bench.inprocess import quiet_settings, serving
-from speculate.engine.orchestrator import Backends
+from speculate.engine.context import Backends
 
 PROMPT = [{"role": "user", "content": "Explain in three sentences why the sky is blue."}]
 

@@ -161,7 +161,7 @@ def run_soak(*, clients: int, requests: int, minutes: float, url: str | None = N
     """Run the soak; with no ``url``, against an in-process server on fake backends."""
     from speculate.bench.fake import FakeBackend
     from speculate.bench.inprocess import serving
-    from speculate.engine.orchestrator import Backends
+    from speculate.engine.context import Backends
 
     result = SoakResult()
     process = psutil.Process()

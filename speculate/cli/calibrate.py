@@ -19,7 +19,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from speculate.backends.base import Message
+from speculate.core.chat import Message
 from speculate.errors import ConfigError
 from speculate.policy.router import complexity
 from speculate.settings import DEFAULT_CONFIG, Settings

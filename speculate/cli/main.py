@@ -67,10 +67,10 @@ def _report(args: argparse.Namespace) -> int:
 
     from speculate.cli.report import run_report
     from speculate.settings import Settings
-    from speculate.storage import request_log as store
+    from speculate.storage.db import default_path
 
     settings = Settings.load(args.config)
-    db = Path(args.db or settings.store.path or store.default_path())
+    db = Path(args.db or settings.store.path or default_path())
     return run_report(
         db,
         Path(args.out),

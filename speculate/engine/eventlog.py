@@ -10,12 +10,11 @@ from __future__ import annotations
 import itertools
 from collections import OrderedDict
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from typing import Any, Literal
 
 import anyio
 
-from speculate.core.protocol import Done, Error, Event, Queued, Start, StreamEnd, ends
+from speculate.core.protocol import Event, StreamEnd, ends
+from speculate.core.summary import RunSummary, summarize
 
 _FINISH_CLOCK = itertools.count(1)
 
@@ -42,6 +41,10 @@ class EventLog:
                 self.finished_order = next(_FINISH_CLOCK)
         changed, self._changed = self._changed, anyio.Event()
         changed.set()
+
+    def summary(self) -> RunSummary:
+        """What the request came to so far (read off its events)."""
+        return summarize(self.request_id, self.events)
 
     async def follow(
         self, after: int = 0, *, through_refinement: bool = False
@@ -95,41 +98,3 @@ class RequestRegistry:
         finished.sort(key=lambda log: log.finished_order)
         for log in finished[: len(finished) - self._keep]:
             del self._logs[log.request_id]
-
-
-@dataclass(frozen=True, slots=True)
-class RunSummary:
-    """What a finished request came to, read once off its events for every observer
-    (metrics, the request log, the log line)."""
-
-    request_id: str
-    route: str | None = None
-    outcome: Literal["done", "error", "cancelled"] = "cancelled"
-    final_source: str | None = None
-    error_code: str | None = None
-    cloud_errors: tuple[str, ...] = ()
-    stats: dict[str, Any] = field(default_factory=dict)
-    queued: bool = False  # its refinement waits in the offline queue
-
-
-def summarize(log: EventLog) -> RunSummary:
-    route = final_source = error_code = None
-    outcome: Literal["done", "error", "cancelled"] = "cancelled"  # no end: it was cut off
-    cloud_errors: list[str] = []
-    stats: dict[str, Any] = {}
-    queued = False
-    for event in log.events:
-        if isinstance(event, Queued):
-            queued = True
-        elif isinstance(event, Start):
-            route = event.route
-        elif isinstance(event, Error):
-            if event.source == "cloud":
-                cloud_errors.append(event.code)
-            if event.fatal:
-                outcome = "cancelled" if event.code == "cancelled" else "error"
-                error_code = event.code
-        elif isinstance(event, Done):
-            outcome, final_source, stats = "done", event.final_source, event.stats
-    return RunSummary(log.request_id, route, outcome, final_source, error_code,
-                      tuple(cloud_errors), stats, queued)  # fmt: skip

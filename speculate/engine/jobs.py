@@ -18,8 +18,10 @@ from dataclasses import dataclass, field
 import anyio
 from anyio.abc import TaskGroup
 
+from speculate.core.request import SpeculateRequest
+from speculate.engine.context import StopReason
 from speculate.engine.eventlog import EventLog, RequestRegistry
-from speculate.engine.orchestrator import Orchestrator, SpeculateRequest, StopReason
+from speculate.engine.orchestrator import Orchestrator
 
 
 @dataclass(eq=False)

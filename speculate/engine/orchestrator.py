@@ -11,87 +11,28 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
-from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Literal
 
 import anyio
 
-from speculate.backends.base import CloudBackend, EdgeBackend, GenerationParams, Message
-from speculate.core.protocol import Event, Route
+from speculate.backends.base import GenerationParams
+from speculate.core.protocol import Route
+from speculate.core.request import SpeculateRequest
 from speculate.core.session import Session, SessionConfig
 from speculate.core.verify import Planner
 from speculate.core.verify_session import VerifySession
-from speculate.engine.eventlog import EventLog, RunSummary, summarize
+from speculate.engine.context import Backends, Health, Offline, RunContext, RunObserver, StopReason
+from speculate.engine.eventlog import EventLog
 from speculate.engine.request_run import RequestRun
-from speculate.errors import SpeculateError
 from speculate.policy.cost import prices
 from speculate.policy.privacy import PrivacyGuard
-from speculate.policy.router import CloudHealth, Decision, Mode, Router, RouterConfig
+from speculate.policy.router import CloudHealth, Decision, Router, RouterConfig
 from speculate.settings import Settings
 from speculate.storage.answer_cache import variant
 
-__all__ = ["Backends", "Mode", "Orchestrator", "SpeculateRequest", "StopReason"]
+__all__ = ["Orchestrator", "router_for"]
 
 log = logging.getLogger("speculate.engine.orchestrator")
-
-
-@dataclass(frozen=True, slots=True)
-class SpeculateRequest:
-    messages: list[Message]
-    mode: Mode = "auto"
-    max_tokens: int | None = None
-    temperature: float | None = None
-    request_id: str = ""
-    append_only: bool = False  # commit text as soon as it is final (OpenAI-style clients)
-
-    @staticmethod
-    def new_id() -> str:
-        return "req_" + uuid.uuid4().hex
-
-
-@dataclass(slots=True)
-class StopReason:
-    """How a request that is cancelled from outside ends (mutable until it happens)."""
-
-    code: str = "cancelled"
-    message: str = "cancelled by the client"
-    source: Literal["client", "server"] = "client"
-
-
-class RunObserver(Protocol):
-    """Told about every request: metrics, the request log, structured logs."""
-
-    def started(self, request: SpeculateRequest) -> None: ...
-
-    async def finished(self, request: SpeculateRequest, summary: RunSummary) -> None: ...
-
-
-@dataclass(slots=True)
-class Backends:
-    edge: EdgeBackend
-    cloud: CloudBackend | None = None
-
-
-class Offline(Protocol):
-    """Where refinements wait for the cloud, and cloud answers are kept for offline use."""
-
-    async def enqueue(self, request_id: str, job: dict[str, Any], events: list[Event]) -> bool:
-        """Store durably; False if it cannot be kept (queue full)."""
-        ...
-
-    async def cached(self, messages: list[Message], variant: str) -> str | None: ...
-
-    async def remember(self, messages: list[Message], variant: str, text: str) -> None: ...
-
-
-class Health(Protocol):
-    @property
-    def view(self) -> CloudHealth: ...
-
-    def succeeded(self) -> None: ...
-
-    def failed(self, error: SpeculateError) -> None: ...
 
 
 def router_for(settings: Settings) -> Router:
@@ -159,6 +100,22 @@ class Orchestrator:
         model = cloud.model_name if cloud is not None else ""
         return variant(model, params.max_tokens, params.temperature)
 
+    def context(self, request: SpeculateRequest) -> RunContext:
+        """What this request's run receives: it never reaches back for anything else."""
+        return RunContext(
+            backends=self.backends,
+            edge_params=self.generation_params(request, "edge"),
+            cloud_params=self.generation_params(request, "cloud"),
+            answer_variant=self.answer_variant(request),
+            guard=self.router.guard,
+            planner=self.planner,
+            escalate=self.settings.router.escalate,
+            confidence_tokens=self.settings.router.confidence_tokens,
+            max_entropy=self.settings.router.max_entropy,
+            health=self.health,
+            offline=self.offline,
+        )
+
     def new_session(
         self, request: SpeculateRequest, decision: Decision, *, cached: bool = False
     ) -> Session:
@@ -203,13 +160,15 @@ class Orchestrator:
         ):  # fmt: skip
             cached = await self.offline.cached(request.messages, self.answer_variant(request))
         session = self.new_session(request, decision, cached=cached is not None)
-        run = RequestRun(self, request, decision, session, events, stop or StopReason())
+        run = RequestRun(
+            self.context(request), request, decision, session, events, stop or StopReason()
+        )
         for observer in self.observers:
             observer.started(request)
         try:
             await run.execute(cached)
         finally:
-            summary = summarize(events)
+            summary = events.summary()
             with anyio.CancelScope(shield=True):
                 for observer in self.observers:
                     try:

@@ -15,7 +15,8 @@ from typing import Any, TypeVar
 
 import anyio
 
-from speculate.backends.base import CloudBackend, GenerationParams, Message, texts
+from speculate.backends.base import CloudBackend, GenerationParams, texts
+from speculate.core.chat import Message
 from speculate.core.protocol import Event
 from speculate.core.refine import abandoned, refined
 from speculate.engine.cloud_health import CloudHealth

@@ -13,23 +13,23 @@ import logging
 import statistics
 import time
 from dataclasses import replace
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import anyio
 from anyio.abc import TaskGroup
 
-from speculate.backends.base import GenerationParams, Message, TokenStream, texts
+from speculate.backends.base import GenerationParams, TokenStream, texts
+from speculate.core.chat import Message
 from speculate.core.protocol import Event, Queued
 from speculate.core.refine import abandoned
+from speculate.core.request import SpeculateRequest
 from speculate.core.session import Session
+from speculate.engine.context import RunContext, StopReason
 from speculate.engine.eventlog import EventLog
 from speculate.engine.verify_run import VerifyRun
 from speculate.errors import SpeculateError
 from speculate.policy.privacy import Restorer, redact
 from speculate.policy.router import Decision
-
-if TYPE_CHECKING:
-    from speculate.engine.orchestrator import Orchestrator, SpeculateRequest, StopReason
 
 log = logging.getLogger("speculate.engine.orchestrator")
 
@@ -37,17 +37,16 @@ log = logging.getLogger("speculate.engine.orchestrator")
 class RequestRun:
     def __init__(
         self,
-        owner: Orchestrator,
+        context: RunContext,
         request: SpeculateRequest,
         decision: Decision,
         session: Session,
         events: EventLog,
         stop: StopReason,
     ) -> None:
-        self.owner = owner
+        self.context = context
         self.stop = stop
-        self.settings = owner.settings
-        self.backends = owner.backends
+        self.backends = context.backends
         self.request = request
         self.decision = decision
         self.session = session
@@ -57,7 +56,7 @@ class RequestRun:
         self.cloud_messages: list[Message] = request.messages
         self.originals: dict[str, str] = {}
         if decision.redact:
-            redaction = redact(owner.router.guard, request.messages)
+            redaction = redact(context.guard, request.messages)
             self.cloud_messages, self.originals = redaction.messages, redaction.originals
         self.cloud_started = False
         self.edge_started = False
@@ -72,15 +71,15 @@ class RequestRun:
             self.group.cancel_scope.cancel()
 
     def params(self, side: Literal["edge", "cloud"]) -> GenerationParams:
-        params = self.owner.generation_params(self.request, side)
+        params = self.context.edge_params if side == "edge" else self.context.cloud_params
         if side == "edge" and self.may_escalate:  # measure the draft's confidence
-            params = replace(params, confidence_tokens=self.settings.router.confidence_tokens)
+            params = replace(params, confidence_tokens=self.context.confidence_tokens)
         return params
 
     @property
     def may_escalate(self) -> bool:
         return (
-            self.decision.escalate and self.settings.router.escalate
+            self.decision.escalate and self.context.escalate
             and self.backends.cloud is not None and self.session.route == "edge"
         )  # fmt: skip
 
@@ -110,7 +109,7 @@ class RequestRun:
         if self.session.route == "verify":
             if not self.edge_started:  # one task drives both sides, in rounds
                 self.edge_started = self.cloud_started = True
-                self.group.start_soon(VerifyRun(self).execute)
+                self.group.start_soon(self.verify_run().execute)
             return
         if self.session.edge == "running" and not self.edge_started:
             self.edge_started = True
@@ -119,8 +118,19 @@ class RequestRun:
             self.cloud_started = True
             self.group.start_soon(self.cloud_side)
 
+    def verify_run(self) -> VerifyRun:
+        """Verify mode's rounds, given exactly what they need."""
+        return VerifyRun(
+            self.session,
+            self.context,
+            messages=self.request.messages,
+            cloud_messages=self.cloud_messages,
+            edge_params=self.params("edge"),
+            emit=self.emit,
+        )
+
     async def store_queued(self) -> None:
-        offline, held, self.held = self.owner.offline, self.held, []
+        offline, held, self.held = self.context.offline, self.held, []
         cloud = self.params("cloud")
         job = {
             "messages": self.cloud_messages,
@@ -129,7 +139,7 @@ class RequestRun:
             "temperature": cloud.temperature,
             "cacheable": not self.decision.private_kinds,
             "raw_messages": None if self.decision.private_kinds else self.request.messages,
-            "variant": self.owner.answer_variant(self.request),
+            "variant": self.context.answer_variant,
         }
         stored = False
         if offline is not None:
@@ -147,15 +157,15 @@ class RequestRun:
     def judge(self, tokens: TokenStream) -> bool:
         """Once enough draft tokens are in, escalate an unsure draft or stop holding back;
         True once decided."""
-        router = self.settings.router
+        judged, limit = self.context.confidence_tokens, self.context.max_entropy
         entropy: list[float] = tokens.usage.extra.get("entropy", [])
-        if len(entropy) < router.confidence_tokens:
+        if len(entropy) < judged:
             return False
-        mean = statistics.fmean(entropy[: router.confidence_tokens])
+        mean = statistics.fmean(entropy[:judged])
         self.session.stats["draft_entropy"] = round(mean, 3)
         self.emit(self.session.flush(time.perf_counter()))  # show all that was judged
-        if mean > router.max_entropy:
-            reason = f"draft entropy {mean:.2f} > {router.max_entropy}"
+        if mean > limit:
+            reason = f"draft entropy {mean:.2f} > {limit}"
             self.emit(self.session.escalate(reason))
             self.start_sides()
         else:
@@ -198,7 +208,7 @@ class RequestRun:
             self.emit(session.edge_failed(exc, time.perf_counter()))
 
     async def cloud_side(self) -> None:
-        cloud, session, health = self.backends.cloud, self.session, self.owner.health
+        cloud, session, health = self.backends.cloud, self.session, self.context.health
         assert cloud is not None
         restorer = Restorer(self.originals) if self.originals else None
         try:
@@ -229,12 +239,12 @@ class RequestRun:
         await self.remember(session.cloud if session.cloud_state == "done" else None)
 
     async def remember(self, text: str | None) -> None:
-        offline, cloud = self.owner.offline, self.backends.cloud
+        offline, cloud = self.context.offline, self.backends.cloud
         if text is None or offline is None or cloud is None or self.decision.private_kinds:
             return
         with anyio.CancelScope(shield=True):
             try:
-                variant = self.owner.answer_variant(self.request)
+                variant = self.context.answer_variant
                 await offline.remember(self.request.messages, variant, text)
             except Exception:
                 log.exception("could not cache the answer of %s", self.request.request_id)

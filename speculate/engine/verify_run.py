@@ -11,19 +11,20 @@ the end.  At temperature 0 the text is the cloud's own greedy answer throughout.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 import anyio
 
-from speculate.backends.base import ScoringCloud, texts
+from speculate.backends.base import GenerationParams, ScoringCloud, texts
+from speculate.core.chat import Message
 from speculate.core.protocol import Event
+from speculate.core.session import Session
 from speculate.core.verify import Scored, Verdict, judge
 from speculate.core.verify_session import VerifySession
+from speculate.engine.context import RunContext
 from speculate.errors import SpeculateError
-
-if TYPE_CHECKING:
-    from speculate.engine.request_run import RequestRun
 
 
 def _after(scored: Scored, verified: int) -> Scored:
@@ -37,12 +38,27 @@ def _after(scored: Scored, verified: int) -> Scored:
 
 
 class VerifyRun:
-    def __init__(self, run: RequestRun) -> None:
-        self.run = run
-        self.session = cast(VerifySession, run.session)
-        self.cloud = cast(ScoringCloud, run.backends.cloud)
-        self.planner = run.owner.planner
-        self.budget = run.params("cloud").max_tokens
+    def __init__(
+        self,
+        session: Session,
+        context: RunContext,
+        *,
+        messages: list[Message],
+        cloud_messages: list[Message],
+        edge_params: GenerationParams,
+        emit: Callable[[list[Event]], None],
+    ) -> None:
+        """``messages`` go to the edge, ``cloud_messages`` (redacted if need be) to the
+        cloud; ``emit`` hands the session's events to the request's event log."""
+        self.session = cast(VerifySession, session)
+        self.edge = context.backends.edge
+        self.cloud = cast(ScoringCloud, context.backends.cloud)
+        self.planner = context.planner
+        self.health = context.health
+        self.messages, self.cloud_messages = messages, cloud_messages
+        self.edge_params, self.cloud_params = edge_params, context.cloud_params
+        self.emit = emit
+        self.budget = self.cloud_params.max_tokens
         self.used = 0  # cloud tokens in the answer so far
         self.verified = 0  # characters of the answer the cloud vouched for (committed)
         stats = self.session.stats
@@ -50,9 +66,6 @@ class VerifyRun:
                     "cloud_decode_tokens", "verify_round_trips", "verify_wait_ms"):  # fmt: skip
             stats[key] = 0
         stats["verify_strategy"] = "edge"
-
-    def emit(self, events: list[Event]) -> None:
-        self.run.emit(events)
 
     async def execute(self) -> None:
         session = self.session
@@ -128,11 +141,11 @@ class VerifyRun:
         """The edge drafts the next block after the draft so far (shown as draft); how
         many tokens, and whether the edge ended its answer before the block was full.
         ``counter[0]`` follows the count as it grows (the block may be cancelled)."""
-        session, run = self.session, self.run
+        session = self.session
         block = max(1, min(size or self.planner.block(), self.budget - self.used))
-        params = replace(run.params("edge"), max_tokens=block, temperature=0.0)
+        params = replace(self.edge_params, max_tokens=block, temperature=0.0)
         count, started = 0, time.perf_counter()
-        async with run.backends.edge.stream(run.request.messages, params, session.draft) as tokens:
+        async with self.edge.stream(self.messages, params, session.draft) as tokens:
             async for text in texts(tokens):
                 count += 1
                 if counter is not None:
@@ -147,7 +160,7 @@ class VerifyRun:
         session = self.session
         verified = self.verified
         started = time.perf_counter()
-        scored = await self.cloud.score(self.run.cloud_messages, session.draft)
+        scored = await self.cloud.score(self.cloud_messages, session.draft)
         self.cloud_answered()
         verdict = judge(_after(scored, verified), self.budget - self.used, complete=complete)
         waited = time.perf_counter() - started
@@ -174,12 +187,12 @@ class VerifyRun:
         return verdict
 
     async def cloud_continues(self) -> None:
-        session, run = self.session, self.run
+        session = self.session
         # From the verified text only: what follows it is the cloud's own from here on.
         self.emit(session.verdict(self.verified, "", time.perf_counter()))
-        params = replace(run.params("cloud"), max_tokens=self.budget - self.used, temperature=0.0)
+        params = replace(self.cloud_params, max_tokens=self.budget - self.used, temperature=0.0)
         started, count = time.perf_counter(), 0
-        async with self.cloud.continue_from(run.cloud_messages, session.draft, params) as tokens:
+        async with self.cloud.continue_from(self.cloud_messages, session.draft, params) as tokens:
             async for text in texts(tokens):
                 count += 1
                 self.emit(session.receive_continuation(text, time.perf_counter()))
@@ -195,20 +208,18 @@ class VerifyRun:
 
     def cloud_answered(self) -> None:
         """Tell the circuit breaker, as a speculative request does when its cloud ends."""
-        if self.run.owner.health is not None:
-            self.run.owner.health.succeeded()
+        if self.health is not None:
+            self.health.succeeded()
 
     def fail_over(self, exc: SpeculateError) -> None:
-        health = self.run.owner.health
-        if health is not None:
-            health.failed(exc)
+        if self.health is not None:
+            self.health.failed(exc)
         self.emit(self.session.cloud_failed(exc, time.perf_counter()))
 
     async def edge_finishes(self) -> None:
         """The cloud is gone: the edge drafts the rest, and its text stands."""
-        session, run = self.session, self.run
-        params = run.params("edge")
-        async with run.backends.edge.stream(run.request.messages, params, session.draft) as tokens:
+        session = self.session
+        async with self.edge.stream(self.messages, self.edge_params, session.draft) as tokens:
             async for text in texts(tokens):
                 self.emit(session.receive_draft(text, time.perf_counter()))
         self.emit(session.edge_finished(time.perf_counter()))

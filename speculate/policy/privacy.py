@@ -17,7 +17,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from speculate.backends.base import Message
+from speculate.core.chat import Message
 
 KIND_LABELS = {
     "email": "e-mail address",

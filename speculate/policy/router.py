@@ -15,11 +15,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
-from speculate.backends.base import Message
+from speculate.core.chat import Message
 from speculate.core.protocol import Route
+from speculate.core.request import Mode
 from speculate.policy.privacy import PrivacyGuard, describe
 
-Mode = Literal["auto", "speculative", "verify", "edge", "cloud"]
 CloudHealth = Literal["up", "open", "none"]  # reachable, circuit open, not configured
 
 _CODE = re.compile(

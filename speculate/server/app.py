@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
-from speculate.engine.orchestrator import Backends
+from speculate.engine.context import Backends
 from speculate.server import health, openai_api, openapi, sse, ws
 from speculate.server.auth import ApiKeys
 from speculate.server.headers import SecurityHeaders

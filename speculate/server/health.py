@@ -7,7 +7,6 @@ from starlette.responses import JSONResponse, Response
 
 from speculate.core.protocol import Error
 from speculate.core.text import ShownText
-from speculate.engine.eventlog import summarize
 from speculate.server.errors import error_response
 from speculate.server.state import AppState
 
@@ -58,7 +57,7 @@ async def request_result(request: Request) -> Response:
     return JSONResponse(
         {
             "request_id": request_id,
-            "route": summarize(log).route,
+            "route": log.summary().route,
             "state": "done" if done else "failed" if fatal else "running",
             "text": shown.text,
             "committed": shown.committed,

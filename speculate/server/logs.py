@@ -10,8 +10,8 @@ import logging
 import time
 from typing import Any
 
-from speculate.engine.eventlog import RunSummary
-from speculate.engine.orchestrator import SpeculateRequest
+from speculate.core.request import SpeculateRequest
+from speculate.core.summary import RunSummary
 from speculate.storage.request_log import row_for
 
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}

@@ -22,9 +22,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from speculate.core.protocol import Done, Error, to_dict
+from speculate.core.request import Mode, SpeculateRequest
 from speculate.core.text import ShownText
-from speculate.engine.eventlog import EventLog, summarize
-from speculate.engine.orchestrator import Mode, SpeculateRequest
+from speculate.engine.eventlog import EventLog
 from speculate.errors import BadRequest
 from speculate.server.errors import client_address, read_json
 from speculate.server.limits import admit
@@ -170,7 +170,7 @@ def _complete(body: ChatBody, log: EventLog) -> Response:
                 }
             ],
             "usage": _usage(done),
-            "speculate": _summary(done, summarize(log).route),
+            "speculate": _summary(done, log.summary().route),
         }
     )
 

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
-from speculate.engine.orchestrator import SpeculateRequest
+from speculate.core.request import SpeculateRequest
 from speculate.errors import BadRequest
 from speculate.settings import ServerSettings
 

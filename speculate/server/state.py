@@ -16,9 +16,10 @@ from speculate.backends.openai_compat import OpenAICompatCloud
 from speculate.backends.scoring import LlamaCppScoring, Scoring, VLLMScoring
 from speculate.backends.standin import StandInServer
 from speculate.engine.cloud_health import CloudHealth
+from speculate.engine.context import Backends, RunObserver
 from speculate.engine.eventlog import RequestRegistry
 from speculate.engine.jobs import Jobs
-from speculate.engine.orchestrator import Backends, Orchestrator, RunObserver
+from speculate.engine.orchestrator import Orchestrator
 from speculate.engine.refiner import Refiner
 from speculate.errors import CloudError, ConfigError
 from speculate.policy.privacy import PrivacyGuard
@@ -26,8 +27,8 @@ from speculate.server.logs import RequestLogger
 from speculate.server.metrics import Metrics
 from speculate.server.ratelimit import RateLimiter
 from speculate.settings import CloudSettings, Settings
-from speculate.storage import request_log as store
 from speculate.storage.answer_cache import AnswerCache
+from speculate.storage.db import default_path
 from speculate.storage.refinement_queue import RefinementQueue
 from speculate.storage.request_log import RequestLog
 
@@ -57,7 +58,7 @@ class AppState:
         metrics.watch_edge_queue(lambda: float(getattr(backends.edge, "waiting", 0)))
         observers: list[RunObserver] = [metrics, RequestLogger()]
         request_log = None
-        path = Path(settings.store.path) if settings.store.path else store.default_path()
+        path = Path(settings.store.path) if settings.store.path else default_path()
         if settings.store.request_log:
             guard = PrivacyGuard(settings.privacy.patterns, settings.privacy.keywords)
             request_log = RequestLog(path, keep_prompts=settings.store.log_prompts, guard=guard)

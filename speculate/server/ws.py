@@ -19,7 +19,7 @@ from anyio.abc import TaskGroup
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from speculate.core.protocol import Error, encode_json
-from speculate.engine.orchestrator import SpeculateRequest
+from speculate.core.request import SpeculateRequest
 from speculate.errors import BadRequest
 from speculate.server.ratelimit import RateLimiter
 from speculate.server.schemas import parse_speculate

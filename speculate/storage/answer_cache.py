@@ -17,8 +17,8 @@ import time
 import unicodedata
 from pathlib import Path
 
-from speculate.backends.base import Message
-from speculate.storage.request_log import open_private
+from speculate.core.chat import Message
+from speculate.storage.db import open_private
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS answer_cache (
@@ -49,8 +49,7 @@ class AnswerCache:
     def __init__(self, path: Path, ttl_s: float, max_entries: int = 10_000) -> None:
         self.ttl_s = ttl_s
         self.max_entries = max_entries
-        self._db = open_private(path)
-        self._db.executescript(SCHEMA)
+        self._db = open_private(path, SCHEMA)
 
     def get(self, messages: list[Message], variant: str) -> str | None:
         row = self._db.execute(

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from speculate.core.protocol import Event, decode_event, encode_json
-from speculate.storage.request_log import open_private
+from speculate.storage.db import open_private
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS refinements (
@@ -66,8 +66,7 @@ class RefinementQueue:
     def __init__(self, path: Path, max_pending: int = 1000) -> None:
         self.path = path
         self.max_pending = max_pending
-        self._db = open_private(path)
-        self._db.executescript(SCHEMA)
+        self._db = open_private(path, SCHEMA)
 
     def put(self, request_id: str, job: dict[str, Any], events: list[Event]) -> bool:
         """Store a refinement; False when the queue is full."""

@@ -3,26 +3,21 @@
 One row per finished request: route, outcome, timings, tokens and cost.  Prompt
 text is stored only when ``store.log_prompts`` is on, and then with personal data
 replaced by its kind (``[EMAIL]``, ``[CARD]``, ...): raw personal data is never logged.
-The file is created private (0600) and runs in WAL mode so readers never block the server.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import sqlite3
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
-from platformdirs import user_data_dir
 
-from speculate.engine.eventlog import RunSummary
+from speculate.core.request import SpeculateRequest
+from speculate.core.summary import RunSummary
 from speculate.policy.privacy import PrivacyGuard
-
-if TYPE_CHECKING:
-    from speculate.engine.orchestrator import SpeculateRequest
+from speculate.storage.db import open_private
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS requests (
@@ -48,22 +43,6 @@ CREATE INDEX IF NOT EXISTS requests_finished_at ON requests (finished_at);
 """
 STAT_COLUMNS = ("draft_first_ms", "cloud_first_ms", "final_ms", "prompt_tokens", "draft_tokens",
                 "cloud_tokens", "edit_distance", "cost_usd", "cost_saved_usd")  # fmt: skip
-
-
-def default_path() -> Path:
-    return Path(user_data_dir("speculate")) / "speculate.db"
-
-
-def open_private(path: Path) -> sqlite3.Connection:
-    """Open (creating it 0600 if new) a SQLite database in WAL mode."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not path.exists():
-        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
-    connection = sqlite3.connect(path, check_same_thread=False)
-    connection.execute("PRAGMA journal_mode=WAL")
-    connection.execute("PRAGMA synchronous=NORMAL")
-    connection.executescript(SCHEMA)
-    return connection
 
 
 def masked(guard: PrivacyGuard, messages: list[dict[str, str]]) -> str:
@@ -100,7 +79,7 @@ def row_for(
 
 
 class RequestLog:
-    """A :class:`~speculate.engine.orchestrator.RunObserver` writing one row per request."""
+    """A :class:`~speculate.engine.context.RunObserver` writing one row per request."""
 
     def __init__(
         self, path: Path, *, keep_prompts: bool = False, guard: PrivacyGuard | None = None
@@ -108,7 +87,7 @@ class RequestLog:
         self.path = path
         self.keep_prompts = keep_prompts
         self.guard = guard or PrivacyGuard()
-        self._db = open_private(path)
+        self._db = open_private(path, SCHEMA)
         self._lock = anyio.Lock()
 
     def started(self, request: SpeculateRequest) -> None:

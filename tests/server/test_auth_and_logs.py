@@ -16,8 +16,10 @@ import websockets
 
 from speculate.cli.client import ws_url
 from speculate.core.protocol import Done, Start
-from speculate.engine.eventlog import EventLog, RunSummary, summarize
-from speculate.engine.orchestrator import Backends, SpeculateRequest
+from speculate.core.request import SpeculateRequest
+from speculate.core.summary import RunSummary
+from speculate.engine.context import Backends
+from speculate.engine.eventlog import EventLog
 from speculate.server import create_app
 from speculate.server.auth import key_matches
 from speculate.server.logs import JsonFormatter, RequestLogger
@@ -100,7 +102,7 @@ def finished_log(prompt_secret: str) -> tuple[SpeculateRequest, RunSummary]:
         Done(request_id="req_logtest", seq=2, text="answer", final_source="edge",
              stats={"final_ms": 12.5, "draft_tokens": 3}),
     ])  # fmt: skip
-    return request, summarize(events)
+    return request, events.summary()
 
 
 async def test_json_request_logs_carry_ids_but_no_prompt_text() -> None:

@@ -16,7 +16,7 @@ from websockets.sync.client import connect
 
 from speculate.cli.client import stream_sse, ws_url
 from speculate.core.text import ShownText
-from speculate.engine.orchestrator import Backends
+from speculate.engine.context import Backends
 from speculate.server import create_app
 from speculate.settings import Settings
 from tests.scripted import BookBackend, Script, ScriptBook

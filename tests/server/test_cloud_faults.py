@@ -16,7 +16,7 @@ from speculate.backends.openai_compat import OpenAICompatCloud
 from speculate.backends.standin import free_port
 from speculate.core.protocol import Error, SSEDecoder, decode_event
 from speculate.core.text import ShownText
-from speculate.engine.orchestrator import Backends
+from speculate.engine.context import Backends
 from speculate.server import create_app
 from speculate.settings import Settings
 from tests.faults import FaultyCloud

@@ -18,7 +18,7 @@ from websockets.sync.client import connect
 from speculate.cli.client import ws_url
 from speculate.core.protocol import SSEDecoder, decode_event
 from speculate.core.text import ShownText
-from speculate.engine.orchestrator import Backends
+from speculate.engine.context import Backends
 from speculate.server import create_app
 from speculate.settings import Settings
 from tests.scripted import BookBackend, Script, ScriptBook

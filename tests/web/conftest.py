@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from speculate.engine.orchestrator import Backends
+from speculate.engine.context import Backends
 from speculate.server import create_app
 from speculate.settings import Settings
 from tests.scripted import BookBackend, Script, ScriptBook

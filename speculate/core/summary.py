@@ -1,0 +1,46 @@
+"""What a finished request came to, read off its events (pure)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from speculate.core.protocol import Done, Error, Event, Queued, Start
+
+
+@dataclass(frozen=True, slots=True)
+class RunSummary:
+    """What a finished request came to, read once off its events for every observer
+    (metrics, the request log, the log line)."""
+
+    request_id: str
+    route: str | None = None
+    outcome: Literal["done", "error", "cancelled"] = "cancelled"
+    final_source: str | None = None
+    error_code: str | None = None
+    cloud_errors: tuple[str, ...] = ()
+    stats: dict[str, Any] = field(default_factory=dict)
+    queued: bool = False  # its refinement waits in the offline queue
+
+
+def summarize(request_id: str, events: list[Event]) -> RunSummary:
+    route = final_source = error_code = None
+    outcome: Literal["done", "error", "cancelled"] = "cancelled"  # no end: it was cut off
+    cloud_errors: list[str] = []
+    stats: dict[str, Any] = {}
+    queued = False
+    for event in events:
+        if isinstance(event, Queued):
+            queued = True
+        elif isinstance(event, Start):
+            route = event.route
+        elif isinstance(event, Error):
+            if event.source == "cloud":
+                cloud_errors.append(event.code)
+            if event.fatal:
+                outcome = "cancelled" if event.code == "cancelled" else "error"
+                error_code = event.code
+        elif isinstance(event, Done):
+            outcome, final_source, stats = "done", event.final_source, event.stats
+    return RunSummary(request_id, route, outcome, final_source, error_code,
+                      tuple(cloud_errors), stats, queued)  # fmt: skip
