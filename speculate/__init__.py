@@ -18,15 +18,15 @@ __all__ = [
     "__version__",
     "create_app",
 ]
-__version__ = "0.1.0"
 
 _LAZY = {
-    "Backends": "speculate.engine.orchestrator",
+    "Backends": "speculate.engine.context",
     "Orchestrator": "speculate.engine.orchestrator",
-    "SpeculateRequest": "speculate.engine.orchestrator",
+    "SpeculateRequest": "speculate.core.request",
     "Settings": "speculate.settings",
     "SpeculateError": "speculate.errors",
     "create_app": "speculate.server",
+    "__version__": "speculate.version",  # reading package metadata loads socket, threading
 }
 
 

@@ -24,7 +24,7 @@ import psutil
 import websockets
 
 from speculate.backends.standin import free_port
-from speculate.cli.client import ws_url
+from speculate.client import ws_url
 
 
 def _percentile(values: list[float], q: float) -> float:

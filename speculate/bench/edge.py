@@ -28,7 +28,7 @@ import websockets
 from speculate.backends import models
 from speculate.backends.llamacpp import default_threads
 from speculate.backends.standin import free_port
-from speculate.cli.client import ws_url
+from speculate.client import ws_url
 from speculate.core.protocol import SSEDecoder, decode_event
 from speculate.settings import Settings
 

@@ -22,7 +22,7 @@ import websockets
 from rich.console import Console
 from rich.table import Table
 
-from speculate.cli.client import ws_url
+from speculate.client import ws_url
 from speculate.core.protocol import Done, Error, Event, SSEDecoder, decode_event
 
 MAX_RESUMES = 100  # a stream that never ends (say, a 404 on resume) is an error, not a hang

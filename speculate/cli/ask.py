@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
-from speculate.cli.client import stream_sse, stream_ws
+from speculate.client import stream_sse, stream_ws
 from speculate.core.protocol import Done, Error, Event, Patch, Queued, Start
 from speculate.core.text import ShownText
 

@@ -11,8 +11,10 @@ years, and a 70B model on an H100 at $2.49/hour, about $0.0005 per answer.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from speculate.settings import CostSettings
+if TYPE_CHECKING:  # only its fields are read: loading pydantic-settings would bring asyncio
+    from speculate.settings import CostSettings
 
 SECONDS_PER_YEAR = 365.25 * 24 * 3600
 PER_MILLION = 1e6

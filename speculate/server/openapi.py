@@ -13,10 +13,10 @@ from pydantic.json_schema import models_json_schema
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from speculate import __version__
 from speculate.server.openai_api import ChatBody
 from speculate.server.schemas import SpeculateBody
 from speculate.settings import ServerSettings
+from speculate.version import __version__
 
 ERROR = {
     "type": "object",

@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 from speculate.backends.standin import free_port
-from speculate.cli.client import stream_sse
+from speculate.client import stream_sse
 from speculate.core.protocol import Error
 from speculate.core.text import ShownText
 from tests.servers import start_server

@@ -16,7 +16,7 @@ import pytest
 
 from speculate.backends import models
 from speculate.backends.standin import StandInServer, free_port
-from speculate.cli.client import stream_sse, stream_ws
+from speculate.client import stream_sse, stream_ws
 from speculate.core.protocol import Error, Event, Queued, SSEDecoder, decode_event
 from speculate.core.text import ShownText
 from tests.counting_proxy import CountingProxy

@@ -11,7 +11,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from speculate.cli.client import stream_ws
+from speculate.client import stream_ws
 from speculate.core.text import ShownText
 from tests.integration.test_streaming import greedy_cloud_answer
 from tests.servers import ServerProcess, start_server

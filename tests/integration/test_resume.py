@@ -10,7 +10,7 @@ import httpx
 import pytest
 import websockets
 
-from speculate.cli.client import ws_url
+from speculate.client import ws_url
 from speculate.core.protocol import SSEDecoder, decode_event
 from speculate.core.text import ShownText
 from tests.servers import ServerProcess, start_server

@@ -12,7 +12,7 @@ import httpx
 import pytest
 import websockets
 
-from speculate.cli.client import stream_sse, stream_ws, ws_url
+from speculate.client import stream_sse, stream_ws, ws_url
 from speculate.core.protocol import REQUIRED_STATS, Draft, Error, Event, decode_event
 from speculate.core.text import ShownText
 from tests.servers import ServerProcess

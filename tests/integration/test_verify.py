@@ -22,7 +22,7 @@ import pytest
 from speculate.backends import models
 from speculate.backends.chat_prompt import ChatPrompt
 from speculate.backends.scoring import LlamaCppScoring
-from speculate.cli.client import stream_sse
+from speculate.client import stream_sse
 from speculate.core.text import ShownText
 from tests.servers import ServerProcess, start_server
 

@@ -14,7 +14,7 @@ import openai
 import pytest
 import websockets
 
-from speculate.cli.client import ws_url
+from speculate.client import ws_url
 from speculate.core.protocol import Done, Start
 from speculate.core.request import SpeculateRequest
 from speculate.core.summary import RunSummary

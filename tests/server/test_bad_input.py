@@ -14,7 +14,7 @@ import pytest
 import websockets
 from websockets.sync.client import connect
 
-from speculate.cli.client import stream_sse, ws_url
+from speculate.client import stream_sse, ws_url
 from speculate.core.text import ShownText
 from speculate.engine.context import Backends
 from speculate.server import create_app

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, rule
 from websockets.sync.client import connect
 
-from speculate.cli.client import ws_url
+from speculate.client import ws_url
 from speculate.core.protocol import SSEDecoder, decode_event
 from speculate.core.text import ShownText
 from speculate.engine.context import Backends
