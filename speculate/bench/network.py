@@ -100,7 +100,11 @@ Row = Callable[[int, str, list[Answer]], dict[str, Any]]
 
 
 def run_modes(
-    rtts_ms: tuple[int, ...], modes: tuple[str, ...], row: Row, max_tokens: int = 48
+    rtts_ms: tuple[int, ...],
+    modes: tuple[str, ...],
+    row: Row,
+    max_tokens: int = 48,
+    repeats: int = 1,
 ) -> list[dict[str, Any]]:
     """Ask every prompt in every mode behind every RTT; one ``row(rtt, mode, answers)``
     each.  Real models: SmolLM2 edge, a SmolLM2 stand-in that can score drafts."""
@@ -124,11 +128,16 @@ def run_modes(
                         async with httpx.AsyncClient(timeout=120) as client:
                             for mode in modes:  # warm-up
                                 await ask(client, url, PROMPTS[-1], mode, max_tokens)
-                            for mode in modes:
-                                answers = [
-                                    await ask(client, url, p, mode, max_tokens) for p in PROMPTS
-                                ]
-                                rows.append(row(rtt, mode, answers))
+                            # Rounds, so that a slow spell of the machine hits every mode;
+                            # never the same prompt twice in a row (the stand-in's and the
+                            # edge's prefix caches would answer it early).
+                            answers: dict[str, list[Answer]] = {mode: [] for mode in modes}
+                            for _ in range(repeats):
+                                for mode in modes:
+                                    for prompt in PROMPTS:
+                                        answer = await ask(client, url, prompt, mode, max_tokens)
+                                        answers[mode].append(answer)
+                            rows.extend(row(rtt, mode, answers[mode]) for mode in modes)
                     group.cancel_scope.cancel()
         finally:
             await standin.stop()

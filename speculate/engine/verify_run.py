@@ -10,12 +10,16 @@ the end.  At temperature 0 the text is the cloud's own greedy answer throughout.
 
 from __future__ import annotations
 
+import itertools
+import math
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, cast
 
 import anyio
+from anyio.streams.memory import MemoryObjectSendStream
 
 from speculate.backends.base import GenerationParams, ScoringCloud, texts
 from speculate.core.chat import Message
@@ -25,6 +29,10 @@ from speculate.core.verify import Scored, Verdict, judge
 from speculate.core.verify_session import VerifySession
 from speculate.engine.context import RunContext
 from speculate.errors import SpeculateError
+
+# One check at a time: the next goes out with everything drafted meanwhile as soon as the
+# verdict is in (the stand-in evaluates checks one after another, so more would queue).
+MAX_IN_FLIGHT = 1
 
 
 def _after(scored: Scored, verified: int) -> Scored:
@@ -61,6 +69,13 @@ class VerifyRun:
         self.budget = self.cloud_params.max_tokens
         self.used = 0  # cloud tokens in the answer so far
         self.verified = 0  # characters of the answer the cloud vouched for (committed)
+        # The edge's current run of drafting ("lineage": it restarts after a correction),
+        # how many tokens it made and how many of them went to the cloud.
+        self.lineage = 0
+        self.drafting: anyio.CancelScope | None = None
+        self.drafted = self.sent = 0
+        self.edge_ended = self.sent_complete = False
+        self.cloud_error: SpeculateError | None = None
         stats = self.session.stats
         for key in ("accepted_tokens", "rejected_tokens", "cloud_prefill_tokens",
                     "cloud_decode_tokens", "verify_round_trips", "verify_wait_ms"):  # fmt: skip
@@ -70,99 +85,131 @@ class VerifyRun:
     async def execute(self) -> None:
         session = self.session
         try:
-            strategy = "edge"
-            unchecked, edge_ended = 0, False  # draft tokens not yet sent to the cloud
-            while not session.finished:
-                if strategy == "cloud":
-                    await self.cloud_continues()
-                    return
-                try:
-                    if not unchecked:
-                        unchecked, edge_ended = await self.draft_block()
-                    verdict, unchecked, ahead_ended = await self.check_while_drafting(
-                        complete=edge_ended
-                    )
-                except SpeculateError as exc:
-                    if exc.source != "edge":
-                        raise
-                    self.emit(session.edge_failed(exc, time.perf_counter()))
-                    strategy = "cloud"  # the cloud finishes from the verified text
-                    continue
-                if verdict.ended or self.used >= self.budget:
-                    # The answer ends at the verified text (and the cloud's last token, when
-                    # the budget ended it there); an unjudged draft tail is not the cloud's.
-                    now = time.perf_counter()
-                    final = self.verified + (len(verdict.correction) if verdict.ended else 0)
-                    self.emit(session.verdict(final, "", now))
-                    self.emit(session.verify_finished(now))
-                    return
-                if edge_ended or verdict.resync:
-                    # The edge thinks it is over while the cloud does not; or the joined
-                    # text left the cloud's token path: only its own decoding is greedy.
-                    strategy = "cloud"
-                elif verdict.rejected_tokens:
-                    strategy = self.planner.strategy()
-                    unchecked = 0  # what was drafted ahead followed the rejected text
-                else:
-                    edge_ended = ahead_ended
-                session.stats["verify_strategy"] = strategy
+            handover = await self.edge_and_cloud_in_step()
+            if self.cloud_error is not None:
+                raise self.cloud_error
+            if handover is not None and not session.finished:
+                session.stats["verify_strategy"] = "cloud"
+                await self.cloud_continues()
         except SpeculateError as exc:
             if exc.source != "cloud":
                 raise
             self.fail_over(exc)
             await self.edge_finishes()
 
-    async def check_while_drafting(self, *, complete: bool) -> tuple[Verdict, int, bool]:
-        """Send the draft for checking and let the edge draft on while the check is in
-        flight (two devices working at once); the drafting stops when the verdict is
-        in. Returns the verdict and how many tokens were drafted meanwhile (they follow
-        the checked text, so they count only if it was accepted) and whether the edge
-        ended its answer among them."""
-        ahead = [0, False]
-
-        async def draft_ahead() -> None:
-            # As far as the planner allows: the edge should never wait for the cloud.
-            # (Drafting only what the edge writes during twice the expected wait measured
-            # slower: 1.21x and 1.48x cloud-only at 0 and 100 ms, against 1.12-1.16x and
-            # 1.29-1.33x so.)
-            ahead[0], ahead[1] = await self.draft_block(self.planner.max_block, counter=ahead)
-
+    async def edge_and_cloud_in_step(self) -> str | None:
+        """The edge drafts without pause while checks of what it has drafted so far go to
+        the cloud, up to ``MAX_IN_FLIGHT`` at once (a check's round trip hides behind the
+        drafting, and the last one covers only the last few tokens). Verdicts are applied
+        in the order the checks were sent; a check whose text the draft no longer starts
+        with (a correction came in between) is dropped. Returns why the cloud should go on
+        by itself, or None when the answer is finished."""
+        send, inbox = anyio.create_memory_object_stream[tuple[Any, ...]](math.inf)
+        pending: deque[int] = deque()  # checks in flight, in the order they were sent
+        results: dict[int, tuple[str, bool, Scored, float]] = {}
+        numbers = itertools.count()
         async with anyio.create_task_group() as group:
-            if not complete:
-                group.start_soon(draft_ahead)
-            verdict = await self.check(complete=complete)
-            group.cancel_scope.cancel()
-        self.emit(self.session.flush(time.perf_counter()))
-        return verdict, int(ahead[0]), bool(ahead[1])
 
-    async def draft_block(
-        self, size: int | None = None, counter: list[Any] | None = None
-    ) -> tuple[int, bool]:
-        """The edge drafts the next block after the draft so far (shown as draft); how
-        many tokens, and whether the edge ended its answer before the block was full.
-        ``counter[0]`` follows the count as it grows (the block may be cancelled)."""
-        session = self.session
-        block = max(1, min(size or self.planner.block(), self.budget - self.used))
-        params = replace(self.edge_params, max_tokens=block, temperature=0.0)
-        count, started = 0, time.perf_counter()
-        async with self.edge.stream(self.messages, params, session.draft) as tokens:
-            async for text in texts(tokens):
-                count += 1
-                if counter is not None:
-                    counter[0] = count
-                self.emit(session.receive_draft(text, time.perf_counter()))
-        self.emit(session.flush(time.perf_counter()))
-        self.planner.saw_edge(count, time.perf_counter() - started)
-        return count, count < block
+            def restart_drafting() -> None:
+                if self.drafting is not None:
+                    self.drafting.cancel()
+                self.lineage += 1
+                self.drafted = self.sent = 0
+                self.edge_ended = self.sent_complete = False
+                scope = anyio.CancelScope()
+                self.drafting = scope
+                group.start_soon(self.draft, scope, self.lineage, send.clone())
 
-    async def check(self, *, complete: bool) -> Verdict:
-        """The cloud scores the draft after the verified text; commit what it accepts."""
+            async def check(number: int, snapshot: str, complete: bool) -> None:
+                started = time.perf_counter()
+                try:
+                    scored = await self.cloud.score(self.cloud_messages, snapshot)
+                except SpeculateError as exc:
+                    await send.send(("failed", exc))
+                    return
+                await send.send(("scored", number, snapshot, complete, scored, started))
+
+            restart_drafting()
+            while True:
+                message = await inbox.receive()
+                if message[0] == "failed":  # raised below, outside the task group
+                    self.cloud_error = message[1]
+                    group.cancel_scope.cancel()
+                    return None
+                if message[0] == "edge_failed":
+                    self.emit(self.session.edge_failed(message[1], time.perf_counter()))
+                    group.cancel_scope.cancel()
+                    return "the edge failed"
+                if message[0] == "scored":
+                    _, number, snapshot, complete, scored, started = message
+                    results[number] = (snapshot, complete, scored, started)
+                while pending and pending[0] in results:
+                    snapshot, complete, scored, started = results.pop(pending.popleft())
+                    if not self.session.draft.startswith(snapshot):
+                        continue  # it checked text a correction has replaced since
+                    verdict = self.apply(scored, complete, started)
+                    if verdict.ended or self.used >= self.budget:
+                        now = time.perf_counter()
+                        final = self.verified + (len(verdict.correction) if verdict.ended else 0)
+                        self.emit(self.session.verdict(final, "", now))
+                        self.emit(self.session.verify_finished(now))
+                        group.cancel_scope.cancel()
+                        return None
+                    if verdict.resync or (complete and not verdict.held):
+                        # The joined text left the cloud's token path, or the edge thinks
+                        # the answer is over while the cloud does not: only its own
+                        # decoding is greedy from here.
+                        group.cancel_scope.cancel()
+                        return "resync" if verdict.resync else "the edge ended"
+                    if verdict.rejected_tokens:
+                        if self.planner.strategy() == "cloud":
+                            group.cancel_scope.cancel()
+                            return "the cloud decodes faster"
+                        restart_drafting()  # from the corrected text
+                # Send the draft for checking once enough is new, or all of it at the end.
+                new = self.drafted - self.sent
+                last = self.edge_ended and (new > 0 or not self.sent_complete)
+                if (new >= self.planner.min_block or last) and len(pending) < MAX_IN_FLIGHT:
+                    number = next(numbers)
+                    pending.append(number)
+                    self.sent, self.sent_complete = self.drafted, self.edge_ended
+                    self.emit(self.session.flush(time.perf_counter()))
+                    group.start_soon(check, number, self.session.draft, self.edge_ended)
+        raise AssertionError("the loop ends only by returning")  # pragma: no cover
+
+    async def draft(
+        self, scope: anyio.CancelScope, lineage: int, send: MemoryObjectSendStream[tuple[Any, ...]]
+    ) -> None:
+        """The edge drafts on from the draft so far, telling the loop of every token, until
+        the budget, its end of answer or a correction (which cancels ``scope``)."""
+        with scope, send:
+            room = self.budget - self.used
+            params = replace(self.edge_params, max_tokens=max(1, room), temperature=0.0)
+            count, started = 0, time.perf_counter()
+            try:
+                async with self.edge.stream(self.messages, params, self.session.draft) as tokens:
+                    async for text in texts(tokens):
+                        if lineage != self.lineage:
+                            return
+                        count += 1
+                        self.drafted += 1
+                        self.emit(self.session.receive_draft(text, time.perf_counter()))
+                        await send.send(("drafted",))
+            except SpeculateError as exc:
+                if exc.source != "edge":
+                    raise
+                await send.send(("edge_failed", exc))
+                return
+            if lineage == self.lineage:
+                self.planner.saw_edge(count, time.perf_counter() - started)
+                self.edge_ended = True  # its answer ended, or the budget is drafted
+                await send.send(("drafted",))
+
+    def apply(self, scored: Scored, complete: bool, started: float) -> Verdict:
+        """Judge a check past the verified text; commit what the cloud accepts."""
         session = self.session
-        verified = self.verified
-        started = time.perf_counter()
-        scored = await self.cloud.score(self.cloud_messages, session.draft)
         self.cloud_answered()
-        verdict = judge(_after(scored, verified), self.budget - self.used, complete=complete)
+        verdict = judge(_after(scored, self.verified), self.budget - self.used, complete=complete)
         waited = time.perf_counter() - started
         self.planner.saw_verdict(verdict, waited)
         stats = session.stats
@@ -175,10 +222,10 @@ class VerifyRun:
         if verdict.margin is not None:
             stats["closest_margin"] = min(stats.get("closest_margin", 99.0), verdict.margin)
         # A correction is the cloud's next token, but it is only verified (and counted
-        # against the budget) once judged with the text after it, in the next check.
+        # against the budget) once judged with the text after it, in a later check.
         self.used += verdict.accepted_tokens
         stats["cloud_tokens"] = self.used + verdict.correction_tokens
-        accepted = verified + verdict.accepted_chars
+        accepted = self.verified + verdict.accepted_chars
         if verdict.held:  # the unjudged tail stays shown as draft
             self.emit(session.hold(accepted))
         else:
