@@ -1,11 +1,11 @@
-"""Verify mode, end to end for one request: the edge drafts a block, the cloud checks it.
+"""Verify mode, end to end for one request: the edge drafts, the cloud checks.
 
-Each round the edge drafts a block of tokens from the verified text (llama.cpp reuses
-the cached prefix), the client sees them as draft, and one request asks the cloud to
-score them.  The accepted part and the cloud's correction are committed.  After a
-correction the planner picks who goes on: the edge drafts again, or, when the cloud
-decodes faster than the edge's accepted tokens arrive, the cloud simply continues to
-the end.  At temperature 0 the text is the cloud's own greedy answer throughout.
+The edge drafts without pause (the client sees its tokens as draft) while checks go to the
+cloud one after the other, each with everything drafted since the last. The accepted part
+is committed and the cloud's correction replaces the rest; the edge then drafts on from the
+corrected text (llama.cpp reuses the cached prefix), or, when the cloud decodes faster than
+the edge's accepted tokens arrive, the cloud continues to the end. At temperature 0 the
+text is the cloud's own greedy answer throughout.
 """
 
 from __future__ import annotations
