@@ -17,8 +17,9 @@ class CountingProxy(LoopbackServer):
         self.completions = 0  # only the proxy's loop thread writes it
         super().__init__(port, name="proxy")
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                    count: bool) -> None:  # fmt: skip
+    async def _pipe(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, count: bool
+    ) -> None:
         with contextlib.suppress(ConnectionError, asyncio.CancelledError):
             while data := await reader.read(65536):
                 if count:

@@ -13,9 +13,18 @@ from collections import Counter
 from tests.loopback import LoopbackServer
 
 FAULTS = (
-    "ok", "silence", "stall", "drop", "429", "500", "503", "malformed_sse",
-    "malformed_json", "endless", "huge",
-)  # fmt: skip
+    "ok",
+    "silence",
+    "stall",
+    "drop",
+    "429",
+    "500",
+    "503",
+    "malformed_sse",
+    "malformed_json",
+    "endless",
+    "huge",
+)
 
 
 def sse(text: str) -> bytes:
@@ -36,8 +45,14 @@ class FaultyCloud(LoopbackServer):
             head = await reader.readuntil(b"\r\n\r\n")
             lines = head.decode().split("\r\n")
             path = lines[0].split(" ")[1]
-            length = next((int(line.split(":")[1]) for line in lines
-                           if line.lower().startswith("content-length:")), 0)  # fmt: skip
+            length = next(
+                (
+                    int(line.split(":")[1])
+                    for line in lines
+                    if line.lower().startswith("content-length:")
+                ),
+                0,
+            )
             await reader.readexactly(length)
             fault = path.split("/")[1]
             self.counts[fault] += 1

@@ -36,8 +36,13 @@ class ScriptedBackend:
     ) -> AsyncIterator[ScriptedStream]:
         self.opened += 1
         self.asked.append(messages)
-        stream = FakeStream(list(self.pieces), self.delay_s, self.error, self.gaps,
-                            entropy=self.entropy if params.confidence_tokens else None)  # fmt: skip
+        stream = FakeStream(
+            list(self.pieces),
+            self.delay_s,
+            self.error,
+            self.gaps,
+            entropy=self.entropy if params.confidence_tokens else None,
+        )
         self.streams.append(stream)
         try:
             yield stream

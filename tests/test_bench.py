@@ -55,17 +55,40 @@ def test_verify_ratios_compare_like_with_like() -> None:
     from speculate.bench.verify import ratios
 
     rows = [
-        {"rtt_ms": 0, "mode": "verify", "first_text_ms": 50.0, "final_ms": 900.0,
-         "cloud_decode_tokens": 30, "cloud_prefill_tokens": 400},
-        {"rtt_ms": 0, "mode": "cloud", "first_text_ms": 100.0, "final_ms": 450.0,
-         "cloud_decode_tokens": 60, "cloud_prefill_tokens": 100},
-        {"rtt_ms": 0, "mode": "speculative", "first_text_ms": 50.0, "final_ms": 450.0,
-         "cloud_decode_tokens": 60, "cloud_prefill_tokens": 100},
-    ]  # fmt: skip
+        {
+            "rtt_ms": 0,
+            "mode": "verify",
+            "first_text_ms": 50.0,
+            "final_ms": 900.0,
+            "cloud_decode_tokens": 30,
+            "cloud_prefill_tokens": 400,
+        },
+        {
+            "rtt_ms": 0,
+            "mode": "cloud",
+            "first_text_ms": 100.0,
+            "final_ms": 450.0,
+            "cloud_decode_tokens": 60,
+            "cloud_prefill_tokens": 100,
+        },
+        {
+            "rtt_ms": 0,
+            "mode": "speculative",
+            "first_text_ms": 50.0,
+            "final_ms": 450.0,
+            "cloud_decode_tokens": 60,
+            "cloud_prefill_tokens": 100,
+        },
+    ]
     by_other = {r["verify_vs"]: r for r in ratios(rows)}
-    assert by_other["cloud"] == {"rtt_ms": 0, "verify_vs": "cloud", "first_text": 0.5,
-                                 "final": 2.0, "cloud_decode_tokens": 0.5,
-                                 "cloud_prefill_tokens": 4.0}  # fmt: skip
+    assert by_other["cloud"] == {
+        "rtt_ms": 0,
+        "verify_vs": "cloud",
+        "first_text": 0.5,
+        "final": 2.0,
+        "cloud_decode_tokens": 0.5,
+        "cloud_prefill_tokens": 4.0,
+    }
     assert by_other["speculative"]["first_text"] == 1.0
 
 

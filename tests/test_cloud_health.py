@@ -31,8 +31,9 @@ class ProbedCloud:
         pass
 
 
-SETTINGS = CloudSettings(circuit_failures=2, circuit_probe_base_s=0.05, circuit_probe_cap_s=0.2,
-                         probe_interval_s=30)  # fmt: skip
+SETTINGS = CloudSettings(
+    circuit_failures=2, circuit_probe_base_s=0.05, circuit_probe_cap_s=0.2, probe_interval_s=30
+)
 
 
 async def test_only_transient_request_failures_open_the_circuit() -> None:
@@ -46,8 +47,10 @@ async def test_only_transient_request_failures_open_the_circuit() -> None:
 
 
 async def test_a_slow_probe_is_not_an_outage_but_a_refused_one_is() -> None:
-    cloud = ProbedCloud([{"state": "down", "error": "ReadTimeout"}] * 3
-                        + [{"state": "down", "error": "ConnectError"}] * 2)  # fmt: skip
+    cloud = ProbedCloud(
+        [{"state": "down", "error": "ReadTimeout"}] * 3
+        + [{"state": "down", "error": "ConnectError"}] * 2
+    )
     health = CloudHealth(cloud, SETTINGS)
     for _ in range(3):
         await health.probe()
@@ -59,8 +62,9 @@ async def test_a_slow_probe_is_not_an_outage_but_a_refused_one_is() -> None:
 
 
 async def test_the_prober_closes_the_circuit_once_the_cloud_answers() -> None:
-    cloud = ProbedCloud([{"state": "down", "error": "ConnectError"}] * 2
-                        + [{"state": "up", "rtt_ms": 2.5}])  # fmt: skip
+    cloud = ProbedCloud(
+        [{"state": "down", "error": "ConnectError"}] * 2 + [{"state": "up", "rtt_ms": 2.5}]
+    )
     health = CloudHealth(cloud, SETTINGS)
     health.failed(CloudUnreachable("refused"))
     health.failed(CloudUnreachable("refused"))

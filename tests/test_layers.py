@@ -25,8 +25,19 @@ LAYERS = [
     {"speculate.cli"},  # the command: serve, ask, bench, report, ...
 ]
 PURE = ("speculate.core", "speculate.policy")
-IO_LIBRARIES = {"asyncio", "anyio", "httpx", "starlette", "sse_starlette", "websockets",
-                "llama_cpp", "uvicorn", "sqlite3", "socket", "threading"}  # fmt: skip
+IO_LIBRARIES = {
+    "asyncio",
+    "anyio",
+    "httpx",
+    "starlette",
+    "sse_starlette",
+    "websockets",
+    "llama_cpp",
+    "uvicorn",
+    "sqlite3",
+    "socket",
+    "threading",
+}
 
 
 def module_name(path: Path) -> str:

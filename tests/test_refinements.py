@@ -15,8 +15,14 @@ from speculate.storage.refinement_queue import RefinementQueue
 
 
 def queued(request_id: str) -> list[Event]:
-    session = Session(request_id, route="speculative", reason="t", edge_model="e",
-                      cloud_model="c", queue_on_cloud_failure=True)  # fmt: skip
+    session = Session(
+        request_id,
+        route="speculative",
+        reason="t",
+        edge_model="e",
+        cloud_model="c",
+        queue_on_cloud_failure=True,
+    )
     events = session.start() + session.receive_draft("Draft.", 0.0)
     events += session.cloud_failed(CloudUnreachable("away"), 0.1)
     return events + session.edge_finished(0.2)

@@ -59,20 +59,25 @@ def start_of(events: list[Event]) -> Start:
 class Rig:
     """An orchestrator with real health, queue and cache over scripted models."""
 
-    def __init__(self, tmp_path: Path, edge: ScriptedBackend, cloud: ScriptedBackend,
-                 **settings: Any) -> None:  # fmt: skip
+    def __init__(
+        self, tmp_path: Path, edge: ScriptedBackend, cloud: ScriptedBackend, **settings: Any
+    ) -> None:
         self.settings = Settings(**settings)
         self.health = CloudHealth(cloud, self.settings.cloud)
         db = tmp_path / "speculate.db"
         self.queue = RefinementQueue(db, self.settings.store.queue_max)
         self.cache = AnswerCache(db, ttl_s=3600)
-        self.refiner = Refiner(self.settings, self.queue, self.cache, cloud, self.health,
-                               RequestRegistry())  # fmt: skip
+        self.refiner = Refiner(
+            self.settings, self.queue, self.cache, cloud, self.health, RequestRegistry()
+        )
         self.request_log = RequestLog(db, keep_prompts=True)
         self.orchestrator = Orchestrator(
-            self.settings, Backends(edge, cloud), [RequestLogger(), self.request_log],
-            health=self.health, offline=self.refiner,
-        )  # fmt: skip
+            self.settings,
+            Backends(edge, cloud),
+            [RequestLogger(), self.request_log],
+            health=self.health,
+            offline=self.refiner,
+        )
         self.db = db
 
     async def run(self, request: SpeculateRequest) -> list[Event]:

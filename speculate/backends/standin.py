@@ -73,24 +73,40 @@ class StandInServer:
 
     def command(self) -> list[str]:
         return [
-            sys.executable, "-m", "speculate.backends.standin_app",
-            "--model", str(self.model_path),
-            "--model_alias", self.alias,
-            "--host", "127.0.0.1",
-            "--port", str(self.port),
-            "--n_ctx", str(self.n_ctx),
-            "--n_threads", str(self.n_threads),
-            "--n_threads_batch", str(self.n_threads),
-            "--verbose", "False",
+            sys.executable,
+            "-m",
+            "speculate.backends.standin_app",
+            "--model",
+            str(self.model_path),
+            "--model_alias",
+            self.alias,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--n_ctx",
+            str(self.n_ctx),
+            "--n_threads",
+            str(self.n_threads),
+            "--n_threads_batch",
+            str(self.n_threads),
+            "--verbose",
+            "False",
             # By default llama_cpp.server cuts a streaming answer short, silently, when
             # another request (even GET /models, our health probe) waits for the model.
             # vLLM batches instead; queue like it.
-            "--interrupt_requests", "False",
+            "--interrupt_requests",
+            "False",
             # Log-probabilities of every prompt token: how verify mode scores a draft.
-            "--logits_all", str(self.logits_all),
-            "--n_batch", str(self.n_batch), "--n_ubatch", str(self.n_batch),
-            "--reuse_prefix", str(self.reuse_prefix),
-        ]  # fmt: skip
+            "--logits_all",
+            str(self.logits_all),
+            "--n_batch",
+            str(self.n_batch),
+            "--n_ubatch",
+            str(self.n_batch),
+            "--reuse_prefix",
+            str(self.reuse_prefix),
+        ]
 
     async def start(self) -> str:
         """Start the child and wait until it answers ``/v1/models``; return its base URL."""

@@ -242,8 +242,11 @@ class VLLMShapes:
             nonlocal chunks
             data = message.get("body", b"") if message["type"] == "http.response.body" else b""
             if b"data: [DONE]" in data:
-                usage = {"prompt_tokens": prompt_tokens, "completion_tokens": chunks,
-                         "total_tokens": prompt_tokens + chunks}  # fmt: skip
+                usage = {
+                    "prompt_tokens": prompt_tokens,
+                    "completion_tokens": chunks,
+                    "total_tokens": prompt_tokens + chunks,
+                }
                 line = json.dumps(
                     {"object": "chat.completion.chunk", "choices": [], "usage": usage}
                 )

@@ -37,8 +37,10 @@ async def _sse(url: str, body: dict[str, Any], gaps: list[float], counter: list[
     process, a full HTTP client's per-chunk cost would be measured instead of the server."""
     host, port = url.removeprefix("http://").split(":")
     payload = json.dumps(body).encode()
-    head = (f"POST /v1/speculate HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n").encode()  # fmt: skip
+    head = (
+        f"POST /v1/speculate HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n"
+    ).encode()
     last = None
     async with await anyio.connect_tcp(host, int(port)) as stream:
         await stream.send(head + payload)
@@ -79,8 +81,15 @@ async def _ws(url: str, body: dict[str, Any], gaps: list[float], counter: list[i
 
 def measure(streams: int, transport: str, tps: float = 10.0, tokens: int = 40) -> dict[str, Any]:
     port = free_port()
-    command = [sys.executable, "-m", "speculate.bench.fakeserver", "--port", str(port),
-               "--tps", str(tps)]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "speculate.bench.fakeserver",
+        "--port",
+        str(port),
+        "--tps",
+        str(tps),
+    ]
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -97,8 +106,11 @@ def measure(streams: int, transport: str, tps: float = 10.0, tokens: int = 40) -
         proc = psutil.Process(server.pid)
         gaps: list[float] = []
         counter = [0]
-        body = {"messages": [{"role": "user", "content": "go"}], "mode": "edge",
-                "max_tokens": tokens}  # fmt: skip
+        body = {
+            "messages": [{"role": "user", "content": "go"}],
+            "mode": "edge",
+            "max_tokens": tokens,
+        }
 
         async def main() -> None:
             with anyio.fail_after(120):
@@ -132,8 +144,12 @@ def measure(streams: int, transport: str, tps: float = 10.0, tokens: int = 40) -
     }
 
 
-def run(levels: tuple[int, ...] = (100, 500, 1000), transports: tuple[str, ...] = ("sse", "ws"),
-        tps: float = 10.0, repeat: int = 3) -> list[dict[str, Any]]:  # fmt: skip
+def run(
+    levels: tuple[int, ...] = (100, 500, 1000),
+    transports: tuple[str, ...] = ("sse", "ws"),
+    tps: float = 10.0,
+    repeat: int = 3,
+) -> list[dict[str, Any]]:
     """Each level ``repeat`` times (alternating transports, so both see the same machine);
     a row holds the medians, and every run's p99 in ``p99_runs_ms``."""
     runs: dict[tuple[int, str], list[dict[str, Any]]] = {}
@@ -144,8 +160,15 @@ def run(levels: tuple[int, ...] = (100, 500, 1000), transports: tuple[str, ...] 
     rows = []
     for measured in runs.values():
         row = dict(measured[0])
-        for key in ("events", "seconds", "gap_ms_p50", "extra_delay_ms_p50", "extra_delay_ms_p99",
-                    "server_cpu_ms_per_1000_events", "server_cpu_share"):  # fmt: skip
+        for key in (
+            "events",
+            "seconds",
+            "gap_ms_p50",
+            "extra_delay_ms_p50",
+            "extra_delay_ms_p99",
+            "server_cpu_ms_per_1000_events",
+            "server_cpu_share",
+        ):
             values = [m[key] for m in measured if m[key] is not None]
             row[key] = statistics.median(values) if values else None
         row["p99_runs_ms"] = [m["extra_delay_ms_p99"] for m in measured]

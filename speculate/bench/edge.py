@@ -46,13 +46,23 @@ class EdgeServer:
 
     def __init__(self, config: str | None, threads: int) -> None:
         self.url = f"http://127.0.0.1:{free_port()}"
-        command = [sys.executable, "-m", "speculate.cli", "serve", "--port",
-                   self.url.rsplit(":", 1)[1]]  # fmt: skip
+        command = [
+            sys.executable,
+            "-m",
+            "speculate.cli",
+            "serve",
+            "--port",
+            self.url.rsplit(":", 1)[1],
+        ]
         if config:
             command += ["--config", config]
-        env = {**os.environ, "SPECULATE_CLOUD__ENABLED": "false",
-               "SPECULATE_EDGE__N_THREADS": str(threads), "SPECULATE_STORE__REQUEST_LOG": "false",
-               "SPECULATE_SERVER__RATE_PER_MINUTE": "0"}  # fmt: skip
+        env = {
+            **os.environ,
+            "SPECULATE_CLOUD__ENABLED": "false",
+            "SPECULATE_EDGE__N_THREADS": str(threads),
+            "SPECULATE_STORE__REQUEST_LOG": "false",
+            "SPECULATE_SERVER__RATE_PER_MINUTE": "0",
+        }
         self.process = subprocess.Popen(
             command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
@@ -78,22 +88,33 @@ class EdgeServer:
             self.process.kill()
 
 
-def run(*, requests: int = 30, relay_runs: int = 5, relay_tokens: int = 128,
-        config: str | None = None, max_tokens: int = 8) -> dict[str, Any]:  # fmt: skip
+def run(
+    *,
+    requests: int = 30,
+    relay_runs: int = 5,
+    relay_tokens: int = 128,
+    config: str | None = None,
+    max_tokens: int = 8,
+) -> dict[str, Any]:
     from llama_cpp import Llama
 
     settings = Settings.load(config)
     threads = settings.edge.n_threads or default_threads()
     path = models.resolve(settings.edge.model)
-    llama: Any = Llama(model_path=str(path), n_ctx=settings.edge.n_ctx, n_threads=threads,
-                       verbose=False)  # fmt: skip
+    llama: Any = Llama(
+        model_path=str(path), n_ctx=settings.edge.n_ctx, n_threads=threads, verbose=False
+    )
 
     def direct(messages: list[dict[str, str]], tokens: int, temperature: float) -> list[float]:
         """Arrival time of every token, relative to the call."""
         started, stamps = time.perf_counter(), []
-        for chunk in llama.create_chat_completion(messages=messages, stream=True,
-                                                  max_tokens=tokens, temperature=temperature,
-                                                  top_p=settings.edge.top_p):  # fmt: skip
+        for chunk in llama.create_chat_completion(
+            messages=messages,
+            stream=True,
+            max_tokens=tokens,
+            temperature=temperature,
+            top_p=settings.edge.top_p,
+        ):
             if chunk["choices"][0]["delta"].get("content"):
                 stamps.append(time.perf_counter() - started)
         return stamps
@@ -129,8 +150,7 @@ def run(*, requests: int = 30, relay_runs: int = 5, relay_tokens: int = 128,
     ttft: dict[str, list[float]] = {"direct": [], "sse": [], "ws": []}
     relay: dict[str, list[float]] = {"direct": [], "server": [], "server_to_close": []}
     short = {"messages": PROMPT, "mode": "edge", "max_tokens": max_tokens}
-    long = {"messages": LONG_PROMPT, "mode": "edge", "max_tokens": relay_tokens,
-            "temperature": 0.0}  # fmt: skip
+    long = {"messages": LONG_PROMPT, "mode": "edge", "max_tokens": relay_tokens, "temperature": 0.0}
 
     async def measure(url: str) -> None:
         async with (
@@ -138,8 +158,9 @@ def run(*, requests: int = 30, relay_runs: int = 5, relay_tokens: int = 128,
             websockets.connect(ws_url(url), compression=None) as socket,
         ):
             for i in range(requests + 2):  # two warm-up rounds, not recorded
-                d = await anyio.to_thread.run_sync(direct, PROMPT, max_tokens,
-                                                   settings.edge.temperature)  # fmt: skip
+                d = await anyio.to_thread.run_sync(
+                    direct, PROMPT, max_tokens, settings.edge.temperature
+                )
                 s, _, _, _ = await via_sse(client, url, short)
                 w = await via_ws(socket, short)
                 if i >= 2:

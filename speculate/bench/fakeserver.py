@@ -21,8 +21,9 @@ def main() -> None:
     args = parser.parse_args()
     settings = quiet_settings()
     settings.server.max_concurrent_streams = args.max_streams
-    backends = Backends(edge=FakeBackend("fake-edge", args.tps, 1),
-                        cloud=FakeBackend("fake-cloud", args.tps * 2, 2))  # fmt: skip
+    backends = Backends(
+        edge=FakeBackend("fake-edge", args.tps, 1), cloud=FakeBackend("fake-cloud", args.tps * 2, 2)
+    )
     config = uvicorn_config(create_app(settings, backends), settings, port=args.port)
     config.access_log = False
     config.backlog = 4096

@@ -47,8 +47,9 @@ class StampedCloud(FakeBackend):
         self, messages: list[Message], params: GenerationParams, prefix: str | None = None
     ) -> AsyncIterator[FakeStream]:
         async with super().stream(messages, params) as plain:
-            yield _StampedStream(plain.words, plain.delay_s, stamps=self.stamps,
-                                 key=messages[-1]["content"])  # fmt: skip
+            yield _StampedStream(
+                plain.words, plain.delay_s, stamps=self.stamps, key=messages[-1]["content"]
+            )
 
 
 def run(requests: int = 40, max_tokens: int = 60) -> dict[str, Any]:
@@ -60,8 +61,11 @@ def run(requests: int = 40, max_tokens: int = 60) -> dict[str, Any]:
         async with httpx.AsyncClient(timeout=60) as client:
             for i in range(requests + 3):
                 prompt = f"question {i}"
-                body = {"messages": [{"role": "user", "content": prompt}],
-                        "max_tokens": max_tokens, "mode": "speculative"}  # fmt: skip
+                body = {
+                    "messages": [{"role": "user", "content": prompt}],
+                    "max_tokens": max_tokens,
+                    "mode": "speculative",
+                }
                 async with client.stream("POST", f"{url}/v1/speculate", json=body) as response:
                     decoder = SSEDecoder()
                     async for text in response.aiter_text():

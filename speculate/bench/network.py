@@ -28,8 +28,11 @@ from speculate.bench.inprocess import quiet_settings, serving
 from speculate.core.protocol import SSEDecoder
 from speculate.engine.context import Backends
 
-PROMPTS = ["What is the capital of France?", "Give one tip for better sleep.",
-           "Name a planet and say one fact about it."]  # fmt: skip
+PROMPTS = [
+    "What is the capital of France?",
+    "Give one tip for better sleep.",
+    "Name a planet and say one fact about it.",
+]
 
 
 class DelayProxy:
@@ -81,8 +84,11 @@ class Answer:
 async def ask(
     client: httpx.AsyncClient, url: str, prompt: str, mode: str, max_tokens: int = 48
 ) -> Answer:
-    body = {"messages": [{"role": "user", "content": prompt}], "mode": mode,
-            "max_tokens": max_tokens}  # fmt: skip
+    body = {
+        "messages": [{"role": "user", "content": prompt}],
+        "mode": mode,
+        "max_tokens": max_tokens,
+    }
     started, first, stats = time.perf_counter(), None, {}
     async with client.stream("POST", f"{url}/v1/speculate", json=body) as response:
         decoder = SSEDecoder()
@@ -122,8 +128,12 @@ def run_modes(
                 proxy = DelayProxy(standin.port, rtt / 2000)
                 async with anyio.create_task_group() as group:
                     port = await group.start(proxy.serve)
-                    cloud = OpenAICompatCloud(settings.cloud, base_url=f"http://127.0.0.1:{port}/v1",
-                                              model="standin", scoring=scoring)  # fmt: skip
+                    cloud = OpenAICompatCloud(
+                        settings.cloud,
+                        base_url=f"http://127.0.0.1:{port}/v1",
+                        model="standin",
+                        scoring=scoring,
+                    )
                     with serving(Backends(edge, cloud), settings) as url:
                         async with httpx.AsyncClient(timeout=120) as client:
                             for mode in modes:  # warm-up
@@ -152,8 +162,11 @@ def median_ms(values: list[float]) -> float:
 
 def run(rtts_ms: tuple[int, ...] = (0, 30, 100, 300)) -> list[dict[str, Any]]:
     def row(rtt: int, mode: str, answers: list[Answer]) -> dict[str, Any]:
-        return {"rtt_ms": rtt, "mode": mode,
-                "first_text_ms": median_ms([a.first_s for a in answers]),
-                "final_ms": median_ms([a.final_s for a in answers])}  # fmt: skip
+        return {
+            "rtt_ms": rtt,
+            "mode": mode,
+            "first_text_ms": median_ms([a.first_s for a in answers]),
+            "final_ms": median_ms([a.final_s for a in answers]),
+        }
 
     return run_modes(rtts_ms, ("speculative", "verify", "cloud", "edge"), row)

@@ -15,8 +15,11 @@ import numpy as np
 from speculate.backends import models
 from speculate.backends.chat_prompt import ChatPrompt
 
-PROMPTS = ["Give me two tips for sleeping well.", "Name three colours.",
-           "What is the capital of France?"]  # fmt: skip
+PROMPTS = [
+    "Give me two tips for sleeping well.",
+    "Name three colours.",
+    "What is the capital of France?",
+]
 
 
 def _logprobs(rows: Any) -> Any:
@@ -27,8 +30,13 @@ def _logprobs(rows: Any) -> Any:
 def run(model: str = "smollm2-135m", tokens: int = 48) -> list[dict[str, Any]]:
     from llama_cpp import Llama
 
-    llama: Any = Llama(model_path=str(models.resolve(model)), n_ctx=1024, n_threads=1,
-                  logits_all=True, verbose=False)  # fmt: skip
+    llama: Any = Llama(
+        model_path=str(models.resolve(model)),
+        n_ctx=1024,
+        n_threads=1,
+        logits_all=True,
+        verbose=False,
+    )
     chat = ChatPrompt(llama)
     rows = []
     for prompt in PROMPTS:
@@ -48,9 +56,12 @@ def run(model: str = "smollm2-135m", tokens: int = 48) -> list[dict[str, Any]]:
             llama.eval([token])
         single = _logprobs(np.array(llama.scores[len(context) - 1 : len(sequence) - 1]))
         chosen = np.arange(len(answer)), np.array(answer)
-        rows.append({
-            "prompt": prompt, "tokens": len(answer),
-            "max_logprob_diff": round(float(np.abs(batched[chosen] - single[chosen]).max()), 4),
-            "top_choice_flips": int((batched.argmax(axis=1) != single.argmax(axis=1)).sum()),
-        })  # fmt: skip
+        rows.append(
+            {
+                "prompt": prompt,
+                "tokens": len(answer),
+                "max_logprob_diff": round(float(np.abs(batched[chosen] - single[chosen]).max()), 4),
+                "top_choice_flips": int((batched.argmax(axis=1) != single.argmax(axis=1)).sum()),
+            }
+        )
     return rows

@@ -41,8 +41,7 @@ async def _timed(pieces: AsyncIterator[str]) -> tuple[float, float, int]:
 
 
 async def _openai_stream(client: httpx.AsyncClient, url: str, model: str) -> AsyncIterator[str]:
-    body = {"model": model, "messages": PROMPT, "max_tokens": 64, "temperature": 0,
-            "stream": True}  # fmt: skip
+    body = {"model": model, "messages": PROMPT, "max_tokens": 64, "temperature": 0, "stream": True}
     async with client.stream("POST", f"{url}/chat/completions", json=body) as response:
         async for line in response.aiter_lines():
             if line.startswith("data: ") and line != "data: [DONE]":
@@ -57,9 +56,14 @@ async def _litellm_stream(url: str) -> AsyncIterator[str]:
     import litellm
 
     response = await litellm.acompletion(
-        model="openai/standin", api_base=url, api_key="unused", messages=PROMPT,
-        max_tokens=64, temperature=0, stream=True,
-    )  # fmt: skip
+        model="openai/standin",
+        api_base=url,
+        api_key="unused",
+        messages=PROMPT,
+        max_tokens=64,
+        temperature=0,
+        stream=True,
+    )
     async for chunk in response:
         if chunk.choices and chunk.choices[0].delta.content:
             yield chunk.choices[0].delta.content
@@ -70,8 +74,11 @@ def run(rounds: int = 10) -> dict[str, Any]:
     path = models.resolve(settings.edge.model)
     edge = LlamaCppEdge(path, model_name=settings.edge.model, n_threads=default_threads())
     standin = StandInServer(path, alias="standin", n_threads=default_threads())
-    samples: dict[str, list[tuple[float, float, int]]] = {"direct": [], "litellm": [],
-                                                          "speculate": []}  # fmt: skip
+    samples: dict[str, list[tuple[float, float, int]]] = {
+        "direct": [],
+        "litellm": [],
+        "speculate": [],
+    }
 
     async def main() -> None:
         base = await standin.start()
@@ -100,14 +107,24 @@ def run(rounds: int = 10) -> dict[str, Any]:
     for name, values in samples.items():
         firsts = [s[0] for s in values]
         per_token = [(s[1] - s[0]) / max(1, tokens - 1) for s in values]
-        rows.append({
-            "path": name,
-            "first_chunk_ms_p50": round(statistics.median(firsts) * 1000, 2),
-            "added_first_ms_p50": round(statistics.median(
-                [a - b for a, b in zip(firsts, direct_first, strict=True)]) * 1000, 2),
-            "per_token_ms_p50": round(statistics.median(per_token) * 1000, 3),
-            "added_per_token_ms_p50": round(statistics.median(
-                [a - b for a, b in zip(per_token, direct_per_token, strict=True)]) * 1000, 3),
-            "chunks_p50": statistics.median([s[2] for s in values]),
-        })  # fmt: skip
+        rows.append(
+            {
+                "path": name,
+                "first_chunk_ms_p50": round(statistics.median(firsts) * 1000, 2),
+                "added_first_ms_p50": round(
+                    statistics.median([a - b for a, b in zip(firsts, direct_first, strict=True)])
+                    * 1000,
+                    2,
+                ),
+                "per_token_ms_p50": round(statistics.median(per_token) * 1000, 3),
+                "added_per_token_ms_p50": round(
+                    statistics.median(
+                        [a - b for a, b in zip(per_token, direct_per_token, strict=True)]
+                    )
+                    * 1000,
+                    3,
+                ),
+                "chunks_p50": statistics.median([s[2] for s in values]),
+            }
+        )
     return {"rounds": rounds, "rows": rows}

@@ -38,11 +38,13 @@ def run(repeat: int = 200) -> list[dict[str, Any]]:
             per_call_us.append((time.perf_counter() - started) / repeat * 1e6)
             right += (decision.route == "edge") == (row["label"] == "edge")
         per_call_us.sort()
-        results.append({
-            "prompt_set": name.removesuffix(".jsonl"),
-            "prompts": len(rows),
-            "accuracy": round(right / len(rows), 3),
-            "decision_us_median": round(statistics.median(per_call_us), 1),
-            "decision_us_p99": round(per_call_us[min(len(rows) - 1, int(len(rows) * 0.99))], 1),
-        })  # fmt: skip
+        results.append(
+            {
+                "prompt_set": name.removesuffix(".jsonl"),
+                "prompts": len(rows),
+                "accuracy": round(right / len(rows), 3),
+                "decision_us_median": round(statistics.median(per_call_us), 1),
+                "decision_us_p99": round(per_call_us[min(len(rows) - 1, int(len(rows) * 0.99))], 1),
+            }
+        )
     return results

@@ -17,8 +17,19 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-SUITES = ("ttft", "relay", "capacity", "latency", "diff", "wire", "peer", "network", "router",
-          "verify", "numerics")  # fmt: skip
+SUITES = (
+    "ttft",
+    "relay",
+    "capacity",
+    "latency",
+    "diff",
+    "wire",
+    "peer",
+    "network",
+    "router",
+    "verify",
+    "numerics",
+)
 
 
 def machine() -> dict[str, Any]:
@@ -55,18 +66,30 @@ def _plot(name: str, results: dict[str, Any], out: Path) -> Path | None:
     elif name == "capacity":
         for transport in ("sse", "ws"):
             rows = [r for r in results["capacity"] if r["transport"] == transport]
-            ax.plot([r["streams"] for r in rows], [r["extra_delay_ms_p99"] for r in rows],
-                    marker="o", label=transport)  # fmt: skip
+            ax.plot(
+                [r["streams"] for r in rows],
+                [r["extra_delay_ms_p99"] for r in rows],
+                marker="o",
+                label=transport,
+            )
         ax.axhline(50, color="grey", linestyle="--", label="target")
         ax.set_xlabel("concurrent streams (one server core)")
         ax.set_ylabel("p99 extra delay between events, ms")
         ax.legend()
     elif name == "diff":
         rows = results["diff"]
-        ax.plot([r["words"] for r in rows], [r["ours_median_us"] for r in rows], marker="o",
-                label="speculate (windowed alignment)")  # fmt: skip
-        ax.plot([r["words"] for r in rows], [r["difflib_median_us"] for r in rows], marker="o",
-                label="difflib per chunk")  # fmt: skip
+        ax.plot(
+            [r["words"] for r in rows],
+            [r["ours_median_us"] for r in rows],
+            marker="o",
+            label="speculate (windowed alignment)",
+        )
+        ax.plot(
+            [r["words"] for r in rows],
+            [r["difflib_median_us"] for r in rows],
+            marker="o",
+            label="difflib per chunk",
+        )
         ax.set_xlabel("answer length, words")
         ax.set_ylabel("µs per cloud chunk (median)")
         ax.set_yscale("log")
@@ -82,14 +105,29 @@ def _plot(name: str, results: dict[str, Any], out: Path) -> Path | None:
         ax.legend()
     elif name == "network":
         rows = results["network"]
-        for mode, color in (("speculative", "#12632a"), ("verify", "#1f5fa8"), ("cloud", "#c0392b"),
-                            ("edge", "#6b6b70")):  # fmt: skip
+        for mode, color in (
+            ("speculative", "#12632a"),
+            ("verify", "#1f5fa8"),
+            ("cloud", "#c0392b"),
+            ("edge", "#6b6b70"),
+        ):
             mine = [r for r in rows if r["mode"] == mode]
             rtts = [r["rtt_ms"] for r in mine]
-            ax.plot(rtts, [r["first_text_ms"] for r in mine], marker="o", color=color,
-                    label=f"{mode}: first text")  # fmt: skip
-            ax.plot(rtts, [r["final_ms"] for r in mine], marker="s", linestyle="--", color=color,
-                    label=f"{mode}: final")  # fmt: skip
+            ax.plot(
+                rtts,
+                [r["first_text_ms"] for r in mine],
+                marker="o",
+                color=color,
+                label=f"{mode}: first text",
+            )
+            ax.plot(
+                rtts,
+                [r["final_ms"] for r in mine],
+                marker="s",
+                linestyle="--",
+                color=color,
+                label=f"{mode}: final",
+            )
         ax.set_xlabel("added cloud round trip, ms")
         ax.set_ylabel("ms until the user sees it")
         ax.legend(fontsize=7)
@@ -103,8 +141,9 @@ def _plot(name: str, results: dict[str, Any], out: Path) -> Path | None:
     return path
 
 
-def run(suites: list[str], *, quick: bool, json_out: bool, requests: int,
-        config: str | None) -> int:  # fmt: skip
+def run(
+    suites: list[str], *, quick: bool, json_out: bool, requests: int, config: str | None
+) -> int:
     console = Console(stderr=json_out)
     out = Path("bench-results") / time.strftime("%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
@@ -116,8 +155,9 @@ def run(suites: list[str], *, quick: bool, json_out: bool, requests: int,
         from speculate.bench import edge
 
         console.print("[cyan]suites 1-2[/]: first draft token and relay rate vs llama.cpp …")
-        results["edge"] = edge.run(requests=requests, relay_runs=7,
-                                   relay_tokens=128 if quick else 160, config=config)  # fmt: skip
+        results["edge"] = edge.run(
+            requests=requests, relay_runs=7, relay_tokens=128 if quick else 160, config=config
+        )
         rows = [{"path": k, **v} for k, v in results["edge"]["ttft"].items()]
         console.print(_table(f"time to first draft token ({requests} requests)", rows))
         console.print(_table("relay efficiency", [results["edge"]["relay"]]))
@@ -166,15 +206,20 @@ def run(suites: list[str], *, quick: bool, json_out: bool, requests: int,
 
         console.print("[cyan]verify[/]: verify vs cloud vs speculative, real models …")
         results["verify"] = verify.run()
-        console.print(_table("verify vs cloud vs speculative (sums/medians over 3 prompts)",
-                             results["verify"]["rows"]))  # fmt: skip
+        console.print(
+            _table(
+                "verify vs cloud vs speculative (sums/medians over 3 prompts)",
+                results["verify"]["rows"],
+            )
+        )
         console.print(_table("verify's ratios (below 1: less)", results["verify"]["ratios"]))
     if "numerics" in chosen:
         from speculate.bench import numerics
 
         results["numerics"] = numerics.run()
-        console.print(_table("one batch vs token by token (llama.cpp, greedy answers)",
-                             results["numerics"]))  # fmt: skip
+        console.print(
+            _table("one batch vs token by token (llama.cpp, greedy answers)", results["numerics"])
+        )
     (out / "results.json").write_text(json.dumps(results, indent=2))
     for name in ("ttft", "capacity", "diff", "wire", "network"):
         key = "edge" if name == "ttft" else name
@@ -187,8 +232,9 @@ def run(suites: list[str], *, quick: bool, json_out: bool, requests: int,
         summary: dict[str, Any] = {}
         if "edge" in results:
             ttft = results["edge"]["ttft"]
-            summary["ttft_overhead_ms_p50"] = max(ttft["sse"]["added_median_ms"],
-                                                  ttft["ws"]["added_median_ms"])  # fmt: skip
+            summary["ttft_overhead_ms_p50"] = max(
+                ttft["sse"]["added_median_ms"], ttft["ws"]["added_median_ms"]
+            )
             summary["relay_efficiency"] = results["edge"]["relay"]["efficiency"]
             summary["relay_efficiency_to_close"] = results["edge"]["relay"]["efficiency_to_close"]
         if "capacity" in results:

@@ -65,8 +65,14 @@ class _Tracker:
             self.final = event
 
 
-async def _ws_read(url: str, first: dict[str, Any], tracker: _Tracker, result: SoakResult,
-                   drop_after: int | None, cancel_id: str | None) -> None:  # fmt: skip
+async def _ws_read(
+    url: str,
+    first: dict[str, Any],
+    tracker: _Tracker,
+    result: SoakResult,
+    drop_after: int | None,
+    cancel_id: str | None,
+) -> None:
     # A dropping client simulates a lost network: it does not wait for the close handshake.
     async with websockets.connect(ws_url(url), compression=None, close_timeout=0.2) as socket:
         await socket.send(json.dumps(first))
@@ -81,11 +87,18 @@ async def _ws_read(url: str, first: dict[str, Any], tracker: _Tracker, result: S
                 return  # leaving the block drops the connection
 
 
-async def _sse_read(client: httpx.AsyncClient, url: str, request_id: str, tracker: _Tracker,
-                    result: SoakResult, drop_after: int | None) -> None:  # fmt: skip
+async def _sse_read(
+    client: httpx.AsyncClient,
+    url: str,
+    request_id: str,
+    tracker: _Tracker,
+    result: SoakResult,
+    drop_after: int | None,
+) -> None:
     headers = {"Last-Event-ID": str(tracker.last_seq)}
-    async with client.stream("GET", f"{url}/v1/speculate/{request_id}/events",
-                             headers=headers) as response:  # fmt: skip
+    async with client.stream(
+        "GET", f"{url}/v1/speculate/{request_id}/events", headers=headers
+    ) as response:
         decoder, seen = SSEDecoder(), 0
         async for chunk in response.aiter_text():
             for message in decoder.feed(chunk):
@@ -95,11 +108,14 @@ async def _sse_read(client: httpx.AsyncClient, url: str, request_id: str, tracke
                     return
 
 
-async def _one_request(client: httpx.AsyncClient, url: str, rng: random.Random, n: int,
-                       result: SoakResult) -> None:  # fmt: skip
+async def _one_request(
+    client: httpx.AsyncClient, url: str, rng: random.Random, n: int, result: SoakResult
+) -> None:
     request_id = f"soak-{n}-{rng.randrange(1 << 30)}"
-    body = {"messages": [{"role": "user", "content": f"tell me about item {n}"}],
-            "max_tokens": rng.randint(20, 120)}  # fmt: skip
+    body = {
+        "messages": [{"role": "user", "content": f"tell me about item {n}"}],
+        "max_tokens": rng.randint(20, 120),
+    }
     tracker = _Tracker()
     cancel = rng.random() < 0.1
     result.requests += 1
@@ -108,8 +124,9 @@ async def _one_request(client: httpx.AsyncClient, url: str, rng: random.Random, 
         first = {"type": "speculate", "request_id": request_id, **body}
         await _ws_read(url, first, tracker, result, drop, request_id if cancel else None)
     else:
-        started = await client.post(f"{url}/v1/speculate", json=body,
-                                    headers={"Prefer": "respond-async"})  # fmt: skip
+        started = await client.post(
+            f"{url}/v1/speculate", json=body, headers={"Prefer": "respond-async"}
+        )
         request_id = started.json()["request_id"]
         if cancel:
             await client.delete(f"{url}/v1/requests/{request_id}")
@@ -140,8 +157,9 @@ async def _one_request(client: httpx.AsyncClient, url: str, rng: random.Random, 
         result.error_kinds[kind] = result.error_kinds.get(kind, 0) + 1
 
 
-async def _client(url: str, seed: int, requests: int, deadline: float, result: SoakResult,
-                  counter: list[int]) -> None:  # fmt: skip
+async def _client(
+    url: str, seed: int, requests: int, deadline: float, result: SoakResult, counter: list[int]
+) -> None:
     rng = random.Random(seed)
     async with httpx.AsyncClient(timeout=30) as client:
         for _ in range(requests):
@@ -156,8 +174,15 @@ async def _client(url: str, seed: int, requests: int, deadline: float, result: S
                 result.error_kinds[kind] = result.error_kinds.get(kind, 0) + 1
 
 
-def run_soak(*, clients: int, requests: int, minutes: float, url: str | None = None,
-             seed: int = 1, quiet: bool = False) -> SoakResult:  # fmt: skip
+def run_soak(
+    *,
+    clients: int,
+    requests: int,
+    minutes: float,
+    url: str | None = None,
+    seed: int = 1,
+    quiet: bool = False,
+) -> SoakResult:
     """Run the soak; with no ``url``, against an in-process server on fake backends."""
     from speculate.bench.fake import FakeBackend
     from speculate.bench.inprocess import serving
@@ -175,8 +200,9 @@ def run_soak(*, clients: int, requests: int, minutes: float, url: str | None = N
         started = time.monotonic()
         async with anyio.create_task_group() as group:
             for i in range(clients):
-                group.start_soon(_client, url, seed + i, requests, started + minutes * 60,
-                                 result, counter)  # fmt: skip
+                group.start_soon(
+                    _client, url, seed + i, requests, started + minutes * 60, result, counter
+                )
         result.seconds = round(time.monotonic() - started, 2)
         result.rss_growth_mb = round((process.memory_info().rss - rss0) / 2**20, 2)
         result.fd_growth = process.num_fds() - fds0
@@ -184,8 +210,9 @@ def run_soak(*, clients: int, requests: int, minutes: float, url: str | None = N
     if url is not None:
         anyio.run(main, url)
     else:
-        backends = Backends(edge=FakeBackend("fake-edge", 400, 1),
-                            cloud=FakeBackend("fake-cloud", 800, 2))  # fmt: skip
+        backends = Backends(
+            edge=FakeBackend("fake-edge", 400, 1), cloud=FakeBackend("fake-cloud", 800, 2)
+        )
         with serving(backends) as local:
             anyio.run(main, local)
     if not quiet:

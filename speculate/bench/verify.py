@@ -45,15 +45,20 @@ def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         verify = by_mode["verify"]
         for other in ("cloud", "speculative"):
             base = by_mode[other]
-            out.append({
-                "rtt_ms": rtt, "verify_vs": other,
-                "first_text": round(verify["first_text_ms"] / base["first_text_ms"], 2),
-                "final": round(verify["final_ms"] / base["final_ms"], 2),
-                "cloud_decode_tokens": round(
-                    verify["cloud_decode_tokens"] / max(1, base["cloud_decode_tokens"]), 2),
-                "cloud_prefill_tokens": round(
-                    verify["cloud_prefill_tokens"] / max(1, base["cloud_prefill_tokens"]), 2),
-            })  # fmt: skip
+            out.append(
+                {
+                    "rtt_ms": rtt,
+                    "verify_vs": other,
+                    "first_text": round(verify["first_text_ms"] / base["first_text_ms"], 2),
+                    "final": round(verify["final_ms"] / base["final_ms"], 2),
+                    "cloud_decode_tokens": round(
+                        verify["cloud_decode_tokens"] / max(1, base["cloud_decode_tokens"]), 2
+                    ),
+                    "cloud_prefill_tokens": round(
+                        verify["cloud_prefill_tokens"] / max(1, base["cloud_prefill_tokens"]), 2
+                    ),
+                }
+            )
     return out
 
 

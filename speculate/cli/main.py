@@ -57,9 +57,12 @@ def _bench(args: argparse.Namespace) -> int:
     from speculate.bench.runner import run
 
     return run(
-        args.suites, quick=args.quick, json_out=args.json, requests=args.requests,
+        args.suites,
+        quick=args.quick,
+        json_out=args.json,
+        requests=args.requests,
         config=args.config,
-    )  # fmt: skip
+    )
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -164,10 +167,15 @@ def build_parser() -> argparse.ArgumentParser:
         "calibrate", help="set the router's thresholds so a share of PROMPTS goes to the cloud"
     )
     calibrate.add_argument("prompts", help="JSON lines: {prompt | messages, label?}")
-    calibrate.add_argument("--cloud-share", type=float, required=True,
-                           help="share of prompts the cloud should see (0-1)")  # fmt: skip
-    calibrate.add_argument("--cloud-only-share", type=float,
-                           help="share for the cloud alone (default: keep cloud_min)")  # fmt: skip
+    calibrate.add_argument(
+        "--cloud-share",
+        type=float,
+        required=True,
+        help="share of prompts the cloud should see (0-1)",
+    )
+    calibrate.add_argument(
+        "--cloud-only-share", type=float, help="share for the cloud alone (default: keep cloud_min)"
+    )
     calibrate.add_argument("--config", help="the config to start from")
     calibrate.add_argument("--write", help="write a new config file with these thresholds")
     calibrate.set_defaults(func=_calibrate)

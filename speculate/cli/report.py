@@ -98,8 +98,9 @@ def _ms(values: list[float], q: float) -> str:
     return f"{ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]:.0f}"
 
 
-def _plots(rows: list[dict[str, Any]], cost: TrafficCost, fleet: list[dict[str, float]],
-           out: Path) -> list[Path]:  # fmt: skip
+def _plots(
+    rows: list[dict[str, Any]], cost: TrafficCost, fleet: list[dict[str, float]], out: Path
+) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -120,8 +121,10 @@ def _plots(rows: list[dict[str, Any]], cost: TrafficCost, fleet: list[dict[str, 
     routes = sorted(by_route)
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, key, title in ((axes[0], "draft_first_ms", "time to first text"),
-                           (axes[1], "final_ms", "time to final answer")):  # fmt: skip
+    for ax, key, title in (
+        (axes[0], "draft_first_ms", "time to first text"),
+        (axes[1], "final_ms", "time to final answer"),
+    ):
         data = [[r[key] for r in by_route[route] if r[key] is not None] or [0] for route in routes]
         ax.boxplot(data, tick_labels=routes)
         ax.set_title(title)
@@ -136,8 +139,11 @@ def _plots(rows: list[dict[str, Any]], cost: TrafficCost, fleet: list[dict[str, 
     save(fig, out / "routes.png")
 
     fig, ax = plt.subplots(figsize=(5, 4))
-    ax.bar(["all edge", "all cloud", "hybrid"], [cost.all_edge, cost.all_cloud, cost.hybrid],
-           color=["#6b6b70", "#c0392b", "#12632a"])  # fmt: skip
+    ax.bar(
+        ["all edge", "all cloud", "hybrid"],
+        [cost.all_edge, cost.all_cloud, cost.hybrid],
+        color=["#6b6b70", "#c0392b", "#12632a"],
+    )
     ax.set_ylabel("USD")
     ax.set_title(f"this traffic ({cost.requests} answers)")
     save(fig, out / "cost.png")
@@ -146,10 +152,16 @@ def _plots(rows: list[dict[str, Any]], cost: TrafficCost, fleet: list[dict[str, 
         fig, ax = plt.subplots(figsize=(7, 4))
         labels = [f"{int(f['devices'])} devices" for f in fleet]
         width = 0.27
-        for i, (key, color) in enumerate((("edge", "#6b6b70"), ("cloud", "#c0392b"),
-                                          ("hybrid", "#12632a"))):  # fmt: skip
-            ax.bar([x + (i - 1) * width for x in range(len(fleet))], [f[key] for f in fleet],
-                   width, label=key, color=color)  # fmt: skip
+        for i, (key, color) in enumerate(
+            (("edge", "#6b6b70"), ("cloud", "#c0392b"), ("hybrid", "#12632a"))
+        ):
+            ax.bar(
+                [x + (i - 1) * width for x in range(len(fleet))],
+                [f[key] for f in fleet],
+                width,
+                label=key,
+                color=color,
+            )
         ax.set_xticks(range(len(fleet)), labels)
         ax.set_yscale("log")
         ax.set_ylabel("USD, year one")
@@ -168,8 +180,16 @@ def run_report(
         console.print(f"the request log {db} is empty")
         return 0
     routes = Table(title=f"requests by route ({len(rows)} in {db})")
-    for column in ("route", "requests", "share", "outcomes", "first text p50 ms",
-                   "first cloud p50 ms", "final p50 ms", "final p90 ms"):  # fmt: skip
+    for column in (
+        "route",
+        "requests",
+        "share",
+        "outcomes",
+        "first text p50 ms",
+        "first cloud p50 ms",
+        "final p50 ms",
+        "final p90 ms",
+    ):
         routes.add_column(column, justify="right")
     by_route: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
@@ -181,19 +201,26 @@ def run_report(
             return [float(r[key]) for r in group if r[key] is not None]
 
         routes.add_row(
-            route, str(len(group)), f"{len(group) / len(rows):.0%}",
+            route,
+            str(len(group)),
+            f"{len(group) / len(rows):.0%}",
             ", ".join(f"{k} {v}" for k, v in sorted(outcomes.items())),
-            _ms(values("draft_first_ms"), 0.5), _ms(values("cloud_first_ms"), 0.5),
-            _ms(values("final_ms"), 0.5), _ms(values("final_ms"), 0.9),
-        )  # fmt: skip
+            _ms(values("draft_first_ms"), 0.5),
+            _ms(values("cloud_first_ms"), 0.5),
+            _ms(values("final_ms"), 0.5),
+            _ms(values("final_ms"), 0.9),
+        )
     console.print(routes)
 
     cost = traffic_cost(rows, costs)
     money = Table(title=f"what these {cost.requests} answers cost")
     for column in ("strategy", "USD", "per answer", "vs all-cloud"):
         money.add_column(column, justify="right")
-    for name, value in (("all edge", cost.all_edge), ("all cloud", cost.all_cloud),
-                        ("hybrid (actual)", cost.hybrid)):  # fmt: skip
+    for name, value in (
+        ("all edge", cost.all_edge),
+        ("all cloud", cost.all_cloud),
+        ("hybrid (actual)", cost.hybrid),
+    ):
         share = f"{value / cost.all_cloud:.0%}" if cost.all_cloud else "–"
         money.add_row(name, f"{value:.6f}", f"{value / max(1, cost.requests):.8f}", share)
     console.print(money)

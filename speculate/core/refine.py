@@ -50,8 +50,15 @@ def refined(
         "edit_distance": Levenshtein.distance(shown.text, cloud_text),
     }
     out.append(Commit(request_id=request_id, seq=seq + 1, upto=len(cloud_text)))
-    out.append(Done(request_id=request_id, seq=seq + 2, text=cloud_text, final_source="cloud",
-                    stats=final_stats))  # fmt: skip
+    out.append(
+        Done(
+            request_id=request_id,
+            seq=seq + 2,
+            text=cloud_text,
+            final_source="cloud",
+            stats=final_stats,
+        )
+    )
     return out
 
 
@@ -62,9 +69,20 @@ def abandoned(events: list[Event], code: str, message: str) -> list[Event]:
     assert isinstance(provisional, Done)
     request_id, seq = provisional.request_id, shown.last_seq
     return [
-        Error(request_id=request_id, seq=seq + 1, code=code, message=message, source="cloud",
-              fatal=False),
+        Error(
+            request_id=request_id,
+            seq=seq + 1,
+            code=code,
+            message=message,
+            source="cloud",
+            fatal=False,
+        ),
         Commit(request_id=request_id, seq=seq + 2, upto=len(shown.text)),
-        Done(request_id=request_id, seq=seq + 3, text=shown.text, final_source="edge",
-             stats={**provisional.stats, "queued": True, "refined": False}),
-    ]  # fmt: skip
+        Done(
+            request_id=request_id,
+            seq=seq + 3,
+            text=shown.text,
+            final_source="edge",
+            stats={**provisional.stats, "queued": True, "refined": False},
+        ),
+    ]

@@ -317,8 +317,13 @@ class Session:
             # Provisional: the queued refinement will patch this text later.
             self.stats["queued"] = True
             queued = Queued(request_id=self.request_id, seq=self._next(), reason=self.queued_reason)
-            done = Done(request_id=self.request_id, seq=self._next(), text=self.shown,
-                        final_source="edge", stats=dict(self.stats))  # fmt: skip
+            done = Done(
+                request_id=self.request_id,
+                seq=self._next(),
+                text=self.shown,
+                final_source="edge",
+                stats=dict(self.stats),
+            )
             return [queued, done]
         self._committed = len(self.shown)
         commit = Commit(request_id=self.request_id, seq=self._next(), upto=len(self.shown))

@@ -42,5 +42,6 @@ def summarize(request_id: str, events: list[Event]) -> RunSummary:
                 error_code = event.code
         elif isinstance(event, Done):
             outcome, final_source, stats = "done", event.final_source, event.stats
-    return RunSummary(request_id, route, outcome, final_source, error_code,
-                      tuple(cloud_errors), stats, queued)  # fmt: skip
+    return RunSummary(
+        request_id, route, outcome, final_source, error_code, tuple(cloud_errors), stats, queued
+    )

@@ -89,8 +89,15 @@ def judge(scored: Scored, budget: int, *, complete: bool = False) -> Verdict:
             chars = max(chars, token.end)
             continue
         margin = token.top[0][1] - token.top[1][1] if len(token.top) > 1 else None
-        return Verdict(token.start, accepted, len(tokens) - index, token.top[0][0], 1,
-                       ended=accepted + 1 >= budget, margin=margin)  # fmt: skip
+        return Verdict(
+            token.start,
+            accepted,
+            len(tokens) - index,
+            token.top[0][0],
+            1,
+            ended=accepted + 1 >= budget,
+            margin=margin,
+        )
     return Verdict(chars, accepted, 0, "", 0, ended=accepted >= budget or scored.finished)
 
 

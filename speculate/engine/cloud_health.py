@@ -65,8 +65,11 @@ class CloudHealth:
         was_closed = self.breaker.allows_requests
         self.breaker.record_failure(time.monotonic(), what)
         if was_closed and not self.breaker.allows_requests:
-            log.warning("cloud circuit open after %d failures (%s): requests go to the edge",
-                        self.breaker.threshold, what)  # fmt: skip
+            log.warning(
+                "cloud circuit open after %d failures (%s): requests go to the edge",
+                self.breaker.threshold,
+                what,
+            )
             self._notify()
 
     async def wait_until_up(self, timeout_s: float) -> bool:

@@ -155,9 +155,12 @@ class Orchestrator:
         cached = None
         cloud = self.backends.cloud
         if (
-            decision.wants_cloud and decision.route == "edge" and not decision.private_kinds
-            and self.offline is not None and cloud is not None
-        ):  # fmt: skip
+            decision.wants_cloud
+            and decision.route == "edge"
+            and not decision.private_kinds
+            and self.offline is not None
+            and cloud is not None
+        ):
             cached = await self.offline.cached(request.messages, self.answer_variant(request))
         session = self.new_session(request, decision, cached=cached is not None)
         run = RequestRun(

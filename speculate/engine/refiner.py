@@ -122,8 +122,9 @@ class Refiner:
         except CloudError as exc:
             self.health.failed(exc)
             attempts = await self._db(self.queue.failed_attempt, row.request_id, exc.code)
-            log.warning("refinement of %s failed (%s), attempt %d", row.request_id, exc.code,
-                        attempts)  # fmt: skip
+            log.warning(
+                "refinement of %s failed (%s), attempt %d", row.request_id, exc.code, attempts
+            )
             if not exc.transient and attempts >= MAX_ATTEMPTS:
                 message = f"the queued refinement failed {attempts} times ({exc.code})"
                 await self._finish(row, abandoned(row.events, exc.code, message), "abandoned")
@@ -139,14 +140,18 @@ class Refiner:
         applied = await self._db(self.queue.complete, row.request_id, final, status)
         if applied:
             self.registry.restore(row.request_id, row.events).extend(final)
-            log.info("queued request %s %s", row.request_id,
-                     "refined by the cloud" if status == "done" else "given up")  # fmt: skip
+            log.info(
+                "queued request %s %s",
+                row.request_id,
+                "refined by the cloud" if status == "done" else "given up",
+            )
         return applied
 
     async def ask_cloud(self, job: dict[str, Any]) -> str:
         assert self.cloud is not None
-        params = GenerationParams(max_tokens=int(job["max_tokens"]),
-                                  temperature=float(job["temperature"]))  # fmt: skip
+        params = GenerationParams(
+            max_tokens=int(job["max_tokens"]), temperature=float(job["temperature"])
+        )
         async with self.cloud.stream(job["messages"], params) as tokens:
             answer = "".join([text async for text in texts(tokens)])
         return restore(answer, job.get("originals") or {})

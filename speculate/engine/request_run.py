@@ -79,9 +79,11 @@ class RequestRun:
     @property
     def may_escalate(self) -> bool:
         return (
-            self.decision.escalate and self.context.escalate
-            and self.backends.cloud is not None and self.session.route == "edge"
-        )  # fmt: skip
+            self.decision.escalate
+            and self.context.escalate
+            and self.backends.cloud is not None
+            and self.session.route == "edge"
+        )
 
     async def execute(self, cached: str | None = None) -> None:
         self.emit(self.session.start())

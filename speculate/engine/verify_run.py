@@ -77,8 +77,14 @@ class VerifyRun:
         self.edge_ended = self.sent_complete = False
         self.cloud_error: SpeculateError | None = None
         stats = self.session.stats
-        for key in ("accepted_tokens", "rejected_tokens", "cloud_prefill_tokens",
-                    "cloud_decode_tokens", "verify_round_trips", "verify_wait_ms"):  # fmt: skip
+        for key in (
+            "accepted_tokens",
+            "rejected_tokens",
+            "cloud_prefill_tokens",
+            "cloud_decode_tokens",
+            "verify_round_trips",
+            "verify_wait_ms",
+        ):
             stats[key] = 0
         stats["verify_strategy"] = "edge"
 

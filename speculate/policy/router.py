@@ -50,8 +50,7 @@ _TRIVIAL = re.compile(
 )
 
 # Weights of each signal (a signal is a count capped at 1 after scaling).
-WEIGHTS = {"length": 1.0, "code": 1.6, "reasoning": 1.3, "math": 1.4, "steps": 0.9,
-           "question": 0.6}  # fmt: skip
+WEIGHTS = {"length": 1.0, "code": 1.6, "reasoning": 1.3, "math": 1.4, "steps": 0.9, "question": 0.6}
 _BIAS = -2.6
 
 
@@ -143,8 +142,9 @@ class Router:
         if self.config.privacy_policy != "off" and mode != "edge" and cloud != "none":
             kinds = tuple(self.guard.kinds_in(messages))
         if kinds and self.config.privacy_policy == "keep_on_device":
-            return Decision("edge", f"privacy: {describe(kinds)} kept on the device",
-                            private_kinds=kinds)  # fmt: skip
+            return Decision(
+                "edge", f"privacy: {describe(kinds)} kept on the device", private_kinds=kinds
+            )
         redacting = bool(kinds)
         suffix = f"; {describe(kinds)} redacted" if redacting else ""
         if mode == "edge":
@@ -154,17 +154,30 @@ class Router:
         decision = self._choose(mode, messages)
         if decision.route == "verify" and (redacting or not can_verify):
             why = "the draft holds personal data" if redacting else "this cloud cannot score"
-            decision = Decision("speculative", f"{decision.reason}, but {why}: speculating",
-                                decision.score)  # fmt: skip
+            decision = Decision(
+                "speculative", f"{decision.reason}, but {why}: speculating", decision.score
+            )
         if decision.route == "edge":
             return decision
         if cloud == "open":
-            return Decision("edge", f"{decision.reason}, but the cloud circuit is open: the "
-                            "edge answers and the refinement is queued", decision.score,
-                            wants_cloud=True, redact=redacting, private_kinds=kinds,
-                            basis=decision.reason)  # fmt: skip
-        return Decision(decision.route, decision.reason + suffix, decision.score,
-                        wants_cloud=True, redact=redacting, private_kinds=kinds)  # fmt: skip
+            return Decision(
+                "edge",
+                f"{decision.reason}, but the cloud circuit is open: the "
+                "edge answers and the refinement is queued",
+                decision.score,
+                wants_cloud=True,
+                redact=redacting,
+                private_kinds=kinds,
+                basis=decision.reason,
+            )
+        return Decision(
+            decision.route,
+            decision.reason + suffix,
+            decision.score,
+            wants_cloud=True,
+            redact=redacting,
+            private_kinds=kinds,
+        )
 
     def _choose(self, mode: Mode, messages: list[Message]) -> Decision:
         if mode == "cloud":

@@ -57,6 +57,9 @@ class RequestLogger:
         del row["prompt"], row["finished_at"]
         self.log.info(
             "request %s %s via %s in %s ms",
-            row["request_id"], row["outcome"], row["route"], row.get("final_ms"),
+            row["request_id"],
+            row["outcome"],
+            row["route"],
+            row.get("final_ms"),
             extra={"request": row, "at": time.time()},
-        )  # fmt: skip
+        )

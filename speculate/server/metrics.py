@@ -29,30 +29,43 @@ class Metrics:
         )
         self.active = Gauge("speculate_active_requests", "Requests running now", registry=r)
         self.draft_first = Histogram(
-            "speculate_draft_first_seconds", "Time to the first draft token", ["route"],
-            buckets=LATENCY_BUCKETS, registry=r,
-        )  # fmt: skip
+            "speculate_draft_first_seconds",
+            "Time to the first draft token",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.cloud_first = Histogram(
-            "speculate_cloud_first_seconds", "Time to the first cloud token", ["route"],
-            buckets=LATENCY_BUCKETS, registry=r,
-        )  # fmt: skip
+            "speculate_cloud_first_seconds",
+            "Time to the first cloud token",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.final = Histogram(
-            "speculate_final_seconds", "Time to the final answer", ["route"],
-            buckets=LATENCY_BUCKETS, registry=r,
-        )  # fmt: skip
+            "speculate_final_seconds",
+            "Time to the final answer",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.edit_distance = Histogram(
-            "speculate_edit_distance_chars", "Draft vs final edit distance", ["route"],
-            buckets=EDIT_BUCKETS, registry=r,
-        )  # fmt: skip
+            "speculate_edit_distance_chars",
+            "Draft vs final edit distance",
+            ["route"],
+            buckets=EDIT_BUCKETS,
+            registry=r,
+        )
         self.tokens = Counter("speculate_tokens", "Generated tokens", ["side"], registry=r)
         self.cloud_errors = Counter(
             "speculate_cloud_errors", "Cloud failures by kind", ["code"], registry=r
         )
         self.cost = Counter("speculate_cost_usd", "Cost of the answers", registry=r)
         self.saved = Counter(
-            "speculate_cost_saved_usd", "Saved against sending everything to the cloud",
+            "speculate_cost_saved_usd",
+            "Saved against sending everything to the cloud",
             registry=r,
-        )  # fmt: skip
+        )
         self.edge_queue = Gauge(
             "speculate_edge_queue_depth", "Requests waiting for the edge model", registry=r
         )

@@ -64,9 +64,13 @@ class ChatBody(BaseModel):
 
 
 def openai_error(
-    status: int, message: str, *, kind: str = "invalid_request_error",
-    param: str | None = None, code: str | None = None,
-) -> JSONResponse:  # fmt: skip
+    status: int,
+    message: str,
+    *,
+    kind: str = "invalid_request_error",
+    param: str | None = None,
+    code: str | None = None,
+) -> JSONResponse:
     body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
     return JSONResponse(body, status_code=status)
 
@@ -110,27 +114,37 @@ def _usage(done: Done) -> dict[str, int]:
         stats["cloud_tokens"] if done.final_source == "cloud" else stats["draft_tokens"]
     )
     prompt = int(stats.get("prompt_tokens") or 0)
-    return {"prompt_tokens": prompt, "completion_tokens": completion,
-            "total_tokens": prompt + completion}  # fmt: skip
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
 
 
 def _summary(done: Done, route: str | None) -> dict[str, Any]:
-    return {"request_id": done.request_id, "route": route, "final_source": done.final_source,
-            "stats": done.stats}  # fmt: skip
+    return {
+        "request_id": done.request_id,
+        "route": route,
+        "final_source": done.final_source,
+        "stats": done.stats,
+    }
 
 
 async def chat_completions(request: Request) -> Response:
     state: AppState = request.app.state.speculate
     try:
-        body, job = _parse(await read_json(request, state.settings.server.ws_max_message_bytes),
-                           state)  # fmt: skip
+        body, job = _parse(
+            await read_json(request, state.settings.server.ws_max_message_bytes), state
+        )
     except BadRequest as exc:
         return openai_error(400, exc.message, code=exc.code)
     if body.model not in MODELS:
         return openai_error(
-            404, f"The model `{body.model}` does not exist; see GET /v1/models.",
-            param="model", code="model_not_found",
-        )  # fmt: skip
+            404,
+            f"The model `{body.model}` does not exist; see GET /v1/models.",
+            param="model",
+            code="model_not_found",
+        )
     refusal = admit(state, client_address(request))
     if refusal is not None:
         return refusal
@@ -152,8 +166,9 @@ def _complete(body: ChatBody, log: EventLog) -> Response:
     if shown.done is None:
         fatal = shown.fatal
         message = fatal.message if isinstance(fatal, Error) else "the request ended without answer"
-        return openai_error(502, message, kind="server_error",
-                            code=fatal.code if fatal else "no_answer")  # fmt: skip
+        return openai_error(
+            502, message, kind="server_error", code=fatal.code if fatal else "no_answer"
+        )
     done = shown.done
     return JSONResponse(
         {
@@ -180,15 +195,22 @@ async def _stream(
 ) -> AsyncIterator[dict[str, str]]:
     created = int(time.time())
 
-    def chunk(delta: dict[str, str] | None, finish: Literal["stop"] | None = None,
-              **extra: Any) -> dict[str, str]:  # fmt: skip
+    def chunk(
+        delta: dict[str, str] | None, finish: Literal["stop"] | None = None, **extra: Any
+    ) -> dict[str, str]:
         choices = (
             []
             if delta is None
             else [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
         )
-        payload = {"id": job.request_id, "object": "chat.completion.chunk", "created": created,
-                   "model": body.model, "choices": choices, **extra}  # fmt: skip
+        payload = {
+            "id": job.request_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": body.model,
+            "choices": choices,
+            **extra,
+        }
         return {"data": json.dumps(payload, ensure_ascii=False)}
 
     shown, sent = ShownText(), 0

@@ -57,14 +57,18 @@ def build_schema(limits: ServerSettings | None = None) -> dict[str, Any]:
     )
     components = defs.get("$defs", {})
     # The configured limits are part of the contract too.
-    for body, field in (("SpeculateBody", "max_tokens"), ("ChatBody", "max_tokens"),
-                        ("ChatBody", "max_completion_tokens")):  # fmt: skip
+    for body, field in (
+        ("SpeculateBody", "max_tokens"),
+        ("ChatBody", "max_tokens"),
+        ("ChatBody", "max_completion_tokens"),
+    ):
         for option in components[body]["properties"][field].get("anyOf", []):
             if option.get("type") == "integer":
                 option["maximum"] = limits.max_tokens_limit
     components["ChatMessage"]["properties"]["content"]["maxLength"] = limits.max_prompt_chars
-    request_id = [{"name": "request_id", "in": "path", "required": True,
-                   "schema": {"type": "string"}}]  # fmt: skip
+    request_id = [
+        {"name": "request_id", "in": "path", "required": True, "schema": {"type": "string"}}
+    ]
     obj = {"type": "object"}
     return {
         "openapi": "3.1.0",

@@ -74,14 +74,22 @@ class AppState:
             if settings.store.cache:
                 cache = AnswerCache(path, settings.store.cache_ttl_s, settings.store.cache_max)
             refiner = Refiner(settings, queue, cache, backends.cloud, health, requests)
-        orchestrator = Orchestrator(settings, backends, observers, health=health,
-                                    offline=refiner)  # fmt: skip
+        orchestrator = Orchestrator(settings, backends, observers, health=health, offline=refiner)
         jobs = Jobs(orchestrator, requests, server.resume_grace_s, server.max_concurrent_streams)
         limiter = RateLimiter(server.rate_per_minute, server.rate_burst)
         return cls(
-            settings, backends, orchestrator, requests, jobs, metrics, limiter, health, refiner,
-            request_log, standin,
-        )  # fmt: skip
+            settings,
+            backends,
+            orchestrator,
+            requests,
+            jobs,
+            metrics,
+            limiter,
+            health,
+            refiner,
+            request_log,
+            standin,
+        )
 
     def close_stores(self) -> None:
         if self.request_log is not None:

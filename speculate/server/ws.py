@@ -62,9 +62,13 @@ class _Socket:
 
     async def reject(self, request_id: str, exc: BadRequest) -> None:
         event = Error(
-            request_id=request_id, seq=1, code=exc.code, message=exc.message, source="client",
+            request_id=request_id,
+            seq=1,
+            code=exc.code,
+            message=exc.message,
+            source="client",
             fatal=True,
-        )  # fmt: skip
+        )
         await self.send(encode_json(event))
 
     async def speculate(self, message: dict[str, Any], group: TaskGroup) -> None:

@@ -141,5 +141,12 @@ class RefinementQueue:
     @staticmethod
     def _row(row: sqlite3.Row | tuple[Any, ...]) -> QueuedRefinement:
         request_id, created_at, status, attempts, job, events, final, _, _ = row
-        return QueuedRefinement(request_id, created_at, status, attempts, json.loads(job),
-                                _decode(events), _decode(final))  # fmt: skip
+        return QueuedRefinement(
+            request_id,
+            created_at,
+            status,
+            attempts,
+            json.loads(job),
+            _decode(events),
+            _decode(final),
+        )

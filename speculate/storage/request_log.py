@@ -41,8 +41,17 @@ CREATE TABLE IF NOT EXISTS requests (
 );
 CREATE INDEX IF NOT EXISTS requests_finished_at ON requests (finished_at);
 """
-STAT_COLUMNS = ("draft_first_ms", "cloud_first_ms", "final_ms", "prompt_tokens", "draft_tokens",
-                "cloud_tokens", "edit_distance", "cost_usd", "cost_saved_usd")  # fmt: skip
+STAT_COLUMNS = (
+    "draft_first_ms",
+    "cloud_first_ms",
+    "final_ms",
+    "prompt_tokens",
+    "draft_tokens",
+    "cloud_tokens",
+    "edit_distance",
+    "cost_usd",
+    "cost_saved_usd",
+)
 
 
 def masked(guard: PrivacyGuard, messages: list[dict[str, str]]) -> str:

@@ -26,9 +26,21 @@ def echo(tokens: list[str], tops: list[dict[str, float] | None]) -> dict[str, An
     values = [
         None if top is None else top.get(token) for token, top in zip(tokens, tops, strict=True)
     ]
-    return {"choices": [{"text": "".join(tokens), "finish_reason": "length", "logprobs": {
-        "tokens": tokens, "token_logprobs": values, "top_logprobs": tops,
-        "text_offset": [0] * len(tokens)}}], "usage": {"prompt_tokens": 5}}  # fmt: skip
+    return {
+        "choices": [
+            {
+                "text": "".join(tokens),
+                "finish_reason": "length",
+                "logprobs": {
+                    "tokens": tokens,
+                    "token_logprobs": values,
+                    "top_logprobs": tops,
+                    "text_offset": [0] * len(tokens),
+                },
+            }
+        ],
+        "usage": {"prompt_tokens": 5},
+    }
 
 
 def test_without_bos_each_tokens_distribution_is_the_previous_entry() -> None:
@@ -36,9 +48,13 @@ def test_without_bos_each_tokens_distribution_is_the_previous_entry() -> None:
     # distribution computed at token i, i.e. the one that chose token i + 1.
     tokens = ["Q:", " hi", "\n", "A:", " Hello", " there"]
     tops: list[dict[str, float] | None] = [
-        None, {" hi": -0.1}, {"\n": -0.2}, {"A:": -0.1},
-        {" Hello": -0.3, " Hi": -1.2}, {" there": -0.4, "!": -1.0},
-    ]  # fmt: skip
+        None,
+        {" hi": -0.1},
+        {"\n": -0.2},
+        {"A:": -0.1},
+        {" Hello": -0.3, " Hi": -1.2},
+        {" there": -0.4, "!": -1.0},
+    ]
     # As served: shifted one late, so the entry at " Hello" is really about " there".
     served = [None, *tops[2:], {"<eos>": -0.1}]
     scoring = LlamaCppScoring(cast(ChatPrompt, NoBosPrompt()))

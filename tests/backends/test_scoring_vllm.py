@@ -31,10 +31,19 @@ def entry(token_id: int, text: str, logprob: float, rank: int) -> dict[str, Any]
 # The prompt's template tokens, then the draft: "Paris", " is", " the", " capital", "."
 # At " the" the model preferred " a" (rank 1); every other draft token was its top choice.
 RECORDED_SCORE = {
-    "id": "chatcmpl-7f3", "object": "chat.completion", "created": 1764000000,
+    "id": "chatcmpl-7f3",
+    "object": "chat.completion",
+    "created": 1764000000,
     "model": "meta-llama/Llama-3.3-70B-Instruct",
-    "choices": [{"index": 0, "message": {"role": "assistant", "content": " It"},
-                 "logprobs": None, "finish_reason": "length", "stop_reason": None}],
+    "choices": [
+        {
+            "index": 0,
+            "message": {"role": "assistant", "content": " It"},
+            "logprobs": None,
+            "finish_reason": "length",
+            "stop_reason": None,
+        }
+    ],
     "usage": {"prompt_tokens": 9, "total_tokens": 10, "completion_tokens": 1},
     "prompt_logprobs": [
         None,
@@ -48,7 +57,7 @@ RECORDED_SCORE = {
         entry(6864, " capital", -0.1, 1),
         entry(13, ".", -0.6, 1),
     ],
-}  # fmt: skip
+}
 
 
 def recorded(answers: list[httpx.Response], seen: list[dict[str, Any]]) -> httpx.MockTransport:
@@ -60,8 +69,13 @@ def recorded(answers: list[httpx.Response], seen: list[dict[str, Any]]) -> httpx
 
 
 def cloud(transport: httpx.MockTransport) -> OpenAICompatCloud:
-    return OpenAICompatCloud(CloudSettings(), base_url="http://vllm.test/v1", model="llama",
-                             transport=transport, scoring=VLLMScoring())  # fmt: skip
+    return OpenAICompatCloud(
+        CloudSettings(),
+        base_url="http://vllm.test/v1",
+        model="llama",
+        transport=transport,
+        scoring=VLLMScoring(),
+    )
 
 
 async def test_a_draft_is_scored_with_prompt_logprobs_on_an_open_assistant_message() -> None:
@@ -89,8 +103,7 @@ async def test_a_draft_is_scored_with_prompt_logprobs_on_an_open_assistant_messa
 async def test_an_accepted_draft_at_the_end_of_the_answer() -> None:
     agreed = json.loads(json.dumps(RECORDED_SCORE))
     agreed["prompt_logprobs"][7] = entry(279, " the", -0.2, 1)
-    agreed["choices"][0].update(message={"role": "assistant", "content": ""},
-                                finish_reason="stop")  # fmt: skip
+    agreed["choices"][0].update(message={"role": "assistant", "content": ""}, finish_reason="stop")
     client = cloud(recorded([httpx.Response(200, json=agreed)], []))
     verdict = judge(await client.score(MESSAGES, DRAFT), budget=64)
     await client.aclose()
@@ -100,8 +113,9 @@ async def test_an_accepted_draft_at_the_end_of_the_answer() -> None:
 async def test_answers_that_break_the_schema_are_protocol_errors() -> None:
     broken = json.loads(json.dumps(RECORDED_SCORE))
     broken["prompt_logprobs"][8] = entry(6864, " capitol", -0.1, 1)  # does not spell the draft
-    client = cloud(recorded([httpx.Response(200, json=broken),
-                             httpx.Response(200, json={"choices": []})], []))  # fmt: skip
+    client = cloud(
+        recorded([httpx.Response(200, json=broken), httpx.Response(200, json={"choices": []})], [])
+    )
     with pytest.raises(CloudProtocolError):
         await client.score(MESSAGES, DRAFT)
     with pytest.raises(CloudProtocolError):

@@ -14,8 +14,14 @@ from speculate.errors import CloudHTTPError, CloudUnreachable
 
 
 def queued_session(draft: str, *, route: str = "speculative") -> list:  # type: ignore[type-arg]
-    session = Session("r", route=route, reason="test", edge_model="e", cloud_model="c",  # type: ignore[arg-type]
-                      queue_on_cloud_failure=True)  # fmt: skip
+    session = Session(
+        "r",
+        route=route,
+        reason="test",
+        edge_model="e",
+        cloud_model="c",  # type: ignore[arg-type]
+        queue_on_cloud_failure=True,
+    )
     events = session.start()
     events += session.receive_draft(draft, 0.0)
     events += session.cloud_failed(CloudUnreachable("away"), 0.1)
@@ -36,8 +42,14 @@ def test_a_transient_cloud_failure_queues_and_commits_nothing() -> None:
 
 
 def test_a_permanent_cloud_failure_is_not_queued() -> None:
-    session = Session("r", route="speculative", reason="t", edge_model="e", cloud_model="c",
-                      queue_on_cloud_failure=True)  # fmt: skip
+    session = Session(
+        "r",
+        route="speculative",
+        reason="t",
+        edge_model="e",
+        cloud_model="c",
+        queue_on_cloud_failure=True,
+    )
     events = session.start() + session.receive_draft("Draft.", 0.0)
     events += session.cloud_failed(CloudHTTPError("bad request", 400), 0.1)
     events += session.edge_finished(0.2)
@@ -45,8 +57,9 @@ def test_a_permanent_cloud_failure_is_not_queued() -> None:
 
 
 def test_a_cloud_only_request_falls_back_to_the_edge() -> None:
-    session = Session("r", route="cloud", reason="t", edge_model="e", cloud_model="c",
-                      queue_on_cloud_failure=True)  # fmt: skip
+    session = Session(
+        "r", route="cloud", reason="t", edge_model="e", cloud_model="c", queue_on_cloud_failure=True
+    )
     events = session.start()
     assert session.edge == "off"
     events += session.cloud_failed(CloudUnreachable("away"), 0.1)

@@ -22,8 +22,11 @@ from tests.servers import start_server
 
 pytestmark = pytest.mark.slow
 
-BODY = {"messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 24,
-        "mode": "speculative"}  # fmt: skip
+BODY = {
+    "messages": [{"role": "user", "content": "Say hello."}],
+    "max_tokens": 24,
+    "mode": "speculative",
+}
 
 
 @pytest.mark.parametrize("model", ["llama-70b", None], ids=["model-set", "model-unknown"])

@@ -119,8 +119,9 @@ def test_circuit_opens_then_refinements_arrive_on_the_live_websocket(
             provisional = [anyio.Event() for _ in PROMPTS]
 
             async def ask(index: int) -> None:
-                async for event in stream_ws(server.url, body(PROMPTS[index]),
-                                             through_refinement=True):  # fmt: skip
+                async for event in stream_ws(
+                    server.url, body(PROMPTS[index]), through_refinement=True
+                ):
                     streams[index].append(event)
                     if event.type == "done":
                         provisional[index].set()  # the first done is the provisional one

@@ -53,9 +53,12 @@ def test_sdk_sync_without_streaming(server: ServerProcess) -> None:
 
 def test_sdk_sync_streaming_is_append_only_with_usage(server: ServerProcess) -> None:
     stream = sdk(server).chat.completions.create(
-        model="speculate-speculative", messages=MESSAGES, max_tokens=40, stream=True,
+        model="speculate-speculative",
+        messages=MESSAGES,
+        max_tokens=40,
+        stream=True,
         stream_options={"include_usage": True},
-    )  # fmt: skip
+    )
     pieces, usage, request_id, finish = [], None, "", None
     for chunk in stream:
         request_id = chunk.id
@@ -105,8 +108,13 @@ def test_sdk_errors_are_openai_shaped(server: ServerProcess) -> None:
 
 
 def test_opt_in_extension_carries_drafts_and_corrections(server: ServerProcess) -> None:
-    body = {"model": "speculate-speculative", "messages": MESSAGES, "max_tokens": 40,
-            "stream": True, "speculate": {"events": True}}  # fmt: skip
+    body = {
+        "model": "speculate-speculative",
+        "messages": MESSAGES,
+        "max_tokens": 40,
+        "stream": True,
+        "speculate": {"events": True},
+    }
     events, plain = ShownText(), ""
     with httpx.stream("POST", f"{server.url}/v1/chat/completions", json=body, timeout=120) as r:
         for line in r.iter_lines():
@@ -133,8 +141,9 @@ print(json.dumps({{"id": whole.id, "text": whole.choices[0].message.content,
                   "streamed": "".join(parts)}}))
 """
     env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}  # no price-list download
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=300, env=env)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     out = json.loads(done.stdout.strip().splitlines()[-1])
     assert out["text"] == result(server, out["id"])["text"]
@@ -162,10 +171,21 @@ def test_metrics_are_scraped_after_traffic(server: ServerProcess) -> None:
 def test_report_on_the_log_of_this_run(server: ServerProcess, tmp_path: Path) -> None:
     sdk(server).chat.completions.create(model="speculate-edge", messages=MESSAGES, max_tokens=8)
     done = subprocess.run(
-        [sys.executable, "-m", "speculate.cli", "report", "--db", server.db_path,
-         "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=120, env={"COLUMNS": "160", "PATH": ""},
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "speculate.cli",
+            "report",
+            "--db",
+            server.db_path,
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"COLUMNS": "160", "PATH": ""},
+    )
     assert done.returncode == 0, done.stderr
     assert "requests by route" in done.stdout
     assert "all cloud" in done.stdout

@@ -32,8 +32,11 @@ def gemma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPro
 
 
 def test_smollm2_draft_is_corrected_by_a_gemma_cloud(gemma_server: ServerProcess) -> None:
-    body = {"messages": [{"role": "user", "content": PROMPT}], "max_tokens": 40,
-            "mode": "speculative"}  # fmt: skip
+    body = {
+        "messages": [{"role": "user", "content": PROMPT}],
+        "max_tokens": 40,
+        "mode": "speculative",
+    }
 
     async def main() -> tuple[ShownText, str]:
         shown = ShownText()
@@ -52,12 +55,26 @@ def test_smollm2_draft_is_corrected_by_a_gemma_cloud(gemma_server: ServerProcess
 def test_ask_prints_the_route_the_final_answer_and_timings(server: ServerProcess) -> None:
     for transport in ("ws", "sse"):
         result = subprocess.run(
-            [sys.executable, "-m", "speculate.cli", "ask", "Say hi in five words.",
-             "--url", server.url, "--max-tokens", "24", "--transport", transport,
-             "--mode", "speculative"],
-            capture_output=True, text=True, timeout=120,
+            [
+                sys.executable,
+                "-m",
+                "speculate.cli",
+                "ask",
+                "Say hi in five words.",
+                "--url",
+                server.url,
+                "--max-tokens",
+                "24",
+                "--transport",
+                transport,
+                "--mode",
+                "speculative",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
             env={**os.environ, "COLUMNS": "200", "TERM": "dumb"},
-        )  # fmt: skip
+        )
         assert result.returncode == 0, result.stderr
         assert "route speculative" in result.stdout
         assert "final from cloud" in result.stdout

@@ -17,8 +17,10 @@ from tests.servers import ServerProcess, start_server
 
 pytestmark = pytest.mark.slow
 
-BODY = {"messages": [{"role": "user", "content": "List ten animals, one per line."}],
-        "max_tokens": 96}  # fmt: skip
+BODY = {
+    "messages": [{"role": "user", "content": "List ten animals, one per line."}],
+    "max_tokens": 96,
+}
 
 
 async def test_ws_drop_then_resume_loses_nothing_and_repeats_nothing(server: ServerProcess) -> None:
@@ -100,8 +102,11 @@ async def test_unresumed_request_is_cancelled_after_the_grace_period(
     with anyio.fail_after(60):
         async with websockets.connect(ws_url(url)) as socket:
             prompt = "Write a long, detailed story about a dragon who learns to fly."
-            body = {"messages": [{"role": "user", "content": prompt}], "max_tokens": 2000,
-                    "mode": "edge"}  # fmt: skip
+            body = {
+                "messages": [{"role": "user", "content": prompt}],
+                "max_tokens": 2000,
+                "mode": "edge",
+            }
             await socket.send(json.dumps({"type": "speculate", "request_id": "gone", **body}))
             await socket.recv()
         async with httpx.AsyncClient() as client:

@@ -62,10 +62,16 @@ async def cloud(
 
 async def greedy(cloud: OpenAICompatCloud, max_tokens: int) -> str:
     async with httpx.AsyncClient(timeout=60) as client:
-        response = await client.post(f"{cloud.base_url}/chat/completions", json={
-            "model": "standin", "messages": MESSAGES, "max_tokens": max_tokens,
-            "temperature": 0, "repeat_penalty": 1.0,  # greedy: the argmax
-        })  # fmt: skip
+        response = await client.post(
+            f"{cloud.base_url}/chat/completions",
+            json={
+                "model": "standin",
+                "messages": MESSAGES,
+                "max_tokens": max_tokens,
+                "temperature": 0,
+                "repeat_penalty": 1.0,  # greedy: the argmax
+            },
+        )
     return str(response.json()["choices"][0]["message"]["content"])
 
 

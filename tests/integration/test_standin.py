@@ -25,9 +25,15 @@ async def test_a_probe_during_a_stream_does_not_cut_the_answer_short() -> None:
     try:
         with anyio.fail_after(120):
             async with httpx.AsyncClient(timeout=60) as client:
-                direct = await client.post(f"{standin.base_url}/chat/completions", json={
-                    "model": "standin", "messages": MESSAGES, "max_tokens": 64, "temperature": 0,
-                })  # fmt: skip
+                direct = await client.post(
+                    f"{standin.base_url}/chat/completions",
+                    json={
+                        "model": "standin",
+                        "messages": MESSAGES,
+                        "max_tokens": 64,
+                        "temperature": 0,
+                    },
+                )
             expected = direct.json()["choices"][0]["message"]["content"]
             pieces: list[str] = []
             params = GenerationParams(max_tokens=64, temperature=0.0)

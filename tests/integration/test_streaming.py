@@ -23,8 +23,12 @@ PROMPT = "Name three colours of the rainbow and say one thing about each."
 
 
 def body(prompt: str = PROMPT, **extra: Any) -> dict[str, Any]:
-    return {"messages": [{"role": "user", "content": prompt}], "max_tokens": 48,
-            "mode": "speculative", **extra}  # fmt: skip
+    return {
+        "messages": [{"role": "user", "content": prompt}],
+        "max_tokens": 48,
+        "mode": "speculative",
+        **extra,
+    }
 
 
 async def collect(events: AsyncIterator[Event]) -> tuple[ShownText, list[tuple[float, Event]]]:

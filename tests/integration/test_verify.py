@@ -32,18 +32,30 @@ CONFIGS = Path(__file__).resolve().parent.parent.parent / "configs"
 MAX_TOKENS = 24
 NEAR_TIE = 1e-3
 CHAT_PROMPTS = [
-    "Name three colours.", "What is the capital of France?", "Give me two tips for sleeping well.",
-    "Write a haiku about rain.", "Explain what a CPU does in one sentence.",
-    "List three fruits.", "How do plants make food?", "Say hello in French.",
-    "What is 12 times 12?", "Describe a cat in one sentence.",
-]  # fmt: skip
+    "Name three colours.",
+    "What is the capital of France?",
+    "Give me two tips for sleeping well.",
+    "Write a haiku about rain.",
+    "Explain what a CPU does in one sentence.",
+    "List three fruits.",
+    "How do plants make food?",
+    "Say hello in French.",
+    "What is 12 times 12?",
+    "Describe a cat in one sentence.",
+]
 # Gemma 3 270M is a base model: it continues text (and ends at once on many questions).
 BASE_PROMPTS = [
-    "The three primary colours are", "Paris is the capital of", "Dogs are loyal animals that",
-    "The capital of Italy is", "The sun rises in the", "Mount Everest is the",
-    "Photosynthesis is the process by which", "The Eiffel Tower was built in",
-    "Cats are popular pets because", "A haiku is a short poem that",
-]  # fmt: skip
+    "The three primary colours are",
+    "Paris is the capital of",
+    "Dogs are loyal animals that",
+    "The capital of Italy is",
+    "The sun rises in the",
+    "Mount Everest is the",
+    "Photosynthesis is the process by which",
+    "The Eiffel Tower was built in",
+    "Cats are popular pets because",
+    "A haiku is a short poem that",
+]
 # The stand-in computes every answer alike: prompts token by token (n_batch 1) and from an
 # empty KV cache (no prefix reuse), so an answer depends on its tokens alone.
 ENV = {
@@ -62,8 +74,12 @@ def smollm_cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPro
 
 @pytest.fixture(scope="module")
 def gemma_cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    proc = start_server(str(tmp_path_factory.mktemp("verify-gemma")), ENV,
-                        "--config", str(CONFIGS / "gemma-cloud.yaml"))  # fmt: skip
+    proc = start_server(
+        str(tmp_path_factory.mktemp("verify-gemma")),
+        ENV,
+        "--config",
+        str(CONFIGS / "gemma-cloud.yaml"),
+    )
     yield proc
     proc.stop()
 
@@ -74,8 +90,7 @@ def messages(prompt: str) -> list[dict[str, str]]:
 
 async def answer(server: ServerProcess, prompt: str, mode: str = "verify") -> ShownText:
     shown = ShownText()
-    body = {"messages": messages(prompt), "mode": mode, "max_tokens": MAX_TOKENS,
-            "temperature": 0}  # fmt: skip
+    body = {"messages": messages(prompt), "mode": mode, "max_tokens": MAX_TOKENS, "temperature": 0}
     async for event in stream_sse(server.url, body):
         shown.apply(event)  # every invariant, event by event
     return shown
@@ -83,15 +98,22 @@ async def answer(server: ServerProcess, prompt: str, mode: str = "verify") -> Sh
 
 async def greedy(cloud: dict[str, Any], prompt: str) -> str:
     async with httpx.AsyncClient(timeout=120) as client:
-        response = await client.post(f"{cloud['base_url']}/chat/completions", json={
-            "model": cloud["model"], "messages": messages(prompt), "max_tokens": MAX_TOKENS,
-            "temperature": 0, "repeat_penalty": 1.0,  # greedy: the argmax
-        })  # fmt: skip
+        response = await client.post(
+            f"{cloud['base_url']}/chat/completions",
+            json={
+                "model": cloud["model"],
+                "messages": messages(prompt),
+                "max_tokens": MAX_TOKENS,
+                "temperature": 0,
+                "repeat_penalty": 1.0,  # greedy: the argmax
+            },
+        )
     return str(response.json()["choices"][0]["message"]["content"])
 
 
-async def margin_at_divergence(cloud: dict[str, Any], model: str, prompt: str, ours: str,
-                               expected: str) -> float:  # fmt: skip
+async def margin_at_divergence(
+    cloud: dict[str, Any], model: str, prompt: str, ours: str, expected: str
+) -> float:
     """Top-1 minus top-2 log-probability of the cloud where the two texts part."""
     common = 0
     while common < min(len(ours), len(expected)) and ours[common] == expected[common]:
@@ -126,8 +148,10 @@ def check_lossless(server: ServerProcess, model: str, prompts: list[str]) -> dic
 
     report = anyio.run(main)
     scored = report["accepted"] + report["rejected"]
-    print(f"\nverify against {model}: {len(prompts) - len(report['mismatches'])}/{len(prompts)} "
-          f"equal to greedy; draft tokens accepted {report['accepted']}/{scored}")  # fmt: skip
+    print(
+        f"\nverify against {model}: {len(prompts) - len(report['mismatches'])}/{len(prompts)} "
+        f"equal to greedy; draft tokens accepted {report['accepted']}/{scored}"
+    )
     for prompt, ours, expected, margin in report["mismatches"]:
         print(
             f"  mismatch on {prompt!r} (top-2 margin {margin:.2e}):\n    {ours!r}\n    {expected!r}"

@@ -44,9 +44,15 @@ def locked_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.mark.parametrize(
     ("method", "path"),
-    [("POST", "/v1/speculate"), ("POST", "/v1/chat/completions"), ("GET", "/v1/models"),
-     ("GET", "/v1/requests/x"), ("DELETE", "/v1/requests/x"), ("GET", "/v1/speculate/x/events")],
-)  # fmt: skip
+    [
+        ("POST", "/v1/speculate"),
+        ("POST", "/v1/chat/completions"),
+        ("GET", "/v1/models"),
+        ("GET", "/v1/requests/x"),
+        ("DELETE", "/v1/requests/x"),
+        ("GET", "/v1/speculate/x/events"),
+    ],
+)
 def test_every_v1_route_wants_a_key(locked_server: str, method: str, path: str) -> None:
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {KEY}"}):
         response = httpx.request(method, locked_server + path, json=BODY, headers=headers)
@@ -96,12 +102,25 @@ def finished_log(prompt_secret: str) -> tuple[SpeculateRequest, RunSummary]:
         messages=[{"role": "user", "content": prompt_secret}], request_id="req_logtest"
     )
     events = EventLog(request.request_id)
-    events.extend([
-        Start(request_id="req_logtest", seq=1, route="edge", reason="r", edge_model="e",
-              cloud_model=None),
-        Done(request_id="req_logtest", seq=2, text="answer", final_source="edge",
-             stats={"final_ms": 12.5, "draft_tokens": 3}),
-    ])  # fmt: skip
+    events.extend(
+        [
+            Start(
+                request_id="req_logtest",
+                seq=1,
+                route="edge",
+                reason="r",
+                edge_model="e",
+                cloud_model=None,
+            ),
+            Done(
+                request_id="req_logtest",
+                seq=2,
+                text="answer",
+                final_source="edge",
+                stats={"final_ms": 12.5, "draft_tokens": 3},
+            ),
+        ]
+    )
     return request, events.summary()
 
 

@@ -29,8 +29,13 @@ HEALTHY = Script(
     cloud_delay_s=0.05,
     cloud_start_s=0.2,
 )
-SLOW = Script(draft=" ".join(["slow"] * 200), cloud=" ".join(["slow"] * 200), draft_delay_s=0.05,
-              cloud_delay_s=0.05, cloud_start_s=0.1)  # fmt: skip
+SLOW = Script(
+    draft=" ".join(["slow"] * 200),
+    cloud=" ".join(["slow"] * 200),
+    draft_delay_s=0.05,
+    cloud_delay_s=0.05,
+    cloud_start_s=0.1,
+)
 LIMITS = {
     "max_prompt_chars": 2000,
     "max_tokens_limit": 512,
@@ -158,8 +163,9 @@ def test_too_many_streams_get_503_and_1013(url: str) -> None:
     body = json.dumps({"messages": [{"role": "user", "content": "slow"}]})
     with connect(ws_url(url)) as holder:
         for i in range(3):  # + the healthy stream = the limit of 4
-            holder.send(json.dumps({"type": "speculate", "request_id": f"hold{i}",
-                                    **json.loads(body)}))  # fmt: skip
+            holder.send(
+                json.dumps({"type": "speculate", "request_id": f"hold{i}", **json.loads(body)})
+            )
         holder.recv(timeout=10)
 
         def attack() -> None:
@@ -205,8 +211,9 @@ async def test_websocket_origin_allowlist(url: str) -> None:
     host = url.removeprefix("http://")
     for origin in ("https://app.example", f"http://{host}"):
         async with websockets.connect(ws_url(url), origin=origin) as ws:  # type: ignore[arg-type]
-            await ws.send(json.dumps({"type": "speculate", "messages": [
-                {"role": "user", "content": "x"}]}))  # fmt: skip
+            await ws.send(
+                json.dumps({"type": "speculate", "messages": [{"role": "user", "content": "x"}]})
+            )
             assert json.loads(await ws.recv())["event"] == "start"
 
 

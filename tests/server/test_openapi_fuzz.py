@@ -29,8 +29,9 @@ schema = schemathesis.openapi.from_dict(build_schema(CONFIG.server))
 
 @pytest.fixture(scope="module")
 def base_url() -> Iterator[str]:
-    book = ScriptBook({}, Script(draft="A draft.", cloud="An answer.", draft_delay_s=0.0,
-                                 cloud_delay_s=0.0))  # fmt: skip
+    book = ScriptBook(
+        {}, Script(draft="A draft.", cloud="An answer.", draft_delay_s=0.0, cloud_delay_s=0.0)
+    )
     backends = Backends(edge=BookBackend(book, "edge"), cloud=BookBackend(book, "cloud"))
     config = CONFIG
     with serve_in_thread(create_app(config, backends), config) as url:

@@ -88,8 +88,9 @@ class ResumeMachine(RuleBasedStateMachine):
                 socket.send(json.dumps({"type": "speculate", "request_id": request_id, **BODY}))
                 read_ws(socket, shown, take)
         else:
-            started = httpx.post(f"{URL[0]}/v1/speculate", json=BODY,
-                                 headers={"Prefer": "respond-async"}, timeout=10)  # fmt: skip
+            started = httpx.post(
+                f"{URL[0]}/v1/speculate", json=BODY, headers={"Prefer": "respond-async"}, timeout=10
+            )
             assert started.status_code == 202
             real_id = started.json()["request_id"]
             self.shown[real_id] = self.shown.pop(request_id)
