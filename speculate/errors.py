@@ -1,10 +1,32 @@
 """One exception tree for the whole project.
 
 Every failure that can reach a client is a :class:`SpeculateError`.  Each carries a
-stable ``code`` (what a client switches on), a ``source`` (which side failed) and a
-human message.  The orchestrator turns them into wire ``error`` events in one place
-(:meth:`speculate.core.session.Session.fail_cloud` and friends); nothing else formats
-errors for the wire.
+stable ``code`` (what a client switches on), a ``source`` (which side failed), a human
+message, and the HTTP status it answers with when it ends a request before any stream
+(with ``Retry-After`` where waiting helps, and the request field at fault as ``param``).
+Inside a stream the session turns them into wire ``error`` events
+(:meth:`speculate.core.session.Session.fail_cloud` and friends); before one, the server's
+exception handlers (:mod:`speculate.server.errors`) turn them into responses. Nothing
+else formats errors.
+
+    SpeculateError                     500 internal_error
+    ├── ConfigError                        config_error
+    ├── ModelError (edge)                  model_error
+    │   ├── ModelNotFound                  model_not_found
+    │   └── ModelCorrupt                   model_corrupt
+    ├── EdgeError (edge)                   edge_failed
+    ├── CloudError (cloud)                 cloud_error
+    │   ├── CloudUnreachable, CloudTimeout (first token, stalled, total), CloudDropped,
+    │   └── CloudHTTPError, CloudProtocolError, StandInError
+    ├── UpstreamFailed                 502 the request ended without an answer
+    ├── BadRequest (client)            400 bad_request
+    │   ├── Unauthorized               401 invalid_api_key
+    │   ├── NotFound                   404 unknown_request
+    │   │   └── UnknownModel           404 model_not_found
+    │   ├── Conflict                   409 not_running
+    │   └── RateLimited                429 rate_limited          (Retry-After)
+    └── Unavailable                    503 overloaded            (Retry-After)
+        └── ShuttingDown               503 shutting_down         (Retry-After)
 """
 
 from __future__ import annotations
@@ -17,12 +39,24 @@ Source = Literal["edge", "cloud", "server", "client"]
 class SpeculateError(Exception):
     """Root of every error this package raises on purpose."""
 
-    code: ClassVar[str] = "internal_error"
+    code: str = "internal_error"
     source: ClassVar[Source] = "server"
+    http_status: ClassVar[int] = 500
 
-    def __init__(self, message: str) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        param: str | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
+        if code is not None:
+            self.code = code
+        self.param = param  # the request field at fault, if one is
+        self.retry_after_s = retry_after_s  # when to try again, if waiting helps
 
     @property
     def transient(self) -> bool:
@@ -104,9 +138,8 @@ class CloudHTTPError(CloudError):
     code = "cloud_http_error"
 
     def __init__(self, message: str, status: int, retry_after_s: float | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.retry_after_s = retry_after_s
+        super().__init__(message, retry_after_s=retry_after_s)
+        self.status = status  # the cloud's, not ours
 
     @property
     def transient(self) -> bool:
@@ -130,3 +163,46 @@ class BadRequest(SpeculateError):
 
     code = "bad_request"
     source = "client"
+    http_status = 400
+
+
+class Unauthorized(BadRequest):
+    code = "invalid_api_key"
+    http_status = 401
+
+
+class NotFound(BadRequest):
+    code = "unknown_request"
+    http_status = 404
+
+
+class UnknownModel(NotFound):
+    code = "model_not_found"
+
+
+class Conflict(BadRequest):
+    code = "not_running"
+    http_status = 409
+
+
+class RateLimited(BadRequest):
+    code = "rate_limited"
+    http_status = 429
+
+
+class Unavailable(SpeculateError):
+    """The server cannot take the request now; it may later (``retry_after_s``)."""
+
+    code = "overloaded"
+    http_status = 503
+
+
+class ShuttingDown(Unavailable):
+    code = "shutting_down"
+
+
+class UpstreamFailed(SpeculateError):
+    """A request that must answer in one piece ended without an answer."""
+
+    code = "no_answer"
+    http_status = 502

@@ -25,6 +25,7 @@ from starlette.staticfiles import StaticFiles
 from speculate.engine.context import Backends
 from speculate.server import health, openai_api, openapi, sse, ws
 from speculate.server.auth import ApiKeys
+from speculate.server.errors import EXCEPTION_HANDLERS
 from speculate.server.headers import SecurityHeaders
 from speculate.server.state import AppState, build_backends
 from speculate.settings import Settings
@@ -128,4 +129,9 @@ def create_app(settings: Settings | None = None, backends: Backends | None = Non
             )
         )
     middleware.append(Middleware(ApiKeys, keys=settings.server.api_keys))
-    return Starlette(routes=routes, lifespan=lifespan, middleware=middleware)
+    return Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        middleware=middleware,
+        exception_handlers=dict(EXCEPTION_HANDLERS),
+    )

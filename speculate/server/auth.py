@@ -9,20 +9,15 @@ time, so timing reveals neither the key nor which key matched.
 from __future__ import annotations
 
 import hmac
-import json
 from urllib.parse import parse_qs
 
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-UNAUTHORIZED = {
-    "error": {
-        "message": "Missing or invalid API key: send 'Authorization: Bearer <key>'.",
-        "type": "invalid_request_error",
-        "param": None,
-        "code": "invalid_api_key",
-    }
-}
+from speculate.errors import Unauthorized
+from speculate.server.errors import error_response
+
+UNAUTHORIZED = "Missing or invalid API key: send 'Authorization: Bearer <key>'."
 
 
 def key_matches(candidate: str, keys: list[str]) -> bool:
@@ -56,16 +51,5 @@ class ApiKeys:
             # Closing before accepting makes the server answer the handshake with 403.
             await send({"type": "websocket.close", "code": 1008, "reason": "unauthorized"})
             return
-        body = json.dumps(UNAUTHORIZED).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 401,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"www-authenticate", b"Bearer"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        # Before routing, so no exception handler runs yet: the same response by hand.
+        await error_response(Unauthorized(UNAUTHORIZED), scope["path"])(scope, receive, send)

@@ -1,21 +1,65 @@
-"""HTTP error responses: always JSON, always with a code a client can switch on."""
+"""HTTP errors, in one place: every error that ends a request before its stream is a
+:class:`~speculate.errors.SpeculateError` carrying its status; the handler below turns it
+into JSON in the shape the route's clients expect.
+
+- OpenAI's routes (``/v1/chat/completions``, ``/v1/models``): OpenAI's shape,
+  ``{"error": {"message", "type", "param", "code"}}``, so SDKs raise the right exception.
+- Every other route: ``{"error": {"code", "message"}}`` (plus ``param`` when one is at fault).
+
+``Retry-After`` goes with every error that says when to come back (429, 503), and
+``WWW-Authenticate`` with 401.
+"""
 
 from __future__ import annotations
 
 import json
+import math
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 
 from speculate.errors import BadRequest, SpeculateError
 
-
-def error_response(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+OPENAI_ROUTES = ("/v1/chat/completions", "/v1/models")
 
 
-def from_exception(exc: SpeculateError, status: int = 400) -> JSONResponse:
-    return error_response(status, exc.code, exc.message)
+def _openai_type(status: int) -> str:
+    if status == 401:
+        return "authentication_error"
+    if status == 429:
+        return "rate_limit_error"
+    return "invalid_request_error" if status < 500 else "server_error"
+
+
+def error_response(exc: SpeculateError, path: str) -> JSONResponse:
+    """The response for ``exc`` on the route at ``path``."""
+    status = exc.http_status
+    if path.startswith(OPENAI_ROUTES):
+        error: dict[str, object] = {
+            "message": exc.message,
+            "type": _openai_type(status),
+            "param": exc.param,
+            "code": exc.code,
+        }
+    else:
+        error = {"code": exc.code, "message": exc.message}
+        if exc.param is not None:
+            error["param"] = exc.param
+    headers = {}
+    if exc.retry_after_s is not None:
+        headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
+    if status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    return JSONResponse({"error": error}, status_code=status, headers=headers)
+
+
+async def handle_speculate_error(request: Request, exc: Exception) -> Response:
+    """Starlette's exception handler for the whole tree."""
+    assert isinstance(exc, SpeculateError)
+    return error_response(exc, request.url.path)
+
+
+EXCEPTION_HANDLERS = {SpeculateError: handle_speculate_error}
 
 
 async def read_json(request: Request, limit: int) -> object:

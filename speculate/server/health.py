@@ -7,7 +7,7 @@ from starlette.responses import JSONResponse, Response
 
 from speculate.core.protocol import Error
 from speculate.core.text import ShownText
-from speculate.server.errors import error_response
+from speculate.errors import NotFound
 from speculate.server.state import AppState
 
 
@@ -49,7 +49,7 @@ async def request_result(request: Request) -> Response:
     request_id = request.path_params["request_id"]
     log = state.requests.get(request_id)
     if log is None:
-        return error_response(404, "unknown_request", f"no request {request_id!r} is known")
+        raise NotFound(f"no request {request_id!r} is known")
     shown = ShownText()
     for event in log.events:
         shown.apply(event)

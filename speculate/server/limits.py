@@ -9,30 +9,17 @@ their pace.
 
 from __future__ import annotations
 
-import math
-
-from starlette.responses import JSONResponse
-
+from speculate.errors import RateLimited, ShuttingDown, Unavailable
 from speculate.server.state import AppState
 
 
-def refuse(status: int, code: str, message: str, retry_after_s: float) -> JSONResponse:
-    kind = "rate_limit_error" if status == 429 else "server_error"  # OpenAI's names
-    return JSONResponse(
-        {"error": {"code": code, "message": message, "type": kind, "param": None}},
-        status_code=status,
-        headers={"Retry-After": str(max(1, math.ceil(retry_after_s)))},
-    )
-
-
-def admit(state: AppState, client: str) -> JSONResponse | None:
-    """None if a new request from ``client`` may start, else the refusal to send."""
+def admit(state: AppState, client: str) -> None:
+    """Raise the refusal if a new request from ``client`` may not start now."""
     wait = state.rate_limiter.check(client)
     if wait:
-        return refuse(429, "rate_limited", "too many requests from this client", wait)
+        raise RateLimited("too many requests from this client", retry_after_s=wait)
     if state.jobs.draining:
-        return refuse(503, "shutting_down", "the server is shutting down", 5)
+        raise ShuttingDown("the server is shutting down", retry_after_s=5)
     if state.jobs.full:
         limit = state.settings.server.max_concurrent_streams
-        return refuse(503, "overloaded", f"{limit} streams are running; try again shortly", 1)
-    return None
+        raise Unavailable(f"{limit} streams are running; try again shortly", retry_after_s=1)

@@ -25,7 +25,7 @@ from speculate.core.protocol import Done, Error, to_dict
 from speculate.core.request import Mode, SpeculateRequest
 from speculate.core.text import ShownText
 from speculate.engine.eventlog import EventLog
-from speculate.errors import BadRequest
+from speculate.errors import BadRequest, UnknownModel, UpstreamFailed
 from speculate.server.errors import client_address, read_json
 from speculate.server.limits import admit
 from speculate.server.schemas import ChatMessage, Temperature, TokenCount, numbers_only
@@ -61,18 +61,6 @@ class ChatBody(BaseModel):
     temperature: Temperature | None = None
     n: Annotated[int, Field(ge=1, le=1), BeforeValidator(numbers_only)] = 1  # one choice
     speculate: Extension = Extension()
-
-
-def openai_error(
-    status: int,
-    message: str,
-    *,
-    kind: str = "invalid_request_error",
-    param: str | None = None,
-    code: str | None = None,
-) -> JSONResponse:
-    body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
-    return JSONResponse(body, status_code=status)
 
 
 async def list_models(request: Request) -> Response:
@@ -132,22 +120,11 @@ def _summary(done: Done, route: str | None) -> dict[str, Any]:
 
 async def chat_completions(request: Request) -> Response:
     state: AppState = request.app.state.speculate
-    try:
-        body, job = _parse(
-            await read_json(request, state.settings.server.ws_max_message_bytes), state
-        )
-    except BadRequest as exc:
-        return openai_error(400, exc.message, code=exc.code)
+    body, job = _parse(await read_json(request, state.settings.server.ws_max_message_bytes), state)
     if body.model not in MODELS:
-        return openai_error(
-            404,
-            f"The model `{body.model}` does not exist; see GET /v1/models.",
-            param="model",
-            code="model_not_found",
-        )
-    refusal = admit(state, client_address(request))
-    if refusal is not None:
-        return refusal
+        message = f"The model `{body.model}` does not exist; see GET /v1/models."
+        raise UnknownModel(message, param="model")
+    admit(state, client_address(request))
     log = state.jobs.start(job, attached=True)
     if not body.stream:
         async with state.jobs.following(job.request_id):
@@ -166,9 +143,7 @@ def _complete(body: ChatBody, log: EventLog) -> Response:
     if shown.done is None:
         fatal = shown.fatal
         message = fatal.message if isinstance(fatal, Error) else "the request ended without answer"
-        return openai_error(
-            502, message, kind="server_error", code=fatal.code if fatal else "no_answer"
-        )
+        raise UpstreamFailed(message, code=fatal.code if fatal else None)
     done = shown.done
     return JSONResponse(
         {

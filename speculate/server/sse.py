@@ -17,8 +17,8 @@ from starlette.responses import JSONResponse, Response
 
 from speculate.core.protocol import encode_sse
 from speculate.engine.eventlog import EventLog
-from speculate.errors import BadRequest
-from speculate.server.errors import client_address, error_response, from_exception, read_json
+from speculate.errors import BadRequest, Conflict, NotFound
+from speculate.server.errors import client_address, read_json
 from speculate.server.limits import admit
 from speculate.server.schemas import parse_speculate
 from speculate.server.state import AppState
@@ -34,14 +34,8 @@ async def _frames(log: EventLog, after: int) -> AsyncIterator[bytes]:
 async def speculate(request: Request) -> Response:
     state: AppState = request.app.state.speculate
     limits = state.settings.server
-    try:
-        body = await read_json(request, limits.ws_max_message_bytes)
-        job = parse_speculate(body, limits)
-    except BadRequest as exc:
-        return from_exception(exc)
-    refusal = admit(state, client_address(request))
-    if refusal is not None:
-        return refusal
+    job = parse_speculate(await read_json(request, limits.ws_max_message_bytes), limits)
+    admit(state, client_address(request))
     if "respond-async" in request.headers.get("prefer", ""):
         # Detached: the request outlives this response; follow it with EventSource.
         state.jobs.start(job)
@@ -92,15 +86,14 @@ async def follow(request: Request) -> Response:
     request_id = request.path_params["request_id"]
     log = state.requests.get(request_id)
     if log is None:
-        return error_response(404, "unknown_request", f"no request {request_id!r} is known")
+        raise NotFound(f"no request {request_id!r} is known")
     raw = request.headers.get("last-event-id") or request.query_params.get("after") or "0"
     try:
         after = int(raw)
     except ValueError:
-        message = f"after / Last-Event-ID must be an integer, not {raw!r}"
-        return error_response(400, "bad_request", message)
+        raise BadRequest(f"after / Last-Event-ID must be an integer, not {raw!r}") from None
     if after < 0:
-        return error_response(400, "bad_request", "after / Last-Event-ID must not be negative")
+        raise BadRequest("after / Last-Event-ID must not be negative")
     return event_stream(state, _frames(log, after), request_id)
 
 
@@ -109,7 +102,7 @@ async def cancel(request: Request) -> Response:
     state: AppState = request.app.state.speculate
     request_id = request.path_params["request_id"]
     if state.requests.get(request_id) is None:
-        return error_response(404, "unknown_request", f"no request {request_id!r} is known")
+        raise NotFound(f"no request {request_id!r} is known")
     if not state.jobs.cancel(request_id):
-        return error_response(409, "not_running", f"request {request_id!r} is not running")
+        raise Conflict(f"request {request_id!r} is not running")
     return JSONResponse({"request_id": request_id, "cancelled": True}, status_code=202)

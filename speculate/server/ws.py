@@ -16,6 +16,7 @@ from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
+from starlette.exceptions import WebSocketException
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from speculate.core.protocol import Error, encode_json
@@ -30,13 +31,6 @@ CLOSE_INVALID_PAYLOAD = 1007
 CLOSE_POLICY = 1008
 CLOSE_TRY_AGAIN = 1013
 _CLIENT_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
-
-
-class _Violation(Exception):
-    def __init__(self, code: int, reason: str) -> None:
-        super().__init__(reason)
-        self.code = code
-        self.reason = reason
 
 
 class _Socket:
@@ -74,7 +68,9 @@ class _Socket:
     async def speculate(self, message: dict[str, Any], group: TaskGroup) -> None:
         if self.state.jobs.full:
             limit = self.state.settings.server.max_concurrent_streams
-            raise _Violation(CLOSE_TRY_AGAIN, f"{limit} streams are running; try again later")
+            raise WebSocketException(
+                CLOSE_TRY_AGAIN, f"{limit} streams are running; try again later"
+            )
         client_id = message.get("request_id")
         if client_id is not None and (
             not isinstance(client_id, str)
@@ -105,24 +101,28 @@ class _Socket:
             request_id = str(message.get("request_id"))
             after = message.get("after", 0)
             if self.state.requests.get(request_id) is None:
-                raise _Violation(CLOSE_POLICY, "resume: unknown request_id")
+                raise WebSocketException(CLOSE_POLICY, "resume: unknown request_id")
             if not isinstance(after, int) or isinstance(after, bool) or after < 0:
-                raise _Violation(CLOSE_POLICY, "resume: 'after' must be a non-negative integer")
+                raise WebSocketException(
+                    CLOSE_POLICY, "resume: 'after' must be a non-negative integer"
+                )
             group.start_soon(self.forward, request_id, after)
         else:
-            raise _Violation(CLOSE_POLICY, "unknown message type; use speculate, cancel or resume")
+            raise WebSocketException(
+                CLOSE_POLICY, "unknown message type; use speculate, cancel or resume"
+            )
 
 
 def _parse(frame: Mapping[str, Any]) -> dict[str, Any]:
     text = frame.get("text")
     if text is None:
-        raise _Violation(CLOSE_UNSUPPORTED, "send JSON text frames, not binary")
+        raise WebSocketException(CLOSE_UNSUPPORTED, "send JSON text frames, not binary")
     try:
         message = json.loads(text)
     except ValueError:
-        raise _Violation(CLOSE_INVALID_PAYLOAD, "the message is not valid JSON") from None
+        raise WebSocketException(CLOSE_INVALID_PAYLOAD, "the message is not valid JSON") from None
     if not isinstance(message, dict):
-        raise _Violation(CLOSE_INVALID_PAYLOAD, "the message must be a JSON object")
+        raise WebSocketException(CLOSE_INVALID_PAYLOAD, "the message must be a JSON object")
     return message
 
 
@@ -156,9 +156,9 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
                 if frame["type"] == "websocket.disconnect":
                     break
                 if messages.check("socket"):
-                    raise _Violation(CLOSE_POLICY, "too many messages; slow down")
+                    raise WebSocketException(CLOSE_POLICY, "too many messages; slow down")
                 await socket.handle(_parse(frame), group)
-        except _Violation as violation:
+        except WebSocketException as violation:  # a protocol violation ends the socket
             await websocket.close(violation.code, violation.reason)
         except WebSocketDisconnect:
             pass
