@@ -42,7 +42,7 @@ export class Answer {
   }
 
   handle(event) {
-    if (!this.shown.apply(event)) return;
+    this.shown.apply(event);
     if (event.event === "start") {
       this.requestId = event.request_id;
       this.route = event.route;

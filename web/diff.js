@@ -1,41 +1,14 @@
-// Word-level diff of the draft against the final answer (LCS), rendered as
-// <del>/<ins> with textContent only.
+// Word-level diff of the draft against the final answer, rendered as <del>/<ins> with
+// textContent only. jsdiff (vendored, BSD-3-Clause: vendor/diff.LICENSE) runs Myers'
+// O(ND) algorithm: memory grows with the edits, not with the product of the lengths.
 
-function tokens(text) {
-  return text.match(/\s+|[^\s]+/g) || [];
-}
+import { diffWordsWithSpace } from "./vendor/diff.js";
 
 export function wordDiff(before, after) {
-  const a = tokens(before);
-  const b = tokens(after);
-  const n = a.length;
-  const m = b.length;
-  const lcs = Array.from({ length: n + 1 }, () => new Uint16Array(m + 1));
-  for (let i = n - 1; i >= 0; i--) {
-    for (let j = m - 1; j >= 0; j--) {
-      lcs[i][j] = a[i] === b[j] ? lcs[i + 1][j + 1] + 1 : Math.max(lcs[i + 1][j], lcs[i][j + 1]);
-    }
-  }
-  const parts = [];
-  const push = (kind, text) => {
-    const last = parts[parts.length - 1];
-    if (last && last.kind === kind) last.text += text;
-    else parts.push({ kind, text });
-  };
-  let i = 0;
-  let j = 0;
-  while (i < n || j < m) {
-    if (i < n && j < m && a[i] === b[j]) {
-      push("same", a[i]);
-      i++;
-      j++;
-    } else if (j < m && (i === n || lcs[i][j + 1] >= lcs[i + 1][j])) {
-      push("ins", b[j++]);
-    } else {
-      push("del", a[i++]);
-    }
-  }
-  return parts;
+  return diffWordsWithSpace(before, after).map((part) => ({
+    kind: part.added ? "ins" : part.removed ? "del" : "same",
+    text: part.value,
+  }));
 }
 
 export function renderDiff(before, after) {

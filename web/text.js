@@ -1,7 +1,12 @@
-// The shown text of one answer, rebuilt from wire events.
+// The shown text of one answer, rebuilt from wire events: the same rules as
+// speculate/core/text.py, event by event (tests/web replays recorded streams through
+// both). It takes each event once, in seq order (a transport's Sequence drops replays)
+// and throws where a stream breaks the protocol's invariants.
 // Offsets are Unicode code points (Python str indices), so the text is kept as an
 // array of code points, never indexed as UTF-16 units. Each code point carries a
 // mark saying where it came from and when, which the renderer turns into styles.
+
+import { StreamEnd } from "./protocol.js";
 
 export const FRESH_MS = 1200; // how long spliced-in text stays highlighted
 export const GHOST_MS = 900; // how long removed text stays visible, struck through
@@ -16,10 +21,8 @@ export class ShownText {
     this.draft = ""; // every draft event, concatenated: what the edge said
     this.done = null;
     this.fatal = null;
-    // After "queued" the first "done" is provisional: the cloud's refinement follows later
-    // on the same request (patch, commit, the final done) with the next seq.
-    this.queued = false;
-    this.provisional = null;
+    this.provisional = null; // a done that a queued refinement will follow
+    this.end = new StreamEnd();
   }
 
   get text() {
@@ -31,11 +34,10 @@ export class ShownText {
   }
 
   apply(event, now = performance.now()) {
-    if (event.seq <= this.lastSeq) return false; // already seen (a replay overlap)
-    if (event.seq !== this.lastSeq + 1) {
-      throw new Error(`event seq ${event.seq} follows ${this.lastSeq}: a gap`);
-    }
+    if (this.finished) throw new Error(`event ${event.event} seq=${event.seq} after the stream ended`);
+    if (event.seq !== this.lastSeq + 1) throw new Error(`seq ${event.seq} follows ${this.lastSeq}`);
     this.lastSeq = event.seq;
+    const end = this.end.see(event);
     switch (event.event) {
       case "draft": {
         const points = Array.from(event.text);
@@ -45,34 +47,34 @@ export class ShownText {
         break;
       }
       case "patch":
+        for (const op of event.ops) {
+          if (op.at < this.committed && (op.del > 0 || op.ins)) {
+            throw new Error(`patch at ${op.at} touches committed text [0, ${this.committed})`);
+          }
+        }
         for (const op of event.ops) this.splice(op.at, op.del, op.ins, now);
         break;
       case "commit":
         if (event.upto < this.committed || event.upto > this.chars.length) {
-          throw new Error(`commit ${event.upto} out of range`);
+          throw new Error(`commit ${event.upto} outside [${this.committed}, ${this.chars.length}]`);
         }
         this.committed = event.upto;
         break;
       case "done":
-        if (event.text !== this.text) throw new Error("done.text differs from the shown text");
-        if (this.queued && this.provisional === null) this.provisional = event;
+        if (event.text !== this.text) throw new Error("done.text differs from the text the events built");
+        if (end === "provisional") this.provisional = event;
         else this.done = event;
-        break;
-      case "queued":
-        this.queued = true;
         break;
       case "error":
         if (event.fatal) this.fatal = event;
         break;
     }
-    return true;
   }
 
   splice(at, del, ins, now = performance.now()) {
     if (at < 0 || del < 0 || at + del > this.chars.length) {
       throw new RangeError(`splice at ${at} del ${del} outside text of ${this.chars.length}`);
     }
-    if (at < this.committed && (del > 0 || ins)) throw new Error("patch touches committed text");
     const removed = this.chars.slice(at, at + del).join("");
     const points = Array.from(ins);
     this.chars.splice(at, del, ...points);

@@ -1,21 +1,16 @@
 // Two ways to carry the same events: a WebSocket (default) that reconnects and
 // resumes by itself, and SSE through EventSource on /v1/speculate/{id}/events, which
 // reconnects by itself and resumes with Last-Event-ID. Both call onEvent(event) for
-// every event of a request exactly once, in seq order (ShownText drops replays).
+// every event of a request exactly once, in seq order (protocol.js's Sequence drops what
+// a resumed stream replays), and stop following at the stream's final end.
 
-const TERMINAL = (e) => e.event === "done" || (e.event === "error" && e.fatal);
+import { EVENT_TYPES, Sequence, StreamEnd } from "./protocol.js";
 
-// Is this the stream's last event? A "done" after "queued" is provisional: the queued
-// refinement arrives later on the same request, so keep following it.
-function ends(tracker, event) {
-  if (event.event === "queued") tracker.queued = true;
-  if (event.event === "done" && tracker.queued && !tracker.provisional) {
-    tracker.provisional = true;
-    return false;
-  }
-  return TERMINAL(event);
+// Full jitter: a delay drawn uniformly from [0, min(cap, base * 2^attempt)] (the same
+// rule as full_jitter in speculate/core/circuit.py).
+export function fullJitter(attempt, baseMs = 250, capMs = 5000) {
+  return Math.random() * Math.min(capMs, baseMs * 2 ** attempt);
 }
-const EVENT_TYPES = ["start", "draft", "patch", "commit", "queued", "error", "done"];
 
 export function newRequestId() {
   const random = crypto.getRandomValues(new Uint32Array(2));
@@ -26,7 +21,7 @@ export class WebSocketTransport {
   constructor(url, { onStatus = () => {} } = {}) {
     this.url = url;
     this.onStatus = onStatus;
-    this.requests = new Map(); // request_id -> {onEvent, lastSeq, body}
+    this.requests = new Map(); // request_id -> {onEvent, sequence, end, sent}
     this.socket = null;
     this.attempt = 0;
     this.opened = null;
@@ -42,17 +37,16 @@ export class WebSocketTransport {
         this.onStatus("connected");
         // Pick up every unfinished request where we left it.
         for (const [id, req] of this.requests) {
-          if (req.sent) socket.send(JSON.stringify({ type: "resume", request_id: id, after: req.lastSeq }));
+          if (req.sent) socket.send(JSON.stringify({ type: "resume", request_id: id, after: req.sequence.last }));
         }
         resolve(socket);
       });
       socket.addEventListener("message", (message) => {
         const event = JSON.parse(message.data);
         const req = this.requests.get(event.request_id);
-        if (!req || event.seq <= req.lastSeq) return;
-        req.lastSeq = event.seq;
+        if (!req || !req.sequence.accept(event)) return;
         req.onEvent(event);
-        if (ends(req, event)) this.requests.delete(event.request_id);
+        if (req.end.see(event) === "final") this.requests.delete(event.request_id);
       });
       socket.addEventListener("close", () => {
         this.opened = null;
@@ -61,8 +55,7 @@ export class WebSocketTransport {
           this.onStatus("idle");
           return;
         }
-        // Full jitter backoff: 0..min(5 s, 250 ms * 2^attempt).
-        const delay = Math.random() * Math.min(5000, 250 * 2 ** this.attempt++);
+        const delay = fullJitter(this.attempt++);
         this.onStatus("reconnecting");
         setTimeout(() => this.connect(), delay);
       });
@@ -71,7 +64,7 @@ export class WebSocketTransport {
   }
 
   async start(requestId, body, onEvent) {
-    const req = { onEvent, lastSeq: 0, sent: false };
+    const req = { onEvent, sequence: new Sequence(), end: new StreamEnd(), sent: false };
     this.requests.set(requestId, req);
     const socket = await this.connect();
     socket.send(JSON.stringify({ type: "speculate", request_id: requestId, ...body }));
@@ -103,8 +96,8 @@ export class SSETransport {
                 message: answer.error.message, source: "client", fatal: true });
       return null;
     }
-    let lastSeq = 0;
-    const tracker = {};
+    const sequence = new Sequence();
+    const end = new StreamEnd();
     const source = new EventSource(`${this.base}${answer.events}`);
     this.sources.set(answer.request_id, source);
     const handle = (message) => {
@@ -112,12 +105,11 @@ export class SSETransport {
       // reconnects by itself with Last-Event-ID, so only our error events matter.
       if (typeof message.data !== "string") return;
       const event = JSON.parse(message.data);
-      if (event.seq <= lastSeq) return;
-      lastSeq = event.seq;
+      if (!sequence.accept(event)) return;
       onEvent(event);
       // After a provisional done the server ends this response; EventSource reconnects
       // with Last-Event-ID and the refinement arrives on the new one.
-      if (ends(tracker, event)) {
+      if (end.see(event) === "final") {
         source.close();
         this.sources.delete(event.request_id);
       }

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -25,6 +24,7 @@ import httpx
 from speculate.backends.base import GenerationParams, Usage
 from speculate.backends.scoring import Scoring
 from speculate.core.chat import Message
+from speculate.core.circuit import full_jitter
 from speculate.core.protocol import SSEDecoder
 from speculate.core.verify import Scored
 from speculate.errors import (
@@ -285,7 +285,7 @@ class OpenAICompatCloud:
                 retryable = not isinstance(exc, CloudHTTPError) or exc.status in RETRY_STATUSES
                 if not retryable or attempt == s.retries:
                     raise
-                delay = random.uniform(0, min(s.retry_cap_s, s.retry_base_s * 2**attempt))
+                delay = full_jitter(attempt, s.retry_base_s, s.retry_cap_s)
                 if isinstance(exc, CloudHTTPError) and exc.retry_after_s is not None:
                     delay = min(s.retry_cap_s, exc.retry_after_s)
                 if time.monotonic() - started + delay >= s.first_token_timeout_s:

@@ -16,6 +16,15 @@ from typing import Any, Literal
 CircuitState = Literal["closed", "open", "half_open"]
 
 
+def full_jitter(
+    attempt: int, base: float, cap: float, draw: Callable[[], float] = random.random
+) -> float:
+    """A backoff drawn uniformly from ``[0, min(cap, base * 2^attempt)]`` ("full jitter":
+    clients that failed together do not retry together). ``web/transport.js`` has the
+    browser's ``fullJitter``."""
+    return float(draw()) * min(cap, base * 2.0 ** min(attempt, 30))
+
+
 class CircuitBreaker:
     def __init__(
         self,
@@ -64,9 +73,7 @@ class CircuitBreaker:
             self.state = "half_open"
 
     def backoff_s(self) -> float:
-        """Full jitter: uniform in [0, min(cap, base * 2^k)]."""
-        ceiling = min(self.cap_s, self.base_s * 2.0 ** min(self.failed_probes, 30))
-        return float(self._jitter()) * ceiling
+        return full_jitter(self.failed_probes, self.base_s, self.cap_s, self._jitter)
 
     def _open(self, now: float) -> None:
         self.state = "open"

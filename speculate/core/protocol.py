@@ -171,6 +171,23 @@ class StreamEnd:
         return "final"
 
 
+class Sequence:
+    """The events of one request in ``seq`` order, each once: a resumed stream replays
+    what the client may already have (same ``seq``), which :meth:`accept` drops; a gap
+    is an error. (``web/protocol.js`` holds the same rule for the browser.)"""
+
+    def __init__(self) -> None:
+        self.last = 0
+
+    def accept(self, event: Event) -> bool:
+        if event.seq <= self.last:
+            return False
+        if event.seq != self.last + 1:
+            raise ValueError(f"event seq {event.seq} follows {self.last}: a gap")
+        self.last = event.seq
+        return True
+
+
 def to_dict(event: Event) -> dict[str, Any]:
     return {"event": event.type, "request_id": event.request_id, "seq": event.seq} | (
         event.fields()

@@ -113,7 +113,9 @@ def create_app(settings: Settings | None = None, backends: Backends | None = Non
         # One GET/HEAD route per file rather than a mount at "/": a mount would swallow
         # every method on every path, so a PUT to an API route would get the UI's 405.
         ui = _ui(StaticFiles(directory=WEB_DIR, html=True))
-        assets = sorted(p.name for p in WEB_DIR.iterdir() if p.is_file())
+        assets = sorted(
+            p.relative_to(WEB_DIR).as_posix() for p in WEB_DIR.rglob("*") if p.is_file()
+        )
         routes += [Route(f"/{name}", ui, methods=["GET", "HEAD"]) for name in ["", *assets]]
     else:
         routes.append(Route("/", _no_ui))
