@@ -71,10 +71,37 @@ async def read_json(request: Request, limit: int) -> object:
             raise BadRequest(f"the body is larger than {limit} bytes")
     if not body:
         raise BadRequest("the body is empty; send a JSON object with a 'messages' list")
+    return parse_json(bytes(body))
+
+
+MAX_DEPTH = 32  # a chat request nests 5 deep; far more is an attack on the parser
+
+
+def parse_json(data: bytes | str) -> object:
+    """JSON from a client, or a BadRequest: too deep to parse (``[`` × 100,000 would
+    overflow the parser's stack) or nested deeper than :data:`MAX_DEPTH`."""
     try:
-        return json.loads(body)
+        value = json.loads(data)
+    except RecursionError:
+        raise BadRequest(f"the JSON is nested deeper than {MAX_DEPTH} levels") from None
     except ValueError as exc:
         raise BadRequest(f"the body is not valid JSON: {exc}") from None
+    if _depth(value) > MAX_DEPTH:
+        raise BadRequest(f"the JSON is nested deeper than {MAX_DEPTH} levels")
+    return value
+
+
+def _depth(value: object) -> int:
+    deepest, todo = 0, [(value, 1)]
+    while todo:
+        item, depth = todo.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth)
+            if depth > MAX_DEPTH:
+                break
+            children = item.values() if isinstance(item, dict) else item
+            todo.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def client_address(request: Request) -> str:

@@ -9,7 +9,6 @@ how a disconnect is noticed.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -22,6 +21,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from speculate.core.protocol import Error, encode_json
 from speculate.core.request import SpeculateRequest
 from speculate.errors import BadRequest
+from speculate.server.errors import parse_json
 from speculate.server.ratelimit import RateLimiter
 from speculate.server.schemas import parse_speculate
 from speculate.server.state import AppState
@@ -118,9 +118,9 @@ def _parse(frame: Mapping[str, Any]) -> dict[str, Any]:
     if text is None:
         raise WebSocketException(CLOSE_UNSUPPORTED, "send JSON text frames, not binary")
     try:
-        message = json.loads(text)
-    except ValueError:
-        raise WebSocketException(CLOSE_INVALID_PAYLOAD, "the message is not valid JSON") from None
+        message = parse_json(text)
+    except BadRequest as exc:
+        raise WebSocketException(CLOSE_INVALID_PAYLOAD, exc.message) from None
     if not isinstance(message, dict):
         raise WebSocketException(CLOSE_INVALID_PAYLOAD, "the message must be a JSON object")
     return message

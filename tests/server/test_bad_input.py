@@ -233,3 +233,18 @@ def test_cors_only_for_configured_origins(url: str) -> None:
         f"{url}/v1/speculate", headers={"origin": "https://evil.example", **preflight}
     )
     assert "access-control-allow-origin" not in bad.headers
+
+
+@pytest.mark.parametrize("depth", [40, 30_000])  # 60 KB: under the body limit
+def test_deeply_nested_json_gets_400_not_500(url: str, depth: int) -> None:
+    body = b"[" * depth + b"]" * depth
+    for path in ("/v1/speculate", "/v1/chat/completions"):
+        response = post(url, body, path)
+        assert response.status_code == 400, (path, response.text)
+        assert "nested deeper" in response.json()["error"]["message"]
+    with connect(ws_url(url)) as ws:
+        ws.send(body.decode())
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            ws.recv(timeout=10)
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == 1007
