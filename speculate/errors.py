@@ -206,3 +206,16 @@ class UpstreamFailed(SpeculateError):
 
     code = "no_answer"
     http_status = 502
+
+
+def speculate_error_in(exc: BaseException) -> SpeculateError | None:
+    """The first :class:`SpeculateError` in ``exc`` or the exception groups around it
+    (task groups wrap what their tasks raise), else None."""
+    if isinstance(exc, SpeculateError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = speculate_error_in(inner)
+            if found is not None:
+                return found
+    return None

@@ -27,7 +27,7 @@ from speculate.core.session import Session
 from speculate.engine.context import RunContext, StopReason
 from speculate.engine.eventlog import EventLog
 from speculate.engine.verify_run import VerifyRun
-from speculate.errors import SpeculateError
+from speculate.errors import SpeculateError, speculate_error_in
 from speculate.policy.privacy import Restorer, redact
 from speculate.policy.router import Decision
 
@@ -94,9 +94,12 @@ class RequestRun:
             async with anyio.create_task_group() as group:
                 self.group = group
                 self.start_sides()
-        except Exception as exc:  # a bug, not a backend failure: end the stream cleanly
-            log.exception("request %s failed", self.request.request_id)
-            self.emit(self.session.fail(SpeculateError(f"internal error: {exc!r}")))
+        except Exception as exc:
+            known = speculate_error_in(exc)  # a side's error that a task group wrapped
+            if known is None:  # a bug: end the stream cleanly, details only in the log
+                log.exception("request %s failed", self.request.request_id)
+                known = SpeculateError("internal error; the server log has the details")
+            self.emit(self.session.fail(known))
         finally:
             if self.held:
                 with anyio.CancelScope(shield=True):
@@ -208,6 +211,11 @@ class RequestRun:
             self.emit(session.edge_finished(time.perf_counter()))
         except SpeculateError as exc:
             self.emit(session.edge_failed(exc, time.perf_counter()))
+        except BaseExceptionGroup as group:  # the backend's own task group wrapped it
+            known = speculate_error_in(group)
+            if known is None:
+                raise
+            self.emit(session.edge_failed(known, time.perf_counter()))
 
     async def cloud_side(self) -> None:
         cloud, session, health = self.backends.cloud, self.session, self.context.health

@@ -89,3 +89,10 @@ def test_each_status_in_the_shape_of_its_route(url: str) -> None:
         assert response.status_code == 429, response.text
         assert set(response.json()["error"]) >= shape
         assert int(response.headers["retry-after"]) >= 1
+
+
+def test_the_error_a_task_group_wrapped_is_found() -> None:
+    edge = errors.EdgeError("edge generation failed: the window is full")
+    wrapped = ExceptionGroup("outer", [ExceptionGroup("inner", [ValueError("x"), edge])])
+    assert errors.speculate_error_in(wrapped) is edge
+    assert errors.speculate_error_in(ExceptionGroup("bug", [ValueError("x")])) is None
