@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.core.test_purity import IO_LIBRARIES
+
 PACKAGE = Path(__file__).resolve().parent.parent / "speculate"
 # Lowest first. A module may import its own layer and the layers below it. The top-level
 # modules (errors, settings) are the foundation every layer may use.
@@ -25,19 +27,6 @@ LAYERS = [
     {"speculate.cli"},  # the command: serve, ask, bench, report, ...
 ]
 PURE = ("speculate.core", "speculate.policy")
-IO_LIBRARIES = {
-    "asyncio",
-    "anyio",
-    "httpx",
-    "starlette",
-    "sse_starlette",
-    "websockets",
-    "llama_cpp",
-    "uvicorn",
-    "sqlite3",
-    "socket",
-    "threading",
-}
 
 
 def module_name(path: Path) -> str:

@@ -48,6 +48,17 @@ class Scoring(Protocol):
     ) -> tuple[str, dict[str, Any]]: ...
 
 
+def _scored(tokens: list[ScoredToken], generated: str, finish: Any, prompt_tokens: int) -> Scored:
+    """Both shapes' verdict: the cloud ends right after the continuation when the one
+    token it generated was the end of its answer (nothing generated, finish "stop")."""
+    return Scored(
+        tuple(tokens),
+        generated,
+        finished=finish == "stop" and not generated,
+        prompt_tokens=prompt_tokens,
+    )
+
+
 def _top(entries: dict[str, float] | None) -> tuple[tuple[str, float], ...]:
     ranked = sorted((entries or {}).items(), key=lambda item: -item[1])
     return tuple((text, float(logprob)) for text, logprob in ranked)
@@ -112,12 +123,7 @@ class LlamaCppScoring:
             end = start
         out.reverse()
         generated = text[scored_end:]
-        return Scored(
-            tuple(out),
-            generated,
-            finished=finish == "stop" and not generated,
-            prompt_tokens=prompt_tokens,
-        )
+        return _scored(out, generated, finish, prompt_tokens)
 
     def continue_request(
         self, model: str, messages: list[Message], prefix: str, params: GenerationParams
@@ -177,12 +183,7 @@ class VLLMScoring:
         out.reverse()
         if out and not continuation.endswith("".join(t.text for t in out if t.start >= 0)):
             raise CloudProtocolError("prompt tokens do not spell the continuation")
-        return Scored(
-            tuple(out),
-            generated,
-            finished=finish == "stop" and not generated,
-            prompt_tokens=prompt_tokens,
-        )
+        return _scored(out, generated, finish, prompt_tokens)
 
     def continue_request(
         self, model: str, messages: list[Message], prefix: str, params: GenerationParams
