@@ -1,4 +1,5 @@
-"""Numerics suite: does llama.cpp score a text the same in one batch as token by token?
+"""Numerics suite: does llama.cpp score a text the same in one batch as token by token,
+and does a repeated greedy call to the stand-in give the first answer again?
 
 Verify mode compares a batched prompt evaluation (the check) with one-token decoding (the
 greedy answer). For a few prompts and their own greedy answers, the same tokens are
@@ -65,3 +66,63 @@ def run(model: str = "smollm2-135m", tokens: int = 48) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+REPEAT_PROMPTS = [
+    "Name three colours and say something about each.",
+    "Name three colours of the rainbow and describe each.",
+    "Give me two tips for sleeping well.",
+    "Write a haiku about rain.",
+    "How do plants make food?",
+]
+
+
+def repeats(model: str = "smollm2-135m", tokens: int = 64) -> list[dict[str, Any]]:
+    """Ask the stand-in the same greedy question three times in a row, per setting: does
+    a repeat (which finds the prompt in the KV cache) give the first answer again?"""
+    import anyio
+    import httpx
+
+    from speculate.backends.standin import StandInServer
+
+    async def one(n_batch: int, reuse_prefix: bool) -> dict[str, Any]:
+        standin = StandInServer(
+            models.resolve(model),
+            alias="standin",
+            n_threads=1,
+            n_batch=n_batch,
+            reuse_prefix=reuse_prefix,
+        )
+        await standin.start()
+        same = repeats_equal = 0
+        try:
+            async with httpx.AsyncClient(timeout=120) as client:
+                for prompt in REPEAT_PROMPTS:
+                    texts = []
+                    for _ in range(3):
+                        response = await client.post(
+                            f"{standin.base_url}/chat/completions",
+                            json={
+                                "model": "standin",
+                                "max_tokens": tokens,
+                                "temperature": 0,
+                                "messages": [{"role": "user", "content": prompt}],
+                            },
+                        )
+                        texts.append(response.json()["choices"][0]["message"]["content"])
+                    same += texts[0] == texts[1] == texts[2]
+                    repeats_equal += texts[1] == texts[2]
+        finally:
+            await standin.stop()
+        return {
+            "n_batch": n_batch,
+            "reuse_prefix": reuse_prefix,
+            "prompts": len(REPEAT_PROMPTS),
+            "all_three_equal": same,
+            "second_equals_third": repeats_equal,
+        }
+
+    async def main() -> list[dict[str, Any]]:
+        return [await one(512, True), await one(1, True), await one(512, False)]
+
+    return anyio.run(main)

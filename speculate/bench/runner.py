@@ -220,6 +220,12 @@ def run(
         console.print(
             _table("one batch vs token by token (llama.cpp, greedy answers)", results["numerics"])
         )
+        results["numerics_repeats"] = numerics.repeats()
+        console.print(
+            _table(
+                "the same greedy question three times (the stand-in)", results["numerics_repeats"]
+            )
+        )
     (out / "results.json").write_text(json.dumps(results, indent=2))
     for name in ("ttft", "capacity", "diff", "wire", "network"):
         key = "edge" if name == "ttft" else name
