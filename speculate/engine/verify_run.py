@@ -10,10 +10,8 @@ text is the cloud's own greedy answer throughout.
 
 from __future__ import annotations
 
-import itertools
 import math
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, cast
@@ -29,10 +27,6 @@ from speculate.core.verify import Scored, Verdict, judge
 from speculate.core.verify_session import VerifySession
 from speculate.engine.context import RunContext
 from speculate.errors import SpeculateError
-
-# One check at a time: the next goes out with everything drafted meanwhile as soon as the
-# verdict is in (the stand-in evaluates checks one after another, so more would queue).
-MAX_IN_FLIGHT = 1
 
 
 def _after(scored: Scored, verified: int) -> Scored:
@@ -104,16 +98,14 @@ class VerifyRun:
             await self.edge_finishes()
 
     async def edge_and_cloud_in_step(self) -> str | None:
-        """The edge drafts without pause while checks of what it has drafted so far go to
-        the cloud, up to ``MAX_IN_FLIGHT`` at once (a check's round trip hides behind the
-        drafting, and the last one covers only the last few tokens). Verdicts are applied
-        in the order the checks were sent; a check whose text the draft no longer starts
-        with (a correction came in between) is dropped. Returns why the cloud should go on
-        by itself, or None when the answer is finished."""
+        """The edge drafts without pause while its draft goes to the cloud for checking,
+        one check at a time: as soon as a verdict is in, the next check goes out with
+        everything drafted meanwhile (so a check's round trip hides behind the drafting,
+        and the last one covers only the last few tokens). Several in flight measured
+        slower: the cloud evaluates them one after the other anyway. Returns why the cloud
+        should go on by itself, or None when the answer is finished."""
         send, inbox = anyio.create_memory_object_stream[tuple[Any, ...]](math.inf)
-        pending: deque[int] = deque()  # checks in flight, in the order they were sent
-        results: dict[int, tuple[str, bool, Scored, float]] = {}
-        numbers = itertools.count()
+        checking = False
         async with anyio.create_task_group() as group:
 
             def restart_drafting() -> None:
@@ -126,19 +118,19 @@ class VerifyRun:
                 self.drafting = scope
                 group.start_soon(self.draft, scope, self.lineage, send.clone())
 
-            async def check(number: int, snapshot: str, complete: bool) -> None:
+            async def check(snapshot: str, complete: bool) -> None:
                 started = time.perf_counter()
                 try:
                     scored = await self.cloud.score(self.cloud_messages, snapshot)
                 except SpeculateError as exc:
                     await send.send(("failed", exc))
                     return
-                await send.send(("scored", number, snapshot, complete, scored, started))
+                await send.send(("scored", complete, scored, started))
 
             restart_drafting()
             while True:
                 message = await inbox.receive()
-                if message[0] == "failed":  # raised below, outside the task group
+                if message[0] == "failed":  # raised by execute, outside the task group
                     self.cloud_error = message[1]
                     group.cancel_scope.cancel()
                     return None
@@ -147,12 +139,8 @@ class VerifyRun:
                     group.cancel_scope.cancel()
                     return "the edge failed"
                 if message[0] == "scored":
-                    _, number, snapshot, complete, scored, started = message
-                    results[number] = (snapshot, complete, scored, started)
-                while pending and pending[0] in results:
-                    snapshot, complete, scored, started = results.pop(pending.popleft())
-                    if not self.session.draft.startswith(snapshot):
-                        continue  # it checked text a correction has replaced since
+                    checking = False
+                    _, complete, scored, started = message
                     verdict = self.apply(scored, complete, started)
                     if verdict.ended or self.used >= self.budget:
                         now = time.perf_counter()
@@ -175,12 +163,11 @@ class VerifyRun:
                 # Send the draft for checking once enough is new, or all of it at the end.
                 new = self.drafted - self.sent
                 last = self.edge_ended and (new > 0 or not self.sent_complete)
-                if (new >= self.planner.min_block or last) and len(pending) < MAX_IN_FLIGHT:
-                    number = next(numbers)
-                    pending.append(number)
+                if not checking and (new >= self.planner.min_block or last):
+                    checking = True
                     self.sent, self.sent_complete = self.drafted, self.edge_ended
                     self.emit(self.session.flush(time.perf_counter()))
-                    group.start_soon(check, number, self.session.draft, self.edge_ended)
+                    group.start_soon(check, self.session.draft, self.edge_ended)
         raise AssertionError("the loop ends only by returning")  # pragma: no cover
 
     async def draft(
@@ -191,13 +178,12 @@ class VerifyRun:
         with scope, send:
             room = self.budget - self.used
             params = replace(self.edge_params, max_tokens=max(1, room), temperature=0.0)
-            count, started = 0, time.perf_counter()
+            started = time.perf_counter()
             try:
                 async with self.edge.stream(self.messages, params, self.session.draft) as tokens:
                     async for text in texts(tokens):
                         if lineage != self.lineage:
                             return
-                        count += 1
                         self.drafted += 1
                         self.emit(self.session.receive_draft(text, time.perf_counter()))
                         await send.send(("drafted",))
@@ -207,7 +193,7 @@ class VerifyRun:
                 await send.send(("edge_failed", exc))
                 return
             if lineage == self.lineage:
-                self.planner.saw_edge(count, time.perf_counter() - started)
+                self.planner.saw_edge(self.drafted, time.perf_counter() - started)
                 self.edge_ended = True  # its answer ended, or the budget is drafted
                 await send.send(("drafted",))
 
