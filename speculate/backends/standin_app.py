@@ -218,45 +218,38 @@ class VLLMShapes:
         if body.get("prompt_logprobs") is not None:
             await self._score(body, send)
             return
-        if body.get("stream") and (body.get("stream_options") or {}).get("include_usage"):
-            send = await self._with_usage(body, send)
-        if body.get("continue_final_message"):
-            await self._continue(scope, receive, send, body)
+        usage = body.get("stream") and (body.get("stream_options") or {}).get("include_usage")
+        continuing = bool(body.get("continue_final_message"))
+        prompt, prompt_tokens = "", 0
+        if usage or continuing:  # the prompt text, rendered and counted once
+            messages = body.get("messages") or []
+            prompt, prompt_tokens = await self._prompt_of(messages, continuing, bool(usage))
+        if usage:
+            send = _with_usage(send, prompt_tokens)
+        if continuing:
+            completion = {key: body[key] for key in CONTINUE_FIELDS if key in body}
+            completion.update(model=body.get("model"), prompt=prompt)
+            completion.setdefault("repeat_penalty", 1.0)
+            scope = dict(scope, path="/v1/completions", raw_path=b"/v1/completions")
+            await self._replay(scope, receive, send, json.dumps(completion).encode())
             return
         body.setdefault("repeat_penalty", 1.0)
         await self._replay(scope, receive, send, json.dumps(body).encode())
 
-    async def _with_usage(self, body: dict[str, Any], send: Send) -> Send:
-        """``send`` with a usage chunk put before ``data: [DONE]``; one token a chunk."""
-        messages = body.get("messages") or []
+    async def _prompt_of(
+        self, messages: list[Any], continuing: bool, count: bool
+    ) -> tuple[str, int]:
+        """The prompt text llama.cpp evaluates for this chat (an open assistant message
+        continued, or a new one begun) and, if ``count``, its length in tokens."""
         async with self.model() as llama:
-            prompt = self._chat_prompt(llama)
-            if body.get("continue_final_message") and messages:
-                text = prompt.render(messages[:-1]) + str(messages[-1].get("content") or "")
+            chat = self._chat_prompt(llama)
+            if continuing and messages:
+                text = chat.render(messages[:-1]) + str(messages[-1].get("content") or "")
             else:
-                text = prompt.render(messages)
-            prompt_tokens = len(llama.tokenize(text.encode("utf-8"), add_bos=True, special=True))
-        chunks = 0
-
-        async def send_with_usage(message: Message) -> None:
-            nonlocal chunks
-            data = message.get("body", b"") if message["type"] == "http.response.body" else b""
-            if b"data: [DONE]" in data:
-                usage = {
-                    "prompt_tokens": prompt_tokens,
-                    "completion_tokens": chunks,
-                    "total_tokens": prompt_tokens + chunks,
-                }
-                line = json.dumps(
-                    {"object": "chat.completion.chunk", "choices": [], "usage": usage}
-                )
-                data = data.replace(b"data: [DONE]", f"data: {line}\n\ndata: [DONE]".encode())
-                message = dict(message, body=data)
-            else:
-                chunks += _pieces_in(data)
-            await send(message)
-
-        return send_with_usage
+                text = chat.render(messages)
+            if not count:
+                return text, 0
+            return text, len(llama.tokenize(text.encode("utf-8"), add_bos=True, special=True))
 
     async def _score(self, body: dict[str, Any], send: Send) -> None:
         messages = body.get("messages")
@@ -278,19 +271,6 @@ class VLLMShapes:
         answer["model"] = body.get("model") or ""
         await _json(send, 200, answer)
 
-    async def _continue(
-        self, scope: Scope, receive: Receive, send: Send, body: dict[str, Any]
-    ) -> None:
-        messages = body.get("messages") or []
-        async with self.model() as llama:
-            head = self._chat_prompt(llama).render(messages[:-1])
-        prefix = str(messages[-1].get("content") or "") if messages else ""
-        completion = {key: body[key] for key in CONTINUE_FIELDS if key in body}
-        completion.update(model=body.get("model"), prompt=head + prefix)
-        completion.setdefault("repeat_penalty", 1.0)
-        scope = dict(scope, path="/v1/completions", raw_path=b"/v1/completions")
-        await self._replay(scope, receive, send, json.dumps(completion).encode())
-
     def _chat_prompt(self, llama: Any) -> Any:
         if self._prompt is None:
             from speculate.backends.chat_prompt import ChatPrompt
@@ -311,6 +291,29 @@ class VLLMShapes:
             return await receive()
 
         await self.app(dict(scope, headers=headers), replay, send)
+
+
+def _with_usage(send: Send, prompt_tokens: int) -> Send:
+    """``send`` with a usage chunk put before ``data: [DONE]`` (one token a chunk)."""
+    chunks = 0
+
+    async def send_with_usage(message: Message) -> None:
+        nonlocal chunks
+        data = message.get("body", b"") if message["type"] == "http.response.body" else b""
+        if b"data: [DONE]" in data:
+            usage = {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": chunks,
+                "total_tokens": prompt_tokens + chunks,
+            }
+            line = json.dumps({"object": "chat.completion.chunk", "choices": [], "usage": usage})
+            data = data.replace(b"data: [DONE]", f"data: {line}\n\ndata: [DONE]".encode())
+            message = dict(message, body=data)
+        else:
+            chunks += _pieces_in(data)
+        await send(message)
+
+    return send_with_usage
 
 
 async def _read_body(receive: Receive) -> bytes:
