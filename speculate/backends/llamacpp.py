@@ -137,12 +137,19 @@ class LlamaCppEdge:
             send, receive = anyio.create_memory_object_stream[str](max_buffer_size=math.inf)
             tokens = LlamaTokenStream(receive, usage)
             stop = threading.Event()
-            async with anyio.create_task_group() as group:
-                group.start_soon(self._run, messages, params, send, stop, tokens, prefix)
-                try:
-                    yield tokens
-                finally:
-                    stop.set()  # the worker sees it after the current token
+            try:
+                async with anyio.create_task_group() as group:
+                    group.start_soon(self._run, messages, params, send, stop, tokens, prefix)
+                    try:
+                        yield tokens
+                    finally:
+                        stop.set()  # the worker sees it after the current token
+            except BaseExceptionGroup as wrapped:
+                # The task group wraps what the caller raised inside the stream (the
+                # stream's own error among it); give the caller back its exception.
+                if len(wrapped.exceptions) != 1:
+                    raise
+                raise wrapped.exceptions[0] from None
             receive.close()
         finally:
             self._turn.release()

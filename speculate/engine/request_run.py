@@ -211,11 +211,6 @@ class RequestRun:
             self.emit(session.edge_finished(time.perf_counter()))
         except SpeculateError as exc:
             self.emit(session.edge_failed(exc, time.perf_counter()))
-        except BaseExceptionGroup as group:  # the backend's own task group wrapped it
-            known = speculate_error_in(group)
-            if known is None:
-                raise
-            self.emit(session.edge_failed(known, time.perf_counter()))
 
     async def cloud_side(self) -> None:
         cloud, session, health = self.backends.cloud, self.session, self.context.health

@@ -13,6 +13,7 @@ import pytest
 from speculate.backends import models
 from speculate.backends.base import GenerationParams, texts
 from speculate.backends.llamacpp import LlamaCppEdge
+from speculate.errors import EdgeError
 
 pytestmark = pytest.mark.slow
 
@@ -125,3 +126,21 @@ async def test_confidence_reports_an_entropy_per_token_and_changes_nothing(
     # Counting is easy for the model; an open question is not: the first tokens say so.
     _, open_question = await collect(edge, "Invent a word and define it.", 8)
     assert statistics.fmean(entropy[:8]) < statistics.fmean(open_question[:8])
+
+
+async def test_a_generation_failure_leaves_the_stream_as_itself(edge: LlamaCppEdge) -> None:
+    """Not wrapped in the stream's task group: callers catch the error they expect."""
+    too_long = [{"role": "user", "content": "word " * 6000}]  # the window holds 2,048
+    with anyio.fail_after(60), pytest.raises(EdgeError, match="context window"):
+        async with edge.stream(too_long, GenerationParams(8, 0.0)) as tokens:
+            await tokens.receive()
+
+
+async def test_what_the_caller_raises_inside_the_stream_comes_back_unwrapped(
+    edge: LlamaCppEdge,
+) -> None:
+    messages = [{"role": "user", "content": "Say hi."}]
+    with anyio.fail_after(60), pytest.raises(KeyError, match="the caller's own"):  # noqa: PT012 - the raise inside the stream is the act
+        async with edge.stream(messages, GenerationParams(8, 0.0)) as tokens:
+            await tokens.receive()
+            raise KeyError("the caller's own")
