@@ -105,7 +105,7 @@ def test_pure_layers_import_no_io_library(module: str) -> None:
     assert not libraries & IO_LIBRARIES, libraries & IO_LIBRARIES
 
 
-def test_the_checker_sees_a_cycle_hidden_under_type_checking(tmp_path: Path) -> None:
+def test_the_checker_sees_an_import_hidden_under_type_checking(tmp_path: Path) -> None:
     source = "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from speculate.x import y\n"
     (tmp_path / "m.py").write_text(source)
     assert "speculate.x" in imports_of(tmp_path / "m.py")
