@@ -20,6 +20,7 @@ else formats errors.
     │   └── CloudHTTPError, CloudProtocolError, StandInError
     ├── UpstreamFailed                 502 the request ended without an answer
     ├── BadRequest (client)            400 bad_request
+    │   ├── ContextTooLong             400 context_too_long      (param: messages)
     │   ├── Unauthorized               401 invalid_api_key
     │   ├── NotFound                   404 unknown_request
     │   │   └── UnknownModel           404 model_not_found
@@ -164,6 +165,12 @@ class BadRequest(SpeculateError):
     code = "bad_request"
     source = "client"
     http_status = 400
+
+
+class ContextTooLong(BadRequest):
+    """Even the last message alone does not fit a model's context window."""
+
+    code = "context_too_long"
 
 
 class Unauthorized(BadRequest):

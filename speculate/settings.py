@@ -47,9 +47,29 @@ class ServerSettings(BaseModel):
 
 
 class EdgeSettings(BaseModel):
-    model: str = "smollm2-135m"
+    model: str = Field(
+        "smollm2-135m",
+        description="a name from `speculate models`, a .gguf path, hf:OWNER/REPO/FILE.gguf"
+        "[@REVISION]; with base_url: the model name that server serves",
+    )
+    base_url: str | None = Field(
+        None, description="an OpenAI-compatible server on the device (llama-server, Ollama)"
+    )
+    api_key_env: str = Field("SPECULATE_EDGE_API_KEY", description="base_url's key, if any")
+    chat_template_model: str | None = Field(
+        None, description="base_url: the GGUF whose template lets verify continue a draft"
+    )
     n_threads: int | None = Field(None, ge=1, description="None: half the cores, at least 1")
-    n_ctx: int = Field(2048, ge=128)
+    n_ctx: int = Field(2048, ge=128, description="the context window (base_url: the server's)")
+    n_gpu_layers: int = Field(0, ge=-1, description="layers offloaded to the GPU; -1: all")
+    flash_attn: bool = Field(False, description="llama.cpp's flash attention (GPU builds)")
+    n_batch: int = Field(512, ge=1, description="prompt tokens evaluated per batch")
+    chat_format: str | None = Field(
+        None, description="llama-cpp-python chat format; None: the GGUF's own template"
+    )
+    prompt_cache_mb: int = Field(
+        256, ge=0, description="evaluated conversations kept for follow-ups; 0: none"
+    )
     temperature: float = Field(0.7, ge=0)
     top_p: float = Field(0.95, gt=0, le=1)
     seed: int | None = None
@@ -93,6 +113,14 @@ class CloudSettings(BaseModel):
     )
     chat_template_model: str | None = Field(
         None, description="llamacpp flavor: the GGUF (path or name) whose chat template to use"
+    )
+    n_ctx: int | None = Field(
+        None,
+        description="the cloud model's context window, for trimming long chats; None: "
+        "unknown (the stand-in's is known), the cloud's own limit applies",
+    )
+    prewarm: bool = Field(
+        True, description="send a conversation ahead while its next turn is typed (costs a prefill)"
     )
     standin: StandInSettings = StandInSettings()
 

@@ -22,6 +22,7 @@ class ChatPrompt:
         from llama_cpp import llama_chat_format
 
         self._format = llama_chat_format
+        self._llama = llama
         self.chat_format = str(llama.chat_format)
         model = llama._model
         bos, eos = llama.token_bos(), llama.token_eos()
@@ -52,6 +53,12 @@ class ChatPrompt:
     def starts_with_bos(self, prompt: str) -> bool:
         """Does the tokenized ``prompt`` begin with the BOS token (added or written)?"""
         return bool(self.bos_text) and (self.adds_bos or prompt.startswith(self.bos_text))
+
+    def count_tokens(self, messages: list[Message]) -> int:
+        """How many tokens the model reads for this chat (its own tokenizer, BOS and the
+        template's special tokens included)."""
+        prompt = self.render(messages).encode("utf-8")
+        return len(self._llama.tokenize(prompt, add_bos=True, special=True))
 
     def render(self, messages: list[Message]) -> str:
         """The prompt text for ``/v1/completions`` (which adds BOS itself if the model

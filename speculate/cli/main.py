@@ -23,10 +23,15 @@ def _serve(args: argparse.Namespace) -> int:
     if args.port is not None:
         overrides["server"]["port"] = args.port
     settings = Settings.load(args.config, **overrides)
-    # Fail before binding the port, with a message that says what to do.
-    models.resolve(settings.edge.model)
+    # Fail before binding the port, with a message that says what to do; a Hugging Face
+    # model not yet in its cache is fetched now (with a progress bar), never mid-request.
+    needed = [] if settings.edge.base_url else [settings.edge.model]
     if settings.cloud.enabled and settings.cloud.base_url is None:
-        models.resolve(settings.cloud.standin.model)
+        needed.append(settings.cloud.standin.model)
+    for name in needed:
+        if models.hub_reference(name) is not None:
+            models.pull(name)
+        models.resolve(name)
     configure_logging(settings.server.log_format)
     app = create_app(settings)
     DrainingServer(uvicorn_config(app, settings)).run()
@@ -135,7 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--max-tokens", type=int)
     ask.set_defaults(func=_ask)
 
-    models = sub.add_parser("models", help="list or pull the embedded models")
+    models = sub.add_parser(
+        "models", help="list or pull the embedded models (or hf:OWNER/REPO/FILE.gguf)"
+    )
     models.add_argument("action", nargs="?", default="list", choices=["list", "pull"])
     models.add_argument("names", nargs="*", help="models to pull (default: all)")
     models.add_argument("--force", action="store_true", help="fetch again even if present")

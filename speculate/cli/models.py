@@ -18,13 +18,20 @@ def list_models() -> int:
         size = f"{model.size / 1e6:.0f} MB"
         table.add_row(model.name, state, size, model.filename, model.summary)
     Console().print(table)
-    print("Pull with `speculate models pull [NAME...]`; any local .gguf path works too.")
+    print(
+        "Pull with `speculate models pull [NAME...]`; any local .gguf path works too, and "
+        "hf:OWNER/REPO/FILE.gguf[@REVISION] pulls from Hugging Face (HF_ENDPOINT applies)."
+    )
     return 0
 
 
 def pull_models(names: list[str], *, force: bool = False) -> int:
     console = Console(stderr=True)
     for name in names or list(models.EMBEDDED):
+        if models.hub_reference(name) is not None:  # huggingface_hub draws its own bar
+            path = models.pull(name, force=force)
+            console.print(f"[green]✓[/] {name}: {path}")
+            continue
         with Progress(
             TextColumn("{task.description}"),
             BarColumn(),

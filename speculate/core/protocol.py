@@ -65,6 +65,8 @@ class Start(Event):
     reason: str
     edge_model: str
     cloud_model: str | None
+    # Oldest turns left out for each side because the conversation exceeds its window.
+    dropped_turns: Mapping[str, int] = field(default_factory=lambda: {"edge": 0, "cloud": 0})
 
     def fields(self) -> dict[str, Any]:
         return {
@@ -72,6 +74,7 @@ class Start(Event):
             "reason": self.reason,
             "edge_model": self.edge_model,
             "cloud_model": self.cloud_model,
+            "dropped_turns": dict(self.dropped_turns),
         }
 
 

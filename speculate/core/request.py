@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from speculate.core.chat import Message
+from speculate.core.trim import ConversationFit
 
 Mode = Literal["auto", "speculative", "verify", "edge", "cloud"]
 
@@ -19,6 +20,15 @@ class SpeculateRequest:
     temperature: float | None = None
     request_id: str = ""
     append_only: bool = False  # commit text as soon as it is final (OpenAI-style clients)
+    fit: ConversationFit | None = None  # the messages each side gets (set before the run)
+
+    @property
+    def edge_messages(self) -> list[Message]:
+        return self.messages if self.fit is None else self.fit.edge
+
+    @property
+    def cloud_messages(self) -> list[Message]:
+        return self.messages if self.fit is None else self.fit.cloud
 
     @staticmethod
     def new_id() -> str:

@@ -58,6 +58,7 @@ class Session:
         queue_reason: str | None = None,
         queue_on_cloud_failure: bool = False,
         hold_commits: bool = False,
+        dropped_turns: dict[str, int] | None = None,
     ) -> None:
         """``commit_progressively``: commit text as soon as it cannot change any more
         (the edge's text on the edge route, the cloud's finished words otherwise), so
@@ -76,6 +77,7 @@ class Session:
         self._reason = reason
         self._edge_model = edge_model
         self._cloud_model = cloud_model
+        self._dropped_turns = dropped_turns or {"edge": 0, "cloud": 0}
         self.config = config or SessionConfig()
         self._t0 = now
         self._progressive = commit_progressively
@@ -123,6 +125,7 @@ class Session:
                 reason=self._reason,
                 edge_model=self._edge_model,
                 cloud_model=self._cloud_model,
+                dropped_turns=self._dropped_turns,
             )
         ]
 

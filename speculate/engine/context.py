@@ -16,6 +16,7 @@ from speculate.core.chat import Message
 from speculate.core.protocol import Event
 from speculate.core.request import SpeculateRequest
 from speculate.core.summary import RunSummary
+from speculate.core.trim import Window
 from speculate.core.verify import Planner
 from speculate.errors import SpeculateError
 from speculate.policy.privacy import PrivacyGuard
@@ -45,6 +46,10 @@ class RunObserver(Protocol):
 class Backends:
     edge: EdgeBackend
     cloud: CloudBackend | None = None
+    # Each model's context window and tokenizer; None: unknown, the conversation is sent
+    # whole and the model's own limit applies.
+    edge_window: Window | None = None
+    cloud_window: Window | None = None
 
 
 class Offline(Protocol):

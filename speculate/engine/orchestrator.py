@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from typing import Literal
 
 import anyio
@@ -19,11 +20,13 @@ from speculate.backends.base import GenerationParams
 from speculate.core.protocol import Route
 from speculate.core.request import SpeculateRequest
 from speculate.core.session import Session, SessionConfig
+from speculate.core.trim import ConversationFit, Fitted, fit
 from speculate.core.verify import Planner
 from speculate.core.verify_session import VerifySession
 from speculate.engine.context import Backends, Health, Offline, RunContext, RunObserver, StopReason
 from speculate.engine.eventlog import EventLog
 from speculate.engine.request_run import RequestRun
+from speculate.errors import ContextTooLong
 from speculate.policy.cost import prices
 from speculate.policy.privacy import PrivacyGuard
 from speculate.policy.router import CloudHealth, Decision, Router, RouterConfig
@@ -74,6 +77,52 @@ class Orchestrator:
             cloud_usd_per_mtok_in=price.cloud_in,
             cloud_usd_per_mtok_out=price.cloud_out,
         )
+
+    def fit(self, request: SpeculateRequest) -> SpeculateRequest:
+        """The request with each side's messages fitted to its model's window (oldest
+        turns dropped).  Raises :class:`~speculate.errors.ContextTooLong` (400) when the
+        last turn cannot fit a side the request needs; in mode ``auto`` a side that
+        cannot hold it is left out instead.  Runs before anything streams."""
+        if request.fit is not None:
+            return request
+        backends, messages = self.backends, request.messages
+        max_tokens = request.max_tokens or self.settings.edge.max_tokens
+        fitted: dict[str, Fitted] = {}
+        refused: dict[str, ContextTooLong] = {}
+        sides = {"edge": backends.edge_window}
+        if backends.cloud is not None:
+            sides["cloud"] = backends.cloud_window
+        for side, window in sides.items():
+            if window is None:
+                fitted[side] = Fitted(messages, 0, 0)
+                continue
+            try:
+                fitted[side] = fit(messages, window, max_tokens)
+            except ContextTooLong as exc:
+                refused[side] = exc
+        mode, note = request.mode, ""
+        needs = {
+            "edge": ("edge",),
+            "cloud": ("cloud",),
+            "speculative": ("edge", "cloud"),
+            "verify": ("edge", "cloud"),
+            "auto": tuple(fitted) if fitted else ("edge",),
+        }[mode]
+        for side in needs:
+            if side in refused:
+                raise refused[side]
+        if mode == "auto" and refused:
+            mode = "edge" if "edge" in fitted else "cloud"
+            note = f"the conversation does not fit the {next(iter(refused))} model's window"
+        empty = Fitted(messages, 0, 0)
+        edge, cloud = fitted.get("edge", empty), fitted.get("cloud", empty)
+        conversation = ConversationFit(
+            edge=edge.messages,
+            cloud=cloud.messages,
+            dropped_turns={"edge": edge.dropped_turns, "cloud": cloud.dropped_turns},
+            note=note,
+        )
+        return replace(request, mode=mode, fit=conversation)
 
     def decide(self, request: SpeculateRequest) -> Decision:
         cloud: CloudHealth = "none"
@@ -128,6 +177,8 @@ class Orchestrator:
             reason = f"{decision.basis}; the cloud is away: a cached cloud answer"
         elif decision.wants_cloud and decision.route == "edge" and queue:
             queue_reason = "the cloud circuit is open; the refinement is queued"
+        if request.fit is not None and request.fit.note:
+            reason = f"{reason}; {request.fit.note}"
         escalating = decision.escalate and self.settings.router.escalate and cloud is not None
         kind = VerifySession if route == "verify" else Session
         if route == "verify":  # commits as it goes: a later refinement could not patch it
@@ -144,6 +195,7 @@ class Orchestrator:
             queue_reason=queue_reason,
             queue_on_cloud_failure=queue and decision.wants_cloud,
             hold_commits=escalating and request.append_only,
+            dropped_turns=None if request.fit is None else request.fit.dropped_turns,
         )
 
     async def run(
@@ -151,6 +203,12 @@ class Orchestrator:
     ) -> None:
         """Run the request to its end, appending every event to ``events``.  If it is
         cancelled from outside, its last event is a fatal error as ``stop`` says."""
+        try:
+            request = self.fit(request)
+        except ContextTooLong as exc:  # callers that did not fit it first hear it here
+            session = self.new_session(request, self.decide(request))
+            events.extend([*session.start(), *session.fail(exc)])
+            return
         decision = self.decide(request)
         cached = None
         cloud = self.backends.cloud

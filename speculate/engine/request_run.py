@@ -53,10 +53,10 @@ class RequestRun:
         self.events = events
         self.group: TaskGroup | None = None
         self.held: list[Event] = []  # queued + provisional done, until stored
-        self.cloud_messages: list[Message] = request.messages
+        self.cloud_messages: list[Message] = request.cloud_messages
         self.originals: dict[str, str] = {}
         if decision.redact:
-            redaction = redact(context.guard, request.messages)
+            redaction = redact(context.guard, request.cloud_messages)
             self.cloud_messages, self.originals = redaction.messages, redaction.originals
         self.cloud_started = False
         self.edge_started = False
@@ -128,7 +128,7 @@ class RequestRun:
         return VerifyRun(
             self.session,
             self.context,
-            messages=self.request.messages,
+            messages=self.request.edge_messages,
             cloud_messages=self.cloud_messages,
             edge_params=self.params("edge"),
             emit=self.emit,
@@ -182,7 +182,7 @@ class RequestRun:
         judging = self.may_escalate
         try:
             async with self.backends.edge.stream(
-                self.request.messages, self.params("edge")
+                self.request.edge_messages, self.params("edge")
             ) as tokens:
                 session.stats["edge_queue_ms"] = tokens.usage.queue_ms
                 while True:

@@ -9,8 +9,15 @@ their pace.
 
 from __future__ import annotations
 
+import anyio
+
+from speculate.core.request import SpeculateRequest
 from speculate.errors import RateLimited, ShuttingDown, Unavailable
 from speculate.server.state import AppState
+
+# Longer conversations are counted on a worker thread: rendering and tokenizing tens of
+# kilobytes takes milliseconds that the event loop owes to other streams.
+INLINE_FIT_CHARS = 4000
 
 
 def admit(state: AppState, client: str) -> None:
@@ -23,3 +30,10 @@ def admit(state: AppState, client: str) -> None:
     if state.jobs.full:
         limit = state.settings.server.max_concurrent_streams
         raise Unavailable(f"{limit} streams are running; try again shortly", retry_after_s=1)
+
+
+async def fit_to_windows(state: AppState, job: SpeculateRequest) -> SpeculateRequest:
+    """The request fitted to each model's window, or the 400 ``context_too_long``."""
+    if sum(len(m.get("content", "")) for m in job.messages) <= INLINE_FIT_CHARS:
+        return state.orchestrator.fit(job)
+    return await anyio.to_thread.run_sync(state.orchestrator.fit, job)

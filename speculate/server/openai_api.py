@@ -27,7 +27,7 @@ from speculate.core.text import ShownText
 from speculate.engine.eventlog import EventLog
 from speculate.errors import BadRequest, UnknownModel, UpstreamFailed
 from speculate.server.errors import client_address, read_json
-from speculate.server.limits import admit
+from speculate.server.limits import admit, fit_to_windows
 from speculate.server.schemas import ChatMessage, Temperature, TokenCount, numbers_only
 from speculate.server.sse import event_stream
 from speculate.server.state import AppState
@@ -125,6 +125,7 @@ async def chat_completions(request: Request) -> Response:
         message = f"The model `{body.model}` does not exist; see GET /v1/models."
         raise UnknownModel(message, param="model")
     admit(state, client_address(request))
+    job = await fit_to_windows(state, job)
     log = state.jobs.start(job, attached=True)
     if not body.stream:
         async with state.jobs.following(job.request_id):

@@ -19,7 +19,7 @@ from speculate.core.protocol import encode_sse
 from speculate.engine.eventlog import EventLog
 from speculate.errors import BadRequest, Conflict, NotFound
 from speculate.server.errors import client_address, read_json
-from speculate.server.limits import admit
+from speculate.server.limits import admit, fit_to_windows
 from speculate.server.schemas import parse_speculate
 from speculate.server.state import AppState
 
@@ -36,6 +36,7 @@ async def speculate(request: Request) -> Response:
     limits = state.settings.server
     job = parse_speculate(await read_json(request, limits.ws_max_message_bytes), limits)
     admit(state, client_address(request))
+    job = await fit_to_windows(state, job)
     if "respond-async" in request.headers.get("prefer", ""):
         # Detached: the request outlives this response; follow it with EventSource.
         state.jobs.start(job)

@@ -11,10 +11,12 @@ import anyio
 
 from speculate.backends import models
 from speculate.backends.chat_prompt import ChatPrompt
+from speculate.backends.device_edge import DeviceServerEdge
 from speculate.backends.llamacpp import LlamaCppEdge, default_threads
 from speculate.backends.openai_compat import OpenAICompatCloud
 from speculate.backends.scoring import LlamaCppScoring, Scoring, VLLMScoring
 from speculate.backends.standin import StandInServer
+from speculate.core.trim import Window, byte_bound
 from speculate.engine.cloud_health import CloudHealth
 from speculate.engine.context import Backends, RunObserver
 from speculate.engine.eventlog import RequestRegistry
@@ -26,7 +28,7 @@ from speculate.policy.privacy import PrivacyGuard
 from speculate.server.logs import RequestLogger
 from speculate.server.metrics import Metrics
 from speculate.server.ratelimit import RateLimiter
-from speculate.settings import CloudSettings, Settings
+from speculate.settings import CloudSettings, EdgeSettings, Settings
 from speculate.storage.answer_cache import AnswerCache
 from speculate.storage.db import default_path
 from speculate.storage.refinement_queue import RefinementQueue
@@ -99,6 +101,8 @@ class AppState:
 
     async def aclose(self) -> None:
         self.close_stores()
+        if isinstance(self.backends.edge, DeviceServerEdge):
+            await self.backends.edge.aclose()
         if self.backends.cloud is not None:
             await self.backends.cloud.aclose()
         if self.standin is not None:
@@ -134,7 +138,6 @@ async def choose_scoring(
 
 async def build_backends(settings: Settings) -> tuple[Backends, StandInServer | None]:
     """Load the edge model and connect (or start) the cloud; fail fast and clearly."""
-    edge_path = models.resolve(settings.edge.model)
     cloud_settings = settings.cloud
     standin: StandInServer | None = None
     if cloud_settings.enabled and cloud_settings.base_url is None:
@@ -149,19 +152,10 @@ async def build_backends(settings: Settings) -> tuple[Backends, StandInServer | 
             n_batch=cloud_settings.standin.n_batch,
             reuse_prefix=cloud_settings.standin.reuse_prefix,
         )
-    edge_name = settings.edge.model if settings.edge.model in models.EMBEDDED else edge_path.stem
-    log.info("loading edge model %s", edge_path)
-    edge = await anyio.to_thread.run_sync(
-        lambda: LlamaCppEdge(
-            edge_path,
-            model_name=edge_name,
-            n_ctx=settings.edge.n_ctx,
-            n_threads=settings.edge.n_threads,
-            seed=settings.edge.seed,
-        )
-    )
+    edge = await build_edge(settings.edge)
+    edge_window = edge.window()
     if not cloud_settings.enabled:
-        return Backends(edge=edge, cloud=None), None
+        return Backends(edge=edge, cloud=None, edge_window=edge_window), None
     try:
         if standin is not None:
             log.info("starting the local cloud stand-in (%s)", standin.model_path.name)
@@ -181,9 +175,68 @@ async def build_backends(settings: Settings) -> tuple[Backends, StandInServer | 
             except CloudError as exc:
                 log.warning("no cloud.model configured and %s", exc.message)
         cloud.scoring = await choose_scoring(cloud_settings, cloud, standin)
+        cloud_window = await cloud_window_of(cloud_settings, standin)
     except BaseException:
         if standin is not None:
             with anyio.CancelScope(shield=True):
                 await standin.stop()
         raise
-    return Backends(edge=edge, cloud=cloud), standin
+    return Backends(edge, cloud, edge_window, cloud_window), standin
+
+
+async def build_edge(settings: EdgeSettings) -> LlamaCppEdge | DeviceServerEdge:
+    """The edge: llama.cpp in this process, or a server already on the device."""
+    if settings.base_url is not None:
+        client = OpenAICompatCloud(
+            CloudSettings(
+                base_url=settings.base_url,
+                model=settings.model,
+                api_key_env=settings.api_key_env,
+                flavor="llamacpp" if settings.chat_template_model else "none",
+                retries=0,  # on the device: nothing to wait out
+            ),
+            base_url=settings.base_url,
+        )
+        counter = byte_bound
+        if settings.chat_template_model:
+            path = models.resolve(settings.chat_template_model)
+            prompt = await anyio.to_thread.run_sync(ChatPrompt.of_model, path)
+            client.scoring = LlamaCppScoring(prompt)
+            counter = prompt.count_tokens
+        window = Window(settings.n_ctx, counter, "the edge model")
+        log.info("edge: the OpenAI-compatible server at %s", settings.base_url)
+        return DeviceServerEdge(client, window)
+    path = models.resolve(settings.model)
+    name = settings.model if settings.model in models.EMBEDDED else path.stem
+    log.info("loading edge model %s", path)
+    return await anyio.to_thread.run_sync(
+        lambda: LlamaCppEdge(
+            path,
+            model_name=name,
+            n_ctx=settings.n_ctx,
+            n_threads=settings.n_threads,
+            seed=settings.seed,
+            n_gpu_layers=settings.n_gpu_layers,
+            flash_attn=settings.flash_attn,
+            n_batch=settings.n_batch,
+            chat_format=settings.chat_format,
+            prompt_cache_bytes=settings.prompt_cache_mb << 20,
+        )
+    )
+
+
+async def cloud_window_of(settings: CloudSettings, standin: StandInServer | None) -> Window | None:
+    """The cloud's window: the stand-in's is known exactly; a remote one's size comes
+    from ``cloud.n_ctx``, counted with ``cloud.chat_template_model``'s tokenizer if given,
+    else with a bound that never undercounts."""
+    name = "the cloud model"
+    if standin is not None:
+        prompt = await anyio.to_thread.run_sync(ChatPrompt.of_model, standin.model_path)
+        return Window(settings.standin.n_ctx, prompt.count_tokens, name)
+    if settings.n_ctx is None:
+        return None
+    if settings.chat_template_model:
+        path = models.resolve(settings.chat_template_model)
+        prompt = await anyio.to_thread.run_sync(ChatPrompt.of_model, path)
+        return Window(settings.n_ctx, prompt.count_tokens, name)
+    return Window(settings.n_ctx, byte_bound, name)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import anyio
@@ -22,6 +23,7 @@ from speculate.core.protocol import Error, encode_json
 from speculate.core.request import SpeculateRequest
 from speculate.errors import BadRequest
 from speculate.server.errors import parse_json
+from speculate.server.limits import fit_to_windows
 from speculate.server.ratelimit import RateLimiter
 from speculate.server.schemas import parse_speculate
 from speculate.server.state import AppState
@@ -79,15 +81,13 @@ class _Socket:
         ):
             await self.reject(str(client_id)[:64], BadRequest("request_id is invalid or in use"))
             return
+        request_id = client_id or SpeculateRequest.new_id()
         try:
             job = parse_speculate(message, self.state.settings.server)
+            job = await fit_to_windows(self.state, replace(job, request_id=request_id))
         except BadRequest as exc:
-            await self.reject(client_id or SpeculateRequest.new_id(), exc)
+            await self.reject(request_id, exc)
             return
-        if client_id:
-            job = SpeculateRequest(
-                job.messages, job.mode, job.max_tokens, job.temperature, client_id
-            )
         self.state.jobs.start(job)
         group.start_soon(self.forward, job.request_id, 0)
 
