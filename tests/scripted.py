@@ -30,6 +30,9 @@ class ScriptedBackend:
     streams: list[ScriptedStream] = field(default_factory=list)
     asked: list[list[Message]] = field(default_factory=list)
 
+    async def prewarm(self, messages: list[Message]) -> bool:
+        return False  # a script has no prompt to evaluate ahead
+
     @asynccontextmanager
     async def stream(
         self, messages: list[Message], params: GenerationParams, prefix: str | None = None
@@ -98,6 +101,9 @@ class BookBackend:
     book: ScriptBook
     side: str
     model_name: str = "scripted"
+
+    async def prewarm(self, messages: list[Message]) -> bool:
+        return False  # a script has no prompt to evaluate ahead
 
     @asynccontextmanager
     async def stream(

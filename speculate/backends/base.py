@@ -35,6 +35,7 @@ class Usage:
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0  # prompt tokens the model had evaluated already (prefix reuse)
     queue_ms: float = 0.0
     finish_reason: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -66,6 +67,11 @@ class EdgeBackend(Protocol):
     ) -> AbstractAsyncContextManager[TokenStream]:
         """``prefix``: continue an assistant answer that begins with it (verify mode's
         re-drafting); None: answer from scratch."""
+        ...
+
+    async def prewarm(self, messages: list[Message]) -> bool:
+        """Evaluate this conversation's prompt ahead of its next turn, if the model is
+        idle; whether it did."""
         ...
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from speculate.backends.base import GenerationParams, TokenStream
+from speculate.backends.base import GenerationParams, TokenStream, texts
 from speculate.backends.openai_compat import OpenAICompatCloud
 from speculate.core.chat import Message
 from speculate.core.trim import Window
@@ -35,6 +35,17 @@ class DeviceServerEdge:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+    async def prewarm(self, messages: list[Message]) -> bool:
+        """A one-token request: the server's own prompt cache (llama-server's
+        ``cache_prompt``, Ollama's) then holds the conversation."""
+        try:
+            async with self._client.stream(messages, GenerationParams(1, 0.0)) as tokens:
+                async for _ in texts(tokens):
+                    pass
+        except CloudError:
+            return False
+        return True
 
     @asynccontextmanager
     async def stream(

@@ -246,7 +246,8 @@ class LlamaCppEdge:
         # Another conversation's evaluated prompt is kept before this one overwrites it,
         # and this one's is brought back if it was kept; llama-cpp-python then evaluates
         # only what its cache does not hold.
-        self.saved_prompts.prepare(self._llama, self._prompt_tokens(prompt))
+        tokens = self._prompt_tokens(prompt)
+        usage.cached_tokens = min(self.saved_prompts.prepare(self._llama, tokens), len(tokens) - 1)
         if prefix is None:
             chunks = self._llama.create_chat_completion(messages=messages, **kwargs)
         else:

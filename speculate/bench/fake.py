@@ -108,6 +108,9 @@ class FakeBackend:
         ]
         yield FakeStream(words, 1 / self.tokens_per_s)
 
+    async def prewarm(self, messages: list[Message]) -> bool:
+        return False  # nothing to evaluate ahead
+
     async def probe(self) -> dict[str, Any]:
         return {"state": "up", "rtt_ms": 0.0}
 

@@ -16,7 +16,8 @@ from typing import Literal
 
 import anyio
 
-from speculate.backends.base import GenerationParams
+from speculate.backends.base import GenerationParams, texts
+from speculate.core.chat import Message
 from speculate.core.protocol import Route
 from speculate.core.request import SpeculateRequest
 from speculate.core.session import Session, SessionConfig
@@ -26,7 +27,7 @@ from speculate.core.verify_session import VerifySession
 from speculate.engine.context import Backends, Health, Offline, RunContext, RunObserver, StopReason
 from speculate.engine.eventlog import EventLog
 from speculate.engine.request_run import RequestRun
-from speculate.errors import ContextTooLong
+from speculate.errors import ContextTooLong, SpeculateError
 from speculate.policy.cost import prices
 from speculate.policy.privacy import PrivacyGuard
 from speculate.policy.router import CloudHealth, Decision, Router, RouterConfig
@@ -69,6 +70,7 @@ class Orchestrator:
         self.offline = offline
         self.router = router_for(settings)
         self.planner = Planner()  # verify mode's running estimates, shared by requests
+        self._prewarming = False
         price = prices(settings.costs)
         self.session_config = SessionConfig(
             coalesce_s=settings.stream.coalesce_ms / 1000,
@@ -123,6 +125,53 @@ class Orchestrator:
             note=note,
         )
         return replace(request, mode=mode, fit=conversation)
+
+    async def prewarm(self, messages: list[Message]) -> dict[str, str]:
+        """Send a conversation ahead while its next turn is being typed: the edge
+        evaluates its prompt, the cloud's prefix cache takes it in (a one-token request,
+        only if ``cloud.prewarm``, the cloud is up and nothing private is in it).  One
+        at a time; each side says ``warmed``, ``busy``, ``skipped`` or ``failed``."""
+        result = {"edge": "busy", "cloud": "busy"}
+        if self._prewarming:
+            return result
+        self._prewarming = True
+        try:
+            request = self.fit(SpeculateRequest(messages=messages, max_tokens=1))
+        except ContextTooLong:
+            self._prewarming = False
+            return {"edge": "skipped", "cloud": "skipped"}
+
+        async def edge() -> None:
+            warmed = await self.backends.edge.prewarm(request.edge_messages)
+            result["edge"] = "warmed" if warmed else "busy"
+
+        async def cloud() -> None:
+            cloud = self.backends.cloud
+            decision = self.decide(request)
+            if (
+                cloud is None
+                or not self.settings.cloud.prewarm
+                or decision.private_kinds
+                or (self.health is not None and self.health.view != "up")
+            ):
+                result["cloud"] = "skipped"
+                return
+            try:
+                async with cloud.stream(request.cloud_messages, GenerationParams(1, 0.0)) as t:
+                    async for _ in texts(t):
+                        pass
+            except SpeculateError:
+                result["cloud"] = "failed"
+            else:
+                result["cloud"] = "warmed"
+
+        try:
+            async with anyio.create_task_group() as group:
+                group.start_soon(edge)
+                group.start_soon(cloud)
+        finally:
+            self._prewarming = False
+        return result
 
     def decide(self, request: SpeculateRequest) -> Decision:
         cloud: CloudHealth = "none"

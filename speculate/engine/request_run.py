@@ -206,6 +206,7 @@ class RequestRun:
                         judging = False
             if not session.stats["prompt_tokens"]:
                 session.stats["prompt_tokens"] = tokens.usage.prompt_tokens
+            session.stats["edge_cached_tokens"] = tokens.usage.cached_tokens
             if judging:
                 self.emit(session.settle())  # a short answer: nothing to judge it by
             self.emit(session.edge_finished(time.perf_counter()))

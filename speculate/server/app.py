@@ -23,7 +23,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
 from speculate.engine.context import Backends
-from speculate.server import health, openai_api, openapi, sse, ws
+from speculate.server import health, openai_api, openapi, prewarm, sse, ws
 from speculate.server.auth import ApiKeys
 from speculate.server.errors import EXCEPTION_HANDLERS
 from speculate.server.headers import SecurityHeaders
@@ -100,6 +100,7 @@ def create_app(settings: Settings | None = None, backends: Backends | None = Non
         Route("/healthz", health.healthz),
         Route("/readyz", health.readyz),
         Route("/v1/speculate", sse.speculate, methods=["POST"]),
+        Route("/v1/prewarm", prewarm.prewarm, methods=["POST"]),
         Route("/v1/speculate/{request_id}/events", sse.follow),
         # One route for both methods, so a 405 lists them both in Allow.
         Route("/v1/requests/{request_id}", _request_resource, methods=["GET", "DELETE"]),

@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from speculate.server.openai_api import ChatBody
-from speculate.server.schemas import SpeculateBody
+from speculate.server.schemas import PrewarmBody, SpeculateBody
 from speculate.settings import ServerSettings
 from speculate.version import __version__
 
@@ -52,7 +52,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
 def build_schema(limits: ServerSettings | None = None) -> dict[str, Any]:
     limits = limits or ServerSettings()
     _, defs = models_json_schema(
-        [(SpeculateBody, "validation"), (ChatBody, "validation")],
+        [(SpeculateBody, "validation"), (ChatBody, "validation"), (PrewarmBody, "validation")],
         ref_template="#/components/schemas/{model}",
     )
     components = defs.get("$defs", {})
@@ -92,6 +92,22 @@ def build_schema(limits: ServerSettings | None = None) -> dict[str, Any]:
                     "responses": {
                         "200": {"description": "the event stream", "content": EVENT_STREAM},
                         "202": _json(obj, "detached (Prefer: respond-async)"),
+                        **_errors(400, 401, 429, 503),
+                    },
+                }
+            },
+            "/v1/prewarm": {
+                "post": {
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {"$ref": "#/components/schemas/PrewarmBody"}
+                            }
+                        },
+                    },
+                    "responses": {
+                        "200": _json(obj, "what each side did: warmed, busy, skipped, failed"),
                         **_errors(400, 401, 429, 503),
                     },
                 }

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
+from speculate.core.chat import Message
 from speculate.core.request import SpeculateRequest
 from speculate.errors import BadRequest
 from speculate.settings import ServerSettings
@@ -48,25 +49,50 @@ class SpeculateBody(BaseModel):
     temperature: Temperature | None = None
 
 
-def parse_speculate(data: Any, limits: ServerSettings) -> SpeculateRequest:
-    """Validate a request body; raise :class:`BadRequest` with a readable message."""
+class PrewarmBody(BaseModel):
+    """A conversation sent ahead of its next turn (``POST /v1/prewarm``, WebSocket
+    ``{"type": "prewarm"}``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    messages: list[ChatMessage] = Field(min_length=1)
+
+
+Body = TypeVar("Body", bound=BaseModel)
+
+
+def _validated(model: type[Body], data: Any) -> Body:
     if not isinstance(data, dict):
         raise BadRequest("the body must be a JSON object with a 'messages' list")
     data = {k: v for k, v in data.items() if k not in ("type", "request_id")}
     try:
-        body = SpeculateBody.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}"
             for err in exc.errors()
         )
         raise BadRequest(f"invalid request: {problems}") from None
+
+
+def _check_length(messages: list[ChatMessage], limits: ServerSettings) -> list[Message]:
+    if sum(len(m.content) for m in messages) > limits.max_prompt_chars:
+        raise BadRequest(f"the conversation is longer than {limits.max_prompt_chars} characters")
+    return [{"role": m.role, "content": m.content} for m in messages]
+
+
+def parse_prewarm(data: Any, limits: ServerSettings) -> list[Message]:
+    return _check_length(_validated(PrewarmBody, data).messages, limits)
+
+
+def parse_speculate(data: Any, limits: ServerSettings) -> SpeculateRequest:
+    """Validate a request body; raise :class:`BadRequest` with a readable message."""
+    body = _validated(SpeculateBody, data)
     if body.max_tokens is not None and body.max_tokens > limits.max_tokens_limit:
         raise BadRequest(f"max_tokens must be at most {limits.max_tokens_limit}")
-    if sum(len(m.content) for m in body.messages) > limits.max_prompt_chars:
-        raise BadRequest(f"the conversation is longer than {limits.max_prompt_chars} characters")
+    messages = _check_length(body.messages, limits)
     return SpeculateRequest(
-        messages=[{"role": m.role, "content": m.content} for m in body.messages],
+        messages=messages,
         mode=body.mode,
         max_tokens=body.max_tokens,
         temperature=body.temperature,

@@ -25,7 +25,7 @@ from speculate.errors import BadRequest
 from speculate.server.errors import parse_json
 from speculate.server.limits import fit_to_windows
 from speculate.server.ratelimit import RateLimiter
-from speculate.server.schemas import parse_speculate
+from speculate.server.schemas import parse_prewarm, parse_speculate
 from speculate.server.state import AppState
 
 CLOSE_UNSUPPORTED = 1003
@@ -95,6 +95,12 @@ class _Socket:
         kind = message.get("type")
         if kind == "speculate":
             await self.speculate(message, group)
+        elif kind == "prewarm":  # fire and forget: nothing is sent back
+            try:
+                messages = parse_prewarm(message, self.state.settings.server)
+            except BadRequest as exc:
+                raise WebSocketException(CLOSE_POLICY, f"prewarm: {exc.message}") from None
+            group.start_soon(self.state.orchestrator.prewarm, messages)
         elif kind == "cancel":
             self.state.jobs.cancel(str(message.get("request_id")))
         elif kind == "resume":
@@ -109,7 +115,7 @@ class _Socket:
             group.start_soon(self.forward, request_id, after)
         else:
             raise WebSocketException(
-                CLOSE_POLICY, "unknown message type; use speculate, cancel or resume"
+                CLOSE_POLICY, "unknown message type; use speculate, prewarm, cancel or resume"
             )
 
 

@@ -216,19 +216,3 @@ async def test_server_log_holds_no_prompt_text(server: ServerProcess) -> None:
                 break
             await anyio.sleep(0.05)
     assert marker not in server.log()  # logged, but without what was asked
-
-
-async def test_a_model_failure_reaches_the_client_without_internals(server: ServerProcess) -> None:
-    """The edge cannot hold this prompt (~6,000 tokens in a 2,048 window): the stream ends
-    with the edge's own error, its message free of exception groups, reprs or tracebacks."""
-    long_prompt = "word " * 6000
-    with anyio.fail_after(120):
-        events = [e async for e in stream_sse(server.url, body(long_prompt, mode="edge"))]
-    errors = [e for e in events if isinstance(e, Error)]
-    assert errors, [e.type for e in events]
-    for error in errors:
-        assert error.code != "internal_error", error
-        for internal in ("ExceptionGroup", "Traceback", "Error(", "<", "repr"):
-            assert internal not in error.message, error.message
-    assert errors[-1].fatal
-    assert errors[-1].source == "edge"
