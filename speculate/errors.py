@@ -37,6 +37,15 @@ from typing import ClassVar, Literal
 Source = Literal["edge", "cloud", "server", "client"]
 
 
+def describe(exc: BaseException) -> str:
+    """An exception as a person reads it: its message, never its repr (a client must
+    not see ``ConnectError('...')`` or a class path)."""
+    text = str(exc).strip()
+    if isinstance(exc, KeyError) and exc.args:
+        return f"missing field {exc.args[0]}"
+    return text or "no reason given"
+
+
 class SpeculateError(Exception):
     """Root of every error this package raises on purpose."""
 

@@ -6,10 +6,11 @@ import pytest
 from speculate.core.protocol import Done, Draft, Error, Event
 from speculate.core.request import SpeculateRequest
 from speculate.core.text import ShownText
+from speculate.core.trim import Window
 from speculate.engine.context import Backends
 from speculate.engine.eventlog import EventLog
 from speculate.engine.orchestrator import Orchestrator
-from speculate.errors import CloudStalled, EdgeError
+from speculate.errors import CloudStalled, ContextTooLong, EdgeError
 from speculate.settings import Settings
 from tests.scripted import ScriptedBackend, words
 
@@ -138,3 +139,52 @@ async def test_summary_reads_route_outcome_and_cloud_errors_once() -> None:
     assert summary.error_code is None
     assert summary.stats["draft_tokens"] > 0
     assert EventLog("cut").summary().outcome == "cancelled"  # no end event at all
+
+
+def long_chat(turns: int) -> list[dict[str, str]]:
+    messages = [{"role": "system", "content": "brief"}]
+    for i in range(turns):
+        messages += [
+            {"role": "user", "content": f"question {i} " * 5},
+            {"role": "assistant", "content": f"answer {i} " * 20},
+        ]
+    return [*messages, {"role": "user", "content": "last"}]
+
+
+def word_window(tokens: int, name: str) -> Window:
+    return Window(tokens, lambda ms: sum(2 + len(m["content"].split()) for m in ms), name)
+
+
+async def test_each_side_gets_as_much_history_as_its_own_window_holds() -> None:
+    edge = ScriptedBackend("edge", words(DRAFT))
+    cloud = ScriptedBackend("cloud", words(CLOUD))
+    backends = Backends(
+        edge, cloud, word_window(600, "the edge model"), word_window(4000, "the cloud model")
+    )
+    job = SpeculateRequest(long_chat(30), "speculative", max_tokens=100, request_id="r")
+    log = EventLog("r")
+    with anyio.fail_after(10):
+        await Orchestrator(Settings(), backends).run(job, log)
+    start = log.events[0].fields()
+    assert start["dropped_turns"]["edge"] > 0
+    assert start["dropped_turns"]["cloud"] == 0
+    assert len(edge.asked[0]) < len(cloud.asked[0]) == len(job.messages)
+    assert replay(log.events).done is not None
+
+
+def test_auto_leaves_out_a_side_that_cannot_hold_the_last_turn_and_says_why() -> None:
+    backends = Backends(
+        ScriptedBackend("edge", []),
+        ScriptedBackend("cloud", []),
+        word_window(100, "the edge model"),
+        word_window(4000, "the cloud model"),
+    )
+    orchestrator = Orchestrator(Settings(), backends)
+    huge = [{"role": "user", "content": "word " * 500}]
+    fitted = orchestrator.fit(SpeculateRequest(huge, "auto", max_tokens=10))
+    assert fitted.mode == "cloud"
+    session = orchestrator.new_session(fitted, orchestrator.decide(fitted))
+    assert "does not fit the edge model's window" in session.start()[0].fields()["reason"]
+    for mode in ("edge", "speculative", "verify"):
+        with pytest.raises(ContextTooLong, match="the edge model"):
+            orchestrator.fit(SpeculateRequest(huge, mode, max_tokens=10))  # type: ignore[arg-type]

@@ -10,14 +10,17 @@ with the prompt the chat endpoint would have built.
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+
+import anyio
 
 from speculate.backends.base import GenerationParams, TokenStream, texts
 from speculate.backends.openai_compat import OpenAICompatCloud
 from speculate.core.chat import Message
 from speculate.core.trim import Window
-from speculate.errors import CloudError, EdgeError
+from speculate.errors import CloudError, EdgeError, SpeculateError
 
 
 class DeviceServerEdge:
@@ -51,17 +54,59 @@ class DeviceServerEdge:
     async def stream(
         self, messages: list[Message], params: GenerationParams, prefix: str | None = None
     ) -> AsyncIterator[TokenStream]:
+        if prefix is not None and self._client.scoring is None:
+            raise EdgeError(
+                "the edge server cannot continue a draft (verify mode): set "
+                "edge.chat_template_model to the GGUF it serves"
+            )
         try:
             if prefix is None:
-                async with self._client.stream(messages, params) as tokens:
-                    yield tokens
+                opened = self._client.stream(messages, params)
             else:
-                if self._client.scoring is None:
-                    raise EdgeError(
-                        "the edge server cannot continue a draft (verify mode): set "
-                        "edge.chat_template_model to the GGUF it serves"
-                    )
-                async with self._client.continue_from(messages, prefix, params) as tokens:
-                    yield tokens
+                opened = self._client.continue_from(messages, prefix, params)
+            async with opened as tokens, anyio.create_task_group() as group:
+                pumped = PumpedStream(tokens, f"the edge server at {self._client.base_url}")
+                group.start_soon(pumped.pump)
+                try:
+                    yield pumped
+                finally:
+                    group.cancel_scope.cancel()
         except CloudError as exc:
             raise EdgeError(f"the edge server at {self._client.base_url}: {exc.message}") from None
+        except BaseExceptionGroup as wrapped:  # give the caller back its own exception
+            if len(wrapped.exceptions) != 1:
+                raise
+            raise wrapped.exceptions[0] from None
+
+
+class PumpedStream:
+    """An HTTP token stream read by its own task into a queue.
+
+    The edge's reader waits for tokens with a deadline (it flushes coalesced text when
+    none comes); cancelling a read in the middle of an HTTP response would lose the
+    response, so the response is read here and the reader waits on a queue instead."""
+
+    def __init__(self, tokens: TokenStream, where: str) -> None:
+        self._tokens = tokens
+        self._where = where
+        self.usage = tokens.usage
+        self._send, self._receive = anyio.create_memory_object_stream[str](math.inf)
+        self._error: SpeculateError | None = None
+
+    async def pump(self) -> None:
+        with self._send:
+            try:
+                async for text in texts(self._tokens):
+                    await self._send.send(text)
+            except CloudError as exc:
+                self._error = EdgeError(f"{self._where}: {exc.message}")
+            except SpeculateError as exc:
+                self._error = exc
+
+    async def receive(self) -> str:
+        try:
+            return await self._receive.receive()
+        except anyio.EndOfStream:
+            if self._error is not None:
+                raise self._error from None
+            raise

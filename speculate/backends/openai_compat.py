@@ -36,6 +36,7 @@ from speculate.errors import (
     CloudStalled,
     CloudTotalTimeout,
     CloudUnreachable,
+    describe,
 )
 from speculate.settings import CloudSettings
 
@@ -85,7 +86,7 @@ class CloudTokenStream:
                 raise CloudProtocolError("the cloud stream ended without [DONE]") from None
             return
         except httpx.HTTPError as exc:
-            raise CloudDropped(f"the cloud connection broke mid-stream: {exc!r}") from exc
+            raise CloudDropped(f"the cloud connection broke mid-stream: {describe(exc)}") from exc
         for message in self._decoder.feed(chunk):
             if len(message.data) > s.max_chunk_bytes:
                 raise CloudProtocolError(f"a cloud chunk exceeded {s.max_chunk_bytes} bytes")
@@ -100,11 +101,12 @@ class CloudTokenStream:
         try:
             obj = json.loads(data)
         except ValueError as exc:
-            raise CloudProtocolError(f"the cloud sent malformed JSON: {data[:200]!r}") from exc
+            raise CloudProtocolError(f"the cloud sent malformed JSON: {data[:200]}") from exc
         if not isinstance(obj, dict):
-            raise CloudProtocolError(f"the cloud sent a non-object chunk: {data[:200]!r}")
+            raise CloudProtocolError(f"the cloud sent a non-object chunk: {data[:200]}")
         if "error" in obj:
-            raise CloudError(f"the cloud reported an error mid-stream: {obj['error']!r:.300}")
+            detail = json.dumps(obj["error"])[:300]
+            raise CloudError(f"the cloud reported an error mid-stream: {detail}")
         if isinstance(obj.get("usage"), dict):
             self.usage.prompt_tokens = int(obj["usage"].get("prompt_tokens") or 0)
             self.usage.completion_tokens = int(obj["usage"].get("completion_tokens") or 0)
@@ -182,7 +184,7 @@ class OpenAICompatCloud:
                 self._listing = dict(response.json()["data"][0])
             except (httpx.HTTPError, KeyError, IndexError, ValueError, TypeError) as exc:
                 raise CloudUnreachable(
-                    f"could not list models at {self.base_url}: {exc!r}"
+                    f"could not list models at {self.base_url}: {describe(exc)}"
                 ) from exc
         return self._listing
 
@@ -242,7 +244,7 @@ class OpenAICompatCloud:
             try:
                 content = await response.aread()
             except httpx.HTTPError as exc:
-                raise CloudDropped(f"the cloud connection broke: {exc!r}") from exc
+                raise CloudDropped(f"the cloud connection broke: {describe(exc)}") from exc
             finally:
                 await response.aclose()
         if scope.cancelled_caught:
@@ -252,7 +254,8 @@ class OpenAICompatCloud:
         try:
             answer = json.loads(content)
         except ValueError as exc:
-            raise CloudProtocolError(f"the cloud sent malformed JSON: {content[:200]!r}") from exc
+            excerpt = content[:200].decode("utf-8", "replace")
+            raise CloudProtocolError(f"the cloud sent malformed JSON: {excerpt}") from exc
         return self.scoring.parse_score(answer, messages, continuation)
 
     @asynccontextmanager
@@ -304,10 +307,10 @@ class OpenAICompatCloud:
             ) from None
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             raise CloudUnreachable(
-                f"cannot connect to the cloud at {self.base_url}: {exc!r}"
+                f"cannot connect to the cloud at {self.base_url}: {describe(exc)}"
             ) from exc
         except httpx.HTTPError as exc:
-            raise CloudError(f"the cloud request failed: {exc!r}") from exc
+            raise CloudError(f"the cloud request failed: {describe(exc)}") from exc
         if response.status_code >= 400:
             await self._raise_for_status(response)
         return response

@@ -30,7 +30,7 @@ from speculate.backends.base import GenerationParams
 from speculate.backends.chat_prompt import ChatPrompt
 from speculate.core.chat import Message
 from speculate.core.verify import Scored, ScoredToken
-from speculate.errors import CloudProtocolError
+from speculate.errors import CloudProtocolError, describe
 
 
 class Scoring(Protocol):
@@ -95,7 +95,7 @@ class LlamaCppScoring:
             finish = choice.get("finish_reason")
             prompt_tokens = int((body.get("usage") or {}).get("prompt_tokens") or 0)
         except (KeyError, IndexError, TypeError) as exc:
-            raise CloudProtocolError(f"unexpected completions answer: {exc!r}") from exc
+            raise CloudProtocolError(f"unexpected completions answer: {describe(exc)}") from exc
         prompt = self.prompt.render(messages)
         base = len(prompt)
         scored_end = base + len(continuation)
@@ -167,7 +167,7 @@ class VLLMScoring:
             finish = choice.get("finish_reason")
             prompt_tokens = int((body.get("usage") or {}).get("prompt_tokens") or len(entries))
         except (KeyError, IndexError, TypeError, AttributeError) as exc:
-            raise CloudProtocolError(f"unexpected prompt_logprobs answer: {exc!r}") from exc
+            raise CloudProtocolError(f"unexpected prompt_logprobs answer: {describe(exc)}") from exc
         out: list[ScoredToken] = []
         end = len(continuation)
         for entry in reversed(entries):

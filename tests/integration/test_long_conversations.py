@@ -19,7 +19,7 @@ from tests.servers import ServerProcess
 
 pytestmark = pytest.mark.slow
 
-INTERNALS = ("ExceptionGroup", "Traceback", "Error(", "<", "repr", "File \"")
+INTERNALS = ("ExceptionGroup", "Traceback", "Error(", "<", "repr", 'File "')
 
 
 def conversation(turns: int, topic: str = "sleep", answer_words: int = 90) -> list[dict[str, str]]:
@@ -84,7 +84,8 @@ async def test_a_last_message_too_long_for_every_window_is_a_400_before_anything
     assert error["code"] == "context_too_long"
     assert error["param"] == "messages"
     for message in (sse.json()["error"]["message"], error["message"]):
-        assert "window" in message and "tokens" in message
+        assert "window" in message
+        assert "tokens" in message
         for internal in INTERNALS:
             assert internal not in message, message
     async with websockets.connect(ws_url(server.url)) as socket:
