@@ -142,13 +142,17 @@ def pull_from_hub(ref: HubReference) -> Path:
 
     try:
         path = Path(hf_hub_download(ref.repo_id, ref.filename, revision=ref.revision))
-    except (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError) as exc:
-        raise ModelNotFound(f"{ref}: the hub has no such file ({type(exc).__name__})") from None
-    except LocalEntryNotFoundError:
+    except LocalEntryNotFoundError:  # (a kind of EntryNotFoundError: caught first)
         raise ModelError(
             f"{ref}: the hub could not be reached and the file is not cached; check the "
             "network (or HF_ENDPOINT), or unset HF_HUB_OFFLINE"
         ) from None
+    except RepositoryNotFoundError:
+        raise ModelNotFound(f"{ref}: the hub has no repository {ref.repo_id}") from None
+    except RevisionNotFoundError:
+        raise ModelNotFound(f"{ref}: the hub has no revision {ref.revision}") from None
+    except EntryNotFoundError:
+        raise ModelNotFound(f"{ref}: the hub has no such file in {ref.repo_id}") from None
     except (HfHubHTTPError, OSError) as exc:
         raise ModelError(f"{ref}: the download failed: {exc}") from None
     _check_magic(path)

@@ -23,7 +23,7 @@ from tests.servers import ServerProcess, start_server
 pytestmark = pytest.mark.slow
 
 ALIAS = "device-smollm2"
-INTERNALS = ("ExceptionGroup", "Traceback", "Error(", "repr", "File \"")
+INTERNALS = ("ExceptionGroup", "Traceback", "Error(", "repr", 'File "')
 
 
 @pytest.fixture(scope="module")
@@ -69,9 +69,7 @@ def device_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def server(
-    device_server: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ServerProcess]:
+def server(device_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     proc = start_server(
         str(tmp_path_factory.mktemp("speculate")),
         {
