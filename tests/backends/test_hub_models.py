@@ -14,11 +14,11 @@ import anyio
 import pytest
 
 from speculate.backends import models
+from speculate.backends.standin import free_port
 from speculate.client import stream_sse
 from speculate.core.protocol import Start
 from speculate.core.text import ShownText
 from speculate.errors import ModelNotFound
-from speculate.backends.standin import free_port
 from tests.hub import hub_app
 from tests.servers import serve_in_thread, start_server
 
