@@ -16,9 +16,10 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from speculate.assets import configs_dir
 from speculate.errors import ConfigError
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
+DEFAULT_CONFIG = configs_dir() / "default.yaml"
 
 
 class ServerSettings(BaseModel):

@@ -17,7 +17,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "speculate"
 # Lowest first. A module may import its own layer and the layers below it. The top-level
 # modules (errors, settings) are the foundation every layer may use.
 LAYERS = [
-    {"speculate.errors", "speculate.settings", "speculate.version"},
+    {"speculate.assets", "speculate.errors", "speculate.settings", "speculate.version"},
     {"speculate.core"},
     {"speculate.policy"},
     {"speculate.storage", "speculate.backends"},

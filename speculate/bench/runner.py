@@ -52,7 +52,10 @@ def _table(title: str, rows: list[dict[str, Any]]) -> Table:
 
 
 def _plot(name: str, results: dict[str, Any], out: Path) -> Path | None:
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:  # an optional extra: the numbers stand without the figures
+        return None
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

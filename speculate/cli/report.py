@@ -101,7 +101,10 @@ def _ms(values: list[float], q: float) -> str:
 def _plots(
     rows: list[dict[str, Any]], cost: TrafficCost, fleet: list[dict[str, float]], out: Path
 ) -> list[Path]:
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:
+        raise ConfigError("plots need matplotlib: pip install 'speculate[plots]'") from None
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

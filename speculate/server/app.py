@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 import anyio
 from starlette.applications import Starlette
@@ -22,6 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
+from speculate.assets import web_dir
 from speculate.engine.context import Backends
 from speculate.server import health, openai_api, openapi, prewarm, sse, ws
 from speculate.server.auth import ApiKeys
@@ -30,7 +30,7 @@ from speculate.server.headers import SecurityHeaders
 from speculate.server.state import AppState, build_backends
 from speculate.settings import Settings
 
-WEB_DIR = Path(__file__).resolve().parent.parent.parent / "web"
+WEB_DIR = web_dir()
 
 
 async def _no_ui(request: Request) -> Response:

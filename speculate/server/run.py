@@ -9,12 +9,17 @@ SIGTERM first drains running streams.
 
 from __future__ import annotations
 
+import importlib.util
 from types import FrameType
 
 import uvicorn
 from starlette.applications import Starlette
 
 from speculate.settings import Settings
+
+
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
 
 
 def uvicorn_config(
@@ -25,8 +30,9 @@ def uvicorn_config(
         app,
         host=server.host,
         port=server.port if port is None else port,
-        loop="uvloop",  # both from uvicorn[standard]: named here, not left to "auto"
-        http="httptools",
+        # uvicorn[standard] brings both where they build; elsewhere the defaults serve.
+        loop="uvloop" if _installed("uvloop") else "asyncio",
+        http="httptools" if _installed("httptools") else "h11",
         ws="websockets-sansio",
         ws_per_message_deflate=False,
         ws_max_size=server.ws_max_message_bytes,

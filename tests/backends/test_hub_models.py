@@ -49,7 +49,7 @@ def test_references_are_parsed_and_malformed_ones_refused() -> None:
     assert (ref.repo_id, ref.filename, ref.revision) == ("owner/repo", "sub/dir/model.gguf", "v1.0")
     assert models.hub_reference("smollm2-135m") is None
     for bad in ("hf:owner/model.gguf", "hf:owner/repo/model.bin", "hf:o/r/m.gguf@a@b"):
-        with pytest.raises(ModelNotFound, match="hf:OWNER/REPO/FILE.gguf"):
+        with pytest.raises(ModelNotFound, match=r"hf:OWNER/REPO/FILE\.gguf"):
             models.hub_reference(bad)
 
 
