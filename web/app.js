@@ -29,6 +29,12 @@ class App {
         this.send();
       }
     });
+    // While the next question is typed, the conversation so far goes ahead: the edge
+    // evaluates it and the cloud's prefix cache takes it in, so Enter pays for the new
+    // turn only. Once per turn, a short pause into typing.
+    this.prewarmedTurns = 0;
+    this.prewarmTimer = null;
+    this.input.addEventListener("input", () => this.schedulePrewarm());
     this.stop.addEventListener("click", () => this.cancel());
     $("#new-chat").addEventListener("click", () => this.newChat());
     this.pollCloud();
@@ -49,7 +55,26 @@ class App {
     this.conversation.append(node);
   }
 
+  schedulePrewarm() {
+    if (this.current || !this.history.length || this.prewarmedTurns === this.history.length) return;
+    clearTimeout(this.prewarmTimer);
+    this.prewarmTimer = setTimeout(() => this.prewarm(), 300);
+  }
+
+  prewarm() {
+    if (this.current || this.prewarmedTurns === this.history.length) return;
+    this.prewarmedTurns = this.history.length;
+    const typed = this.input.value.trim();
+    const messages = typed ? [...this.history, { role: "user", content: typed }] : this.history;
+    fetch("/v1/prewarm", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ messages }),
+    }).catch(() => {}); // only ever a head start: the request itself does not depend on it
+  }
+
   async send() {
+    clearTimeout(this.prewarmTimer);
     const text = this.input.value.trim();
     if (!text || this.current) return;
     this.input.value = "";
@@ -104,6 +129,7 @@ class App {
   newChat() {
     if (this.current) this.cancel();
     this.history = [];
+    this.prewarmedTurns = 0;
     this.current = null;
     this.stop.disabled = true;
     this.conversation.replaceChildren();

@@ -151,6 +151,29 @@ def test_new_chat_clears_the_history(page: Page, scripted_server: ScriptedServer
     assert scripted_server.book.asked[-1] == [{"role": "user", "content": "Hello three"}]
 
 
+def test_typing_the_next_question_sends_the_conversation_ahead(
+    page: Page, scripted_server: ScriptedServer
+) -> None:
+    page.goto(scripted_server.url)
+    ask(page, "Hello one")
+    wait_settled(page)
+    with page.expect_request(lambda r: r.url.endswith("/v1/prewarm"), timeout=10_000) as sent:
+        page.locator("#prompt").press_sequentially("And then")
+    body = sent.value.post_data_json
+    assert [m["role"] for m in body["messages"]] == ["user", "assistant", "user"]
+    assert body["messages"][0]["content"] == "Hello one"
+    assert body["messages"][2]["content"].startswith("And")
+    response = sent.value.response()
+    assert response is not None
+    assert response.status == 200
+    page.press("#prompt", "Enter")
+    wait_settled(page)
+    # The next turn goes ahead again, now with five messages.
+    with page.expect_request(lambda r: r.url.endswith("/v1/prewarm"), timeout=10_000) as again:
+        page.locator("#prompt").press_sequentially("More")
+    assert len(again.value.post_data_json["messages"]) == 5
+
+
 def test_model_and_user_text_stay_inert(page: Page, scripted_server: ScriptedServer) -> None:
     response = page.goto(scripted_server.url)
     assert response is not None
