@@ -29,6 +29,7 @@ SUITES = (
     "router",
     "verify",
     "numerics",
+    "conversation",
 )
 
 
@@ -227,6 +228,17 @@ def run(
         console.print(
             _table(
                 "the same greedy question three times (the stand-in)", results["numerics_repeats"]
+            )
+        )
+    if "conversation" in chosen:
+        from speculate.bench import conversation
+
+        console.print("[cyan]conversation[/]: first draft token at turns 1, 10, 30 …")
+        results["conversation"] = conversation.run()
+        console.print(
+            _table(
+                "edge first draft token by turn (median of 3; _x: ratio to cold)",
+                results["conversation"],
             )
         )
     (out / "results.json").write_text(json.dumps(results, indent=2))
