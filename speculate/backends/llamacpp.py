@@ -266,4 +266,4 @@ class LlamaCppEdge:
                     usage.finish_reason = choice["finish_reason"]
         finally:
             chunks.close()
-            usage.prompt_tokens = max(0, self._llama.n_tokens - usage.completion_tokens)
+            usage.prompt_tokens = len(tokens)

@@ -5,10 +5,13 @@ prompt reuse changes; the server's own overhead is the ``ttft`` suite's), the hi
 fitted to the edge's window exactly as the server fits it, four ways side by side:
 
 - ``cold``: nothing of the conversation evaluated (no reuse at all);
-- ``follow-up``: the previous turn was just answered (llama.cpp's live cache);
-- ``after another chat``: the previous turn was answered, then another conversation
-  took the model (the kept prompt states bring this one back);
-- ``prewarmed``: cold, but the history was sent ahead while the question was typed.
+- ``followup``: the previous turn was just answered (llama.cpp's live cache);
+- ``other``: the previous turn was answered, then another conversation took the model
+  (the kept prompt states bring this one back);
+- ``prewarm``: cold, but the history was sent ahead while the question was typed.
+
+At turn 30 the chat no longer fits the 2,048-token window: the oldest turns are dropped
+(in blocks, see :mod:`speculate.core.trim`), as the server does.
 """
 
 from __future__ import annotations
@@ -39,7 +42,9 @@ def chat(turns: int, topic: str = "sleep") -> list[Message]:
             {
                 "role": "assistant",
                 "content": f"Tip {i}: keep a steady routine for {topic}, start small, and "
-                f"check your progress each week so the habit sticks.",
+                f"check your progress each week so the habit sticks. When a week goes "
+                f"badly, do not give up: write down what got in the way of {topic} and "
+                f"plan one change for the next week.",
             }
         )
     messages.append({"role": "user", "content": f"Give me tip {turns} about {topic}, briefly."})
@@ -84,17 +89,15 @@ async def _measure(edge: LlamaCppEdge, repeats: int) -> list[dict[str, Any]]:
             samples.setdefault("cold", []).append(await _first_token_ms(edge, messages))
             await _forget(edge, f"follow {rep}")
             await _answer(edge, previous)
-            samples.setdefault("follow-up", []).append(await _first_token_ms(edge, messages))
+            samples.setdefault("followup", []).append(await _first_token_ms(edge, messages))
             await _forget(edge, f"other {rep}")
             await _answer(edge, previous)
             await _answer(edge, chat(turn, "another topic entirely"))
-            samples.setdefault("after another chat", []).append(
-                await _first_token_ms(edge, messages)
-            )
+            samples.setdefault("other", []).append(await _first_token_ms(edge, messages))
             await _forget(edge, f"warm {rep}")
             partial = [*messages[:-1], {"role": "user", "content": "Give me tip"}]
             await edge.prewarm(fit(partial, edge.window(), ANSWER_TOKENS).messages)
-            samples.setdefault("prewarmed", []).append(await _first_token_ms(edge, messages))
+            samples.setdefault("prewarm", []).append(await _first_token_ms(edge, messages))
         fitted = fit(chat(turn), edge.window(), ANSWER_TOKENS)
         row: dict[str, Any] = {
             "turn": turn,
@@ -107,7 +110,7 @@ async def _measure(edge: LlamaCppEdge, repeats: int) -> list[dict[str, Any]]:
             row[f"{name}_ms"] = round(median, 1)
             if name != "cold":
                 row[f"{name}_x"] = round(median / cold, 3)
-        row["prewarmed_cached_tokens"] = statistics.median(c for _, c in samples["prewarmed"])
+        row["prewarm_cached"] = statistics.median(c for _, c in samples["prewarm"])
         rows.append(row)
     return rows
 

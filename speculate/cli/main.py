@@ -58,7 +58,17 @@ def _ask(args: argparse.Namespace) -> int:
     )
 
 
+def _needs_bench_extra() -> None:
+    import importlib.util
+
+    from speculate.errors import ConfigError
+
+    if importlib.util.find_spec("psutil") is None:
+        raise ConfigError("the benchmarks need the bench extra: pip install 'speculate[bench]'")
+
+
 def _bench(args: argparse.Namespace) -> int:
+    _needs_bench_extra()
     from speculate.bench.runner import run
 
     return run(
@@ -103,6 +113,7 @@ def _calibrate(args: argparse.Namespace) -> int:
 
 
 def _soak(args: argparse.Namespace) -> int:
+    _needs_bench_extra()
     import json
     from dataclasses import asdict
 

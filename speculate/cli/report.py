@@ -104,7 +104,7 @@ def _plots(
     try:
         import matplotlib
     except ImportError:
-        raise ConfigError("plots need matplotlib: pip install 'speculate[plots]'") from None
+        raise ConfigError("plots need matplotlib: pip install 'speculate[bench]'") from None
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -144,3 +144,44 @@ async def test_what_the_caller_raises_inside_the_stream_comes_back_unwrapped(
         async with edge.stream(messages, GenerationParams(8, 0.0)) as tokens:
             await tokens.receive()
             raise KeyError("the caller's own")
+
+
+async def test_the_configured_options_reach_llama_cpp() -> None:
+    edge = LlamaCppEdge(
+        models.resolve("smollm2-135m"),
+        model_name="s",
+        n_ctx=1024,
+        n_threads=1,
+        n_batch=64,
+        chat_format="chatml",
+        n_gpu_layers=0,
+        flash_attn=False,
+        prompt_cache_bytes=1 << 20,
+    )
+    llama = edge._llama
+    assert llama.n_batch == 64
+    assert llama.n_ctx() == 1024
+    assert llama.chat_format == "chatml"
+    assert edge.saved_prompts.capacity_bytes == 1 << 20
+    window = edge.window()
+    assert window.tokens == 1024
+
+
+async def test_the_prompt_counted_is_the_prompt_evaluated(edge: LlamaCppEdge) -> None:
+    chat = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Héllo, 日本語 and emoji 🎉?"},
+        {"role": "assistant", "content": "Hi there."},
+        {"role": "user", "content": "Again."},
+    ]
+    params = GenerationParams(max_tokens=3, temperature=0.0)
+    with anyio.fail_after(60):
+        async with edge.stream(chat, params) as tokens:
+            async for _ in texts(tokens):
+                pass
+    counted = edge.window().count(chat)
+    assert tokens.usage.prompt_tokens == counted
+    # What llama.cpp evaluated begins with exactly the tokens counted, then the answer.
+    evaluated = [int(t) for t in edge._llama.input_ids[: edge._llama.n_tokens]]
+    assert evaluated[:counted] == edge._prompt_tokens(edge._chat_prompt.render(chat))
+    assert len(evaluated) > counted

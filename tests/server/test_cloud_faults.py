@@ -4,6 +4,7 @@ and nothing leaks."""
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -68,15 +69,23 @@ def established_to(port: int) -> int:
     )
 
 
-def run_one(url: str) -> tuple[ShownText, float]:
-    shown, started = ShownText(), time.monotonic()
+# What a client must never read in an error message: wrapped exception groups, reprs
+# of exceptions or objects, tracebacks.
+INTERNALS = re.compile(r"ExceptionGroup|Traceback|\b[A-Z]\w*(Error|Exception)\(| object at 0x")
+
+
+def run_one(url: str) -> tuple[ShownText, float, list[Error]]:
+    shown, started, errors = ShownText(), time.monotonic(), []
     body = {"messages": [{"role": "user", "content": "hi"}], "mode": "speculative"}
     with httpx.stream("POST", f"{url}/v1/speculate", json=body, timeout=30) as response:
         decoder = SSEDecoder()
         for text in response.iter_text():
             for message in decoder.feed(text):
-                shown.apply(decode_event(message.data))
-    return shown, time.monotonic() - started
+                event = decode_event(message.data)
+                shown.apply(event)
+                if isinstance(event, Error):
+                    errors.append(event)
+    return shown, time.monotonic() - started, errors
 
 
 def run_fault(faulty: FaultyCloud, fault: str, code: str, attempts: int) -> None:
@@ -87,8 +96,11 @@ def run_fault(faulty: FaultyCloud, fault: str, code: str, attempts: int) -> None
     edge = ScriptedBackend("edge", words(DRAFT), delay_s=0.01)
     before = faulty.counts[fault]
     with serve_in_thread(create_app(settings, Backends(edge, cloud)), settings) as url:
-        shown, elapsed = run_one(url)
+        shown, elapsed, reported = run_one(url)
         metrics = httpx.get(f"{url}/metrics").text
+    assert [e.code for e in reported] == [code], fault
+    for error in reported:  # said as a person reads it, without internals
+        assert not INTERNALS.search(error.message), f"{fault}: {error.message}"
     errors = [e for e in [shown.fatal] if e]
     assert not errors, f"{fault}: fatal {errors}"
     assert shown.done is not None, fault
