@@ -22,6 +22,7 @@ else formats errors.
     ├── BadRequest (client)            400 bad_request
     │   ├── ContextTooLong             400 context_too_long      (param: messages)
     │   ├── Unauthorized               401 invalid_api_key
+    │   ├── Forbidden                  403 forbidden             (Host or Origin refused)
     │   ├── NotFound                   404 unknown_request
     │   │   └── UnknownModel           404 model_not_found
     │   ├── Conflict                   409 not_running
@@ -185,6 +186,11 @@ class ContextTooLong(BadRequest):
 class Unauthorized(BadRequest):
     code = "invalid_api_key"
     http_status = 401
+
+
+class Forbidden(BadRequest):
+    code = "forbidden"
+    http_status = 403
 
 
 class NotFound(BadRequest):

@@ -40,6 +40,11 @@ class ServerSettings(BaseModel):
     ws_messages_per_second: float = Field(50.0, gt=0)
     shutdown_grace_s: float = Field(10.0, ge=0, description="time in-flight streams get")
     retain_finished: int = Field(1000, ge=0, description="finished requests kept for resume")
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host names served besides IP addresses, localhost, the bound host and "
+        "this machine's name (DNS-rebinding defence); '*': any",
+    )
     allowed_origins: list[str] = Field(
         default_factory=list,
         description="WebSocket Origins allowed besides the server's own (exact match)",

@@ -27,6 +27,7 @@ from speculate.server import health, openai_api, openapi, prewarm, sse, ws
 from speculate.server.auth import ApiKeys
 from speculate.server.errors import EXCEPTION_HANDLERS
 from speculate.server.headers import SecurityHeaders
+from speculate.server.hosts import HostGuard
 from speculate.server.state import AppState, build_backends
 from speculate.settings import Settings
 
@@ -120,7 +121,16 @@ def create_app(settings: Settings | None = None, backends: Backends | None = Non
         routes += [Route(f"/{name}", ui, methods=["GET", "HEAD"]) for name in ["", *assets]]
     else:
         routes.append(Route("/", _no_ui))
-    middleware = [Middleware(SecurityHeaders)]
+    server = settings.server
+    middleware = [
+        Middleware(
+            HostGuard,
+            bound_host=server.host,
+            allowed_hosts=server.allowed_hosts,
+            origins=[*server.allowed_origins, *server.cors_origins],
+        ),
+        Middleware(SecurityHeaders),
+    ]
     if settings.server.cors_origins:  # exact origins only; never a wildcard by default
         middleware.append(
             Middleware(
