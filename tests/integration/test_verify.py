@@ -131,7 +131,7 @@ def check_lossless(server: ServerProcess, model: str, prompts: list[str]) -> dic
     cloud = httpx.get(f"{server.url}/readyz", timeout=10).json()["cloud"]
 
     async def main() -> dict[str, Any]:
-        report: dict[str, Any] = {"mismatches": [], "accepted": 0, "rejected": 0}
+        report: dict[str, Any] = {"mismatches": [], "accepted": 0, "rejected": 0, "texts": []}
         for prompt in prompts:
             with anyio.fail_after(180):
                 shown = await answer(server, prompt)
@@ -141,6 +141,7 @@ def check_lossless(server: ServerProcess, model: str, prompts: list[str]) -> dic
             assert shown.done.final_source == "cloud"
             report["accepted"] += stats["accepted_tokens"]
             report["rejected"] += stats["rejected_tokens"]
+            report["texts"].append(shown.text)
             if shown.text != expected:
                 margin = await margin_at_divergence(cloud, model, prompt, shown.text, expected)
                 report["mismatches"].append((prompt, shown.text, expected, margin))
@@ -168,7 +169,11 @@ def test_verify_equals_greedy_with_a_smollm2_cloud(smollm_cloud: ServerProcess) 
 def test_verify_equals_greedy_with_a_gemma_cloud_and_another_tokenizer(
     gemma_cloud: ServerProcess,
 ) -> None:
-    check_lossless(gemma_cloud, "gemma3-270m", BASE_PROMPTS)
+    report = check_lossless(gemma_cloud, "gemma3-270m", BASE_PROMPTS)
+    # Drafts in SmolLM2's tokens were scored by Gemma in its own: something was judged ...
+    assert report["accepted"] + report["rejected"] > 0
+    # ... and the continuations are real answers (a base model may end at once on a few).
+    assert sum(1 for text in report["texts"] if text.strip()) >= len(BASE_PROMPTS) // 2
 
 
 def test_verify_cloud_and_speculative_end_with_the_same_text_at_temperature_0(

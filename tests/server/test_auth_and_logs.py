@@ -64,6 +64,13 @@ def test_every_v1_route_wants_a_key(locked_server: str, method: str, path: str) 
 def test_health_and_ui_stay_open(locked_server: str) -> None:
     assert httpx.get(f"{locked_server}/healthz").status_code == 200
     assert httpx.get(f"{locked_server}/readyz").status_code == 200
+    page = httpx.get(f"{locked_server}/")
+    assert page.status_code == 200
+    assert "text/html" in page.headers["content-type"]
+    assert httpx.get(f"{locked_server}/app.js").status_code == 200
+    metrics = httpx.get(f"{locked_server}/metrics")
+    assert metrics.status_code == 200
+    assert "speculate_active_requests" in metrics.text
 
 
 def test_the_right_key_is_accepted_by_the_sdk(locked_server: str) -> None:
