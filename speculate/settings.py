@@ -94,6 +94,9 @@ class StandInSettings(BaseModel):
     n_threads: int | None = Field(None, ge=1)
     n_ctx: int = Field(2048, ge=128)
     startup_timeout_s: float = Field(120.0, gt=0)
+    restart_base_s: float = Field(1.0, ge=0, description="first restart after a crash")
+    restart_cap_s: float = Field(30.0, ge=0, description="restart backoff doubles up to this")
+    restart_attempts: int = Field(6, ge=0, description="tries in a row before giving up")
 
 
 class CloudSettings(BaseModel):

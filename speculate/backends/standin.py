@@ -5,11 +5,16 @@ as vLLM, and asked in vLLM's request shapes (see :mod:`speculate.backends.standi
 The child is tied to us three ways so it never outlives the server: it is
 stopped on shutdown, it gets SIGKILL from the kernel if we die (``PR_SET_PDEATHSIG``,
 Linux), and it runs in its own process group so stopping it takes its helpers too.
+
+It is also supervised: a child that dies is reaped at once and started again on the same
+port after an exponential backoff (``restart_base_s``, doubling, at most ``restart_cap_s``),
+up to ``restart_attempts`` tries in a row, each one logged; ``state`` says where it stands.
 """
 
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import signal
 import socket
@@ -17,12 +22,16 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Literal
 
 import anyio
 import httpx
 
 from speculate.errors import StandInError
+
+log = logging.getLogger("speculate.standin")
 
 _PR_SET_PDEATHSIG = 1
 
@@ -53,6 +62,9 @@ class StandInServer:
         logits_all: bool = True,
         n_batch: int = 512,
         reuse_prefix: bool = True,
+        restart_base_s: float = 1.0,
+        restart_cap_s: float = 30.0,
+        restart_attempts: int = 6,
     ) -> None:
         """``port`` 0: a free loopback port, chosen at start."""
         self.model_path = model_path
@@ -64,6 +76,11 @@ class StandInServer:
         self.logits_all = logits_all
         self.n_batch = n_batch
         self.reuse_prefix = reuse_prefix
+        self.restart_base_s = restart_base_s
+        self.restart_cap_s = restart_cap_s
+        self.restart_attempts = restart_attempts
+        self.state: Literal["stopped", "up", "restarting", "failed"] = "stopped"
+        self.restarts = 0
         self.process: subprocess.Popen[bytes] | None = None
         self._log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the child
 
@@ -130,6 +147,7 @@ class StandInServer:
                 try:
                     response = await client.get(f"{self.base_url}/models")
                     if response.status_code == 200:
+                        self.state = "up"
                         return self.base_url
                 except httpx.HTTPError:
                     pass
@@ -141,12 +159,54 @@ class StandInServer:
                 # A child process gives no readiness event to wait on: poll, bounded above.
                 await anyio.sleep(0.1)
 
+    async def supervise(self, restarted: Callable[[], Awaitable[object]] | None = None) -> None:
+        """Watch the child (for the app's lifespan task group): reap it when it dies and
+        start it again with backoff; ``restarted`` is awaited after each comeback."""
+        while (process := self.process) is not None:
+            code = await anyio.to_thread.run_sync(process.wait, abandon_on_cancel=True)
+            if self.process is not process:  # stopped on purpose
+                return
+            self.process = None
+            self.state = "restarting"
+            log.warning("the cloud stand-in exited with code %s; restarting it", code)
+            if not await self._restart():
+                self.state = "failed"
+                log.error(
+                    "the cloud stand-in did not come back after %d attempts; the edge answers "
+                    "alone and refinements stay queued",
+                    self.restart_attempts,
+                )
+                return
+            self.restarts += 1
+            if restarted is not None:
+                await restarted()
+
+    async def _restart(self) -> bool:
+        for attempt in range(self.restart_attempts):
+            delay = min(self.restart_cap_s, self.restart_base_s * 2.0**attempt)
+            log.info(
+                "restarting the cloud stand-in in %.1f s (attempt %d of %d)",
+                delay,
+                attempt + 1,
+                self.restart_attempts,
+            )
+            await anyio.sleep(delay)
+            try:
+                await self.start()
+            except StandInError as exc:
+                log.warning("the cloud stand-in failed to start: %s", exc.message.splitlines()[0])
+                continue
+            log.info("the cloud stand-in is back at %s", self.base_url)
+            return True
+        return False
+
     def output(self) -> str:
         self._log.seek(0)
         return self._log.read().decode("utf-8", "replace")
 
     async def stop(self, grace_s: float = 5.0) -> None:
         process, self.process = self.process, None
+        self.state = "stopped"
         if process is None or process.poll() is not None:
             return
         try:

@@ -85,6 +85,8 @@ def create_app(settings: Settings | None = None, backends: Backends | None = Non
                 await state.refiner.restore()
             async with state.jobs.running(), anyio.create_task_group() as services:
                 services.start_soon(state.health.run)
+                if state.standin is not None:  # back from a crash: probe now, close the circuit
+                    services.start_soon(state.standin.supervise, state.health.probe)
                 if state.refiner is not None and settings.store.queue:
                     services.start_soon(state.refiner.run)
                 try:

@@ -28,7 +28,15 @@ async def readyz(request: Request) -> Response:
             "model": cloud.model_name,
             "standin": state.standin is not None,
             # The stand-in listens on loopback only; showing where helps debugging.
-            **({"base_url": state.standin.base_url} if state.standin is not None else {}),
+            **(
+                {
+                    "base_url": state.standin.base_url,
+                    "standin_state": state.standin.state,
+                    "standin_restarts": state.standin.restarts,
+                }
+                if state.standin is not None
+                else {}
+            ),
             **probe,
             **state.health.snapshot(),
         }
@@ -54,11 +62,15 @@ async def request_result(request: Request) -> Response:
     for event in log.events:
         shown.apply(event)
     done, fatal = shown.done, shown.fatal
+    # A provisional done: the draft stands and the cloud's refinement waits in the queue
+    # (it lands on this request when the cloud is back).
+    queued = done is None and fatal is None and shown.provisional is not None
+    done = done or shown.provisional
     return JSONResponse(
         {
             "request_id": request_id,
             "route": log.summary().route,
-            "state": "done" if done else "failed" if fatal else "running",
+            "state": "queued" if queued else "done" if done else "failed" if fatal else "running",
             "text": shown.text,
             "committed": shown.committed,
             "final_source": done.final_source if done else None,

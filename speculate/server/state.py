@@ -151,6 +151,9 @@ async def build_backends(settings: Settings) -> tuple[Backends, StandInServer | 
             logits_all=cloud_settings.standin.logits_all,
             n_batch=cloud_settings.standin.n_batch,
             reuse_prefix=cloud_settings.standin.reuse_prefix,
+            restart_base_s=cloud_settings.standin.restart_base_s,
+            restart_cap_s=cloud_settings.standin.restart_cap_s,
+            restart_attempts=cloud_settings.standin.restart_attempts,
         )
     edge = await build_edge(settings.edge)
     edge_window = edge.window()
