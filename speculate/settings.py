@@ -35,6 +35,12 @@ class ServerSettings(BaseModel):
     )
     log_format: str = Field("text", pattern="^(text|json)$")
     max_concurrent_streams: int = Field(256, ge=1)
+    header_timeout_s: float = Field(
+        10.0, gt=0, description="a connection must finish its request headers within this"
+    )
+    max_connections: int = Field(
+        4096, ge=16, description="open connections at most (and never past the fd limit)"
+    )
     rate_per_minute: float = Field(600.0, ge=0, description="per client address; 0: no limit")
     rate_burst: int = Field(60, ge=1)
     ws_messages_per_second: float = Field(50.0, gt=0)

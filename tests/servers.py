@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -38,7 +39,14 @@ class ServerProcess:
                 self.process.wait(timeout=10)
 
 
-def start_server(tmp_dir: str, env: dict[str, str] | None = None, *args: str) -> ServerProcess:
+def limit_files(count: int) -> None:  # in the child, before exec
+    resource.setrlimit(resource.RLIMIT_NOFILE, (count, count))
+
+
+def start_server(
+    tmp_dir: str, env: dict[str, str] | None = None, *args: str, max_files: int | None = None
+) -> ServerProcess:
+    """`speculate serve` on a free port; ``max_files``: its descriptor limit (RLIMIT_NOFILE)."""
     port = free_port()
     log_path = os.path.join(tmp_dir, f"server-{port}.log")
     db_path = os.path.join(tmp_dir, f"requests-{port}.db")
@@ -47,6 +55,7 @@ def start_server(tmp_dir: str, env: dict[str, str] | None = None, *args: str) ->
         [sys.executable, "-m", "speculate.cli", "serve", "--port", str(port), *args],
         stdout=handle,
         stderr=subprocess.STDOUT,
+        preexec_fn=None if max_files is None else lambda: limit_files(max_files),
         env={
             **os.environ,
             "SPECULATE_STORE__PATH": db_path,

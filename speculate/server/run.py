@@ -3,23 +3,36 @@
 The WebSocket implementation is the ``websockets`` library (sans-I/O flavour),
 permessage-deflate is off (compression of attacker-influenced text next to secrets
 invites CRIME-style attacks, and costs CPU per frame), frames are capped at
-``server.ws_max_message_bytes`` (larger ones close the socket with 1009), and a
-SIGTERM first drains running streams.
+``server.ws_max_message_bytes`` (larger ones close the socket with 1009), connections get
+a deadline for their request headers and a cap (:mod:`speculate.server.connections`), and
+a SIGTERM first drains running streams.
 """
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 from types import FrameType
 
 import uvicorn
 from starlette.applications import Starlette
 
+from speculate.server.connections import ConnectionGuard, guarded
 from speculate.settings import Settings
 
 
 def _installed(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
+
+
+def _http_protocol() -> type[asyncio.Protocol]:
+    if _installed("httptools"):
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+        return HttpToolsProtocol
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    return H11Protocol
 
 
 def uvicorn_config(
@@ -32,7 +45,9 @@ def uvicorn_config(
         port=server.port if port is None else port,
         # uvicorn[standard] brings both where they build; elsewhere the defaults serve.
         loop="uvloop" if _installed("uvloop") else "asyncio",
-        http="httptools" if _installed("httptools") else "h11",
+        http=guarded(
+            _http_protocol(), ConnectionGuard(server.header_timeout_s, server.max_connections)
+        ),
         ws="websockets-sansio",
         ws_per_message_deflate=False,
         ws_max_size=server.ws_max_message_bytes,
