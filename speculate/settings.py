@@ -35,6 +35,9 @@ class ServerSettings(BaseModel):
     )
     log_format: str = Field("text", pattern="^(text|json)$")
     max_concurrent_streams: int = Field(256, ge=1)
+    max_streams_per_client: int = Field(
+        16, ge=0, description="streams one client address may run at once; 0: no cap"
+    )
     header_timeout_s: float = Field(
         10.0, gt=0, description="a connection must finish its request headers within this"
     )

@@ -24,6 +24,8 @@ class GenerationParams:
     temperature: float
     top_p: float = 1.0
     seed: int | None = None
+    # Who asks (the client's address): turns on a shared model go round the clients.
+    client: str = ""
     # Report the entropy (nats) of the first this many tokens in ``usage.extra["entropy"]``,
     # for the router's confidence check; 0: none (it costs a pass over the vocabulary).
     confidence_tokens: int = 0

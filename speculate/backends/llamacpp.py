@@ -1,10 +1,12 @@
 """The edge model: llama.cpp in-process, one model shared by all requests.
 
 llama.cpp decodes on a worker thread so the event loop never blocks.  Requests take
-turns through a FIFO lock (first come, first served; the wait is reported as
-``edge_queue_ms``).  A stop flag is checked after every token, so leaving the stream
-stops generation within one token, and the lock is only released once the thread
-has let go of the model.
+turns that go round the clients (:class:`~speculate.backends.turns.FairTurns`; the first
+wait is reported as ``edge_queue_ms``); a request that has decoded for a slice while
+another client waits gives way and continues from its own text on its next turn, so one
+client's backlog never holds another's request for more than a slice.  A stop flag is
+checked after every token, so leaving the stream stops generation within one token, and
+a turn ends only once the thread has let go of the model.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +29,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from speculate.backends.base import GenerationParams, Usage
 from speculate.backends.chat_prompt import ChatPrompt
 from speculate.backends.kv_states import SavedPrompts
+from speculate.backends.turns import FairTurns
 from speculate.core.chat import Message
 from speculate.core.trim import Window
 from speculate.errors import EdgeError, ModelCorrupt, SpeculateError
@@ -70,6 +74,11 @@ def _entropy_recorder(entropies: list[float], limit: int) -> Callable[[Any, Any]
         return logits
 
     return record
+
+
+# How long one request may decode while another client waits for the model: a waiting
+# client's first token comes after at most this (plus its own prompt).
+TURN_SLICE_S = 0.25
 
 
 def default_threads() -> int:
@@ -132,8 +141,12 @@ class LlamaCppEdge:
         self.n_ctx = n_ctx
         self._chat_prompt = ChatPrompt(self._llama)
         self.saved_prompts = SavedPrompts(prompt_cache_bytes)
-        self._turn = anyio.Lock()  # anyio locks hand over in FIFO order: a fair queue
-        self.waiting = 0  # requests queued for the model right now
+        self._turns = FairTurns()
+
+    @property
+    def waiting(self) -> int:
+        """Requests queued for the model right now."""
+        return self._turns.waiting
 
     def window(self) -> Window:
         """The edge's context window, counted with its own tokenizer and chat template."""
@@ -147,11 +160,14 @@ class LlamaCppEdge:
         turn), so the request that follows pays only for what is new.  Done only while
         no request waits, and it gives way between batches as soon as one arrives;
         False if the model was busy."""
-        if self._turn.locked() or self.waiting:
+        if self._turns.busy():
             return False
-        async with self._turn:
+        await self._turns.acquire("prewarm")
+        try:
             prompt = self._chat_prompt.render(messages)
             return await anyio.to_thread.run_sync(self._evaluate, prompt)
+        finally:
+            self._turns.release()
 
     def _evaluate(self, prompt: str) -> bool:
         llama = self._llama
@@ -169,33 +185,23 @@ class LlamaCppEdge:
     async def stream(
         self, messages: list[Message], params: GenerationParams, prefix: str | None = None
     ) -> AsyncIterator[LlamaTokenStream]:
-        queued_at = time.perf_counter()
-        self.waiting += 1
+        send, receive = anyio.create_memory_object_stream[str](max_buffer_size=math.inf)
+        tokens = LlamaTokenStream(receive, Usage())
+        stop = threading.Event()
         try:
-            await self._turn.acquire()
-        finally:
-            self.waiting -= 1
-        try:
-            usage = Usage(queue_ms=round((time.perf_counter() - queued_at) * 1000, 3))
-            send, receive = anyio.create_memory_object_stream[str](max_buffer_size=math.inf)
-            tokens = LlamaTokenStream(receive, usage)
-            stop = threading.Event()
-            try:
-                async with anyio.create_task_group() as group:
-                    group.start_soon(self._run, messages, params, send, stop, tokens, prefix)
-                    try:
-                        yield tokens
-                    finally:
-                        stop.set()  # the worker sees it after the current token
-            except BaseExceptionGroup as wrapped:
-                # The task group wraps what the caller raised inside the stream (the
-                # stream's own error among it); give the caller back its exception.
-                if len(wrapped.exceptions) != 1:
-                    raise
-                raise wrapped.exceptions[0] from None
-            receive.close()
-        finally:
-            self._turn.release()
+            async with anyio.create_task_group() as group:
+                group.start_soon(self._run, messages, params, send, stop, tokens, prefix)
+                try:
+                    yield tokens
+                finally:
+                    stop.set()  # the worker sees it after the current token
+        except BaseExceptionGroup as wrapped:
+            # The task group wraps what the caller raised inside the stream (the
+            # stream's own error among it); give the caller back its exception.
+            if len(wrapped.exceptions) != 1:
+                raise
+            raise wrapped.exceptions[0] from None
+        receive.close()
 
     async def _run(
         self,
@@ -206,13 +212,36 @@ class LlamaCppEdge:
         tokens: LlamaTokenStream,
         prefix: str | None,
     ) -> None:
+        """Generate in turns: each turn ends when the answer does, or when another
+        client has waited while this one held the model for a slice; the next turn
+        continues the answer from the text generated so far."""
+        usage, deliver = tokens.usage, handoff(send)
+        generated: list[str] = []
+
+        def keep(text: str) -> None:  # on the decoding thread
+            generated.append(text)
+            deliver(text)
+
+        queued_at = time.perf_counter()
         with send:
             try:
-                # Not abandonable: a cancelled request waits (one token at most) until
-                # the thread has stopped touching the model.
-                await anyio.to_thread.run_sync(
-                    self._generate, messages, params, stop, tokens.usage, handoff(send), prefix
-                )
+                while not stop.is_set():
+                    await self._turns.acquire(params.client)
+                    if not generated:
+                        usage.queue_ms = round((time.perf_counter() - queued_at) * 1000, 3)
+                    try:
+                        so_far = "".join(generated)
+                        left = replace(params, max_tokens=params.max_tokens - len(generated))
+                        start = prefix + so_far if prefix is not None else so_far or None
+                        # Not abandonable: a cancelled request waits (one token at most)
+                        # until the thread has stopped touching the model.
+                        paused = await anyio.to_thread.run_sync(
+                            self._generate, messages, left, stop, usage, keep, start
+                        )
+                    finally:
+                        self._turns.release()
+                    if not paused:
+                        return
             except SpeculateError as exc:
                 tokens.error = exc
             except Exception as exc:  # llama.cpp raises plain errors; map them once, here
@@ -226,7 +255,9 @@ class LlamaCppEdge:
         usage: Usage,
         deliver: Callable[[str], None],
         prefix: str | None,
-    ) -> None:
+    ) -> bool:
+        """One turn on the model (on the decoding thread); True if it gave way to another
+        client before the answer was done."""
         kwargs: dict[str, Any] = {
             "stream": True,
             "max_tokens": params.max_tokens,
@@ -247,11 +278,15 @@ class LlamaCppEdge:
         # and this one's is brought back if it was kept; llama-cpp-python then evaluates
         # only what its cache does not hold.
         tokens = self._prompt_tokens(prompt)
-        usage.cached_tokens = min(self.saved_prompts.prepare(self._llama, tokens), len(tokens) - 1)
+        held = min(self.saved_prompts.prepare(self._llama, tokens), len(tokens) - 1)
+        first_turn = usage.prompt_tokens == 0
+        if first_turn:
+            usage.prompt_tokens, usage.cached_tokens = len(tokens), held
         if prefix is None:
             chunks = self._llama.create_chat_completion(messages=messages, **kwargs)
         else:
             chunks = self._llama.create_completion(prompt=prompt, **kwargs)
+        turn_began: float | None = None
         try:
             for chunk in chunks:
                 if stop.is_set():
@@ -264,6 +299,11 @@ class LlamaCppEdge:
                     deliver(str(text))
                 if choice.get("finish_reason"):
                     usage.finish_reason = choice["finish_reason"]
+                    break
+                now = time.monotonic()
+                turn_began = turn_began or now
+                if now - turn_began >= TURN_SLICE_S and self._turns.others_waiting(params.client):
+                    return True  # another client waits: give way, continue later
         finally:
             chunks.close()
-            usage.prompt_tokens = len(tokens)
+        return False

@@ -20,6 +20,7 @@ class SpeculateRequest:
     temperature: float | None = None
     request_id: str = ""
     append_only: bool = False  # commit text as soon as it is final (OpenAI-style clients)
+    client: str = ""  # who asks (an address): limits and the edge's turns are per client
     fit: ConversationFit | None = None  # the messages each side gets (set before the run)
 
     @property

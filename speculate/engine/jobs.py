@@ -28,6 +28,7 @@ from speculate.engine.orchestrator import Orchestrator
 class _Job:
     log: EventLog
     grace_s: float
+    client: str = ""
     stop: StopReason = field(default_factory=StopReason)
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
     followers: int = 0
@@ -63,6 +64,10 @@ class Jobs:
     def running_count(self) -> int:
         return len(self._running)
 
+    def running_for(self, client: str) -> int:
+        """How many requests of this client are running."""
+        return sum(1 for job in self._running.values() if job.client == client)
+
     @property
     def full(self) -> bool:
         return self.draining or len(self._running) >= self.max_running
@@ -88,7 +93,9 @@ class Jobs:
         if self._group is None:
             raise RuntimeError("Jobs.start() outside Jobs.running()")
         job = _Job(
-            self.registry.create(request.request_id), 0.0 if attached else self.resume_grace_s
+            self.registry.create(request.request_id),
+            0.0 if attached else self.resume_grace_s,
+            request.client,
         )
         self._running[request.request_id] = job
         self._idle = anyio.Event()

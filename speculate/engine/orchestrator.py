@@ -189,7 +189,9 @@ class Orchestrator:
         asked = request.temperature
         if side == "edge":
             temperature = edge.temperature if asked is None else asked
-            return GenerationParams(max_tokens, temperature, top_p=edge.top_p, seed=edge.seed)
+            return GenerationParams(
+                max_tokens, temperature, top_p=edge.top_p, seed=edge.seed, client=request.client
+            )
         return GenerationParams(max_tokens, cloud.temperature if asked is None else asked)
 
     def answer_variant(self, request: SpeculateRequest) -> str:

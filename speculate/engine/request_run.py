@@ -184,7 +184,6 @@ class RequestRun:
             async with self.backends.edge.stream(
                 self.request.edge_messages, self.params("edge")
             ) as tokens:
-                session.stats["edge_queue_ms"] = tokens.usage.queue_ms
                 while True:
                     flush_at = session.next_flush_at
                     if flush_at is None:
@@ -207,6 +206,7 @@ class RequestRun:
             if not session.stats["prompt_tokens"]:
                 session.stats["prompt_tokens"] = tokens.usage.prompt_tokens
             session.stats["edge_cached_tokens"] = tokens.usage.cached_tokens
+            session.stats["edge_queue_ms"] = tokens.usage.queue_ms
             if judging:
                 self.emit(session.settle())  # a short answer: nothing to judge it by
             self.emit(session.edge_finished(time.perf_counter()))

@@ -1,9 +1,13 @@
-"""Admission: a per-client rate limit and the cap on concurrent streams.
+"""Admission: a per-client rate limit, a per-client cap on concurrent streams and the
+server's cap on concurrent streams.
 
-The rate limit is a token bucket per client address: ``rate_per_minute`` requests
-on average with bursts of ``burst``; beyond it, HTTP 429 with ``Retry-After`` (or a
-WebSocket close 1008).  Past ``max_concurrent_streams`` new requests get 503 with
-``Retry-After`` (WebSocket: close 1013, "try again later") so running ones keep
+Every stream counts, whatever carries it (SSE, detached, the OpenAI routes, each
+``speculate`` message on a WebSocket).  The rate limit is a token bucket per client
+address: ``rate_per_minute`` requests on average with bursts of ``burst``; beyond it,
+HTTP 429 ``rate_limited`` with ``Retry-After`` (on a WebSocket, that request's stream is
+one fatal error).  A client with ``max_streams_per_client`` streams running gets 429
+``too_many_streams`` for the next.  Past ``max_concurrent_streams`` new requests get 503
+with ``Retry-After`` (WebSocket: close 1013, "try again later") so running ones keep
 their pace.
 """
 
@@ -30,6 +34,13 @@ def admit(state: AppState, client: str) -> None:
     if state.jobs.full:
         limit = state.settings.server.max_concurrent_streams
         raise Unavailable(f"{limit} streams are running; try again shortly", retry_after_s=1)
+    per_client = state.settings.server.max_streams_per_client
+    if per_client and state.jobs.running_for(client) >= per_client:
+        raise RateLimited(
+            f"this client has {per_client} streams running; wait for one to end",
+            code="too_many_streams",
+            retry_after_s=1,
+        )
 
 
 async def fit_to_windows(state: AppState, job: SpeculateRequest) -> SpeculateRequest:

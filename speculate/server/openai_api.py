@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
@@ -124,8 +125,9 @@ async def chat_completions(request: Request) -> Response:
     if body.model not in MODELS:
         message = f"The model `{body.model}` does not exist; see GET /v1/models."
         raise UnknownModel(message, param="model")
-    admit(state, client_address(request))
-    job = await fit_to_windows(state, job)
+    client = client_address(request)
+    admit(state, client)
+    job = await fit_to_windows(state, replace(job, client=client))
     log = state.jobs.start(job, attached=True)
     if not body.stream:
         async with state.jobs.following(job.request_id):

@@ -8,6 +8,7 @@ the client leaves, the group is cancelled and so is the request.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Coroutine
+from dataclasses import replace
 from typing import Any
 
 import anyio
@@ -35,8 +36,9 @@ async def speculate(request: Request) -> Response:
     state: AppState = request.app.state.speculate
     limits = state.settings.server
     job = parse_speculate(await read_json(request, limits.ws_max_message_bytes), limits)
-    admit(state, client_address(request))
-    job = await fit_to_windows(state, job)
+    client = client_address(request)
+    admit(state, client)
+    job = await fit_to_windows(state, replace(job, client=client))
     if "respond-async" in request.headers.get("prefer", ""):
         # Detached: the request outlives this response; follow it with EventSource.
         state.jobs.start(job)

@@ -21,9 +21,10 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from speculate.core.protocol import Error, encode_json
 from speculate.core.request import SpeculateRequest
-from speculate.errors import BadRequest
+from speculate.engine.context import StopReason
+from speculate.errors import BadRequest, Unavailable
 from speculate.server.errors import parse_json
-from speculate.server.limits import fit_to_windows
+from speculate.server.limits import admit, fit_to_windows
 from speculate.server.ratelimit import RateLimiter
 from speculate.server.schemas import parse_prewarm, parse_speculate
 from speculate.server.state import AppState
@@ -36,10 +37,19 @@ _CLIENT_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 
 
 class _Socket:
-    def __init__(self, websocket: WebSocket, state: AppState) -> None:
+    def __init__(self, websocket: WebSocket, state: AppState, client: str) -> None:
         self.websocket = websocket
         self.state = state
+        self.client = client
+        self.started: list[str] = []  # requests this socket started
         self.send_lock = anyio.Lock()
+
+    def end_streams(self, reason: str) -> None:
+        """The socket was closed for a violation: its requests end now, with no grace
+        for a resume (a client that floods must not keep the edge busy after it)."""
+        stop = StopReason("policy_violation", reason, "client")
+        for request_id in self.started:
+            self.state.jobs.cancel(request_id, stop)
 
     async def send(self, text: str) -> None:
         async with self.send_lock:
@@ -68,11 +78,6 @@ class _Socket:
         await self.send(encode_json(event))
 
     async def speculate(self, message: dict[str, Any], group: TaskGroup) -> None:
-        if self.state.jobs.full:
-            limit = self.state.settings.server.max_concurrent_streams
-            raise WebSocketException(
-                CLOSE_TRY_AGAIN, f"{limit} streams are running; try again later"
-            )
         client_id = message.get("request_id")
         if client_id is not None and (
             not isinstance(client_id, str)
@@ -84,11 +89,16 @@ class _Socket:
         request_id = client_id or SpeculateRequest.new_id()
         try:
             job = parse_speculate(message, self.state.settings.server)
-            job = await fit_to_windows(self.state, replace(job, request_id=request_id))
+            admit(self.state, self.client)  # each stream counts, like any other transport's
+            job = replace(job, request_id=request_id, client=self.client)
+            job = await fit_to_windows(self.state, job)
         except BadRequest as exc:
             await self.reject(request_id, exc)
             return
+        except Unavailable as exc:
+            raise WebSocketException(CLOSE_TRY_AGAIN, exc.message) from None
         self.state.jobs.start(job)
+        self.started.append(job.request_id)
         group.start_soon(self.forward, job.request_id, 0)
 
     async def handle(self, message: dict[str, Any], group: TaskGroup) -> None:
@@ -140,7 +150,7 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         await websocket.close(CLOSE_POLICY, "too many requests from this client")
         return
     await websocket.accept()
-    socket = _Socket(websocket, state)
+    socket = _Socket(websocket, state, client)
     messages = RateLimiter(server.ws_messages_per_second * 60, int(server.ws_messages_per_second))
     async with anyio.create_task_group() as group:
         try:
@@ -152,6 +162,8 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
                     raise WebSocketException(CLOSE_POLICY, "too many messages; slow down")
                 await socket.handle(_parse(frame), group)
         except WebSocketException as violation:  # a protocol violation ends the socket
+            if violation.code == CLOSE_POLICY:
+                socket.end_streams(f"the socket was closed: {violation.reason}")
             await websocket.close(violation.code, violation.reason)
         except WebSocketDisconnect:
             pass

@@ -78,21 +78,19 @@ async def test_the_event_loop_stays_responsive_while_decoding(edge: LlamaCppEdge
     assert max(gaps) < 0.25  # a blocked loop would show the whole decode as one gap
 
 
-async def test_concurrent_requests_take_fair_turns(edge: LlamaCppEdge) -> None:
-    params = GenerationParams(max_tokens=8, temperature=0.0)
+async def test_one_clients_requests_are_served_in_their_order(edge: LlamaCppEdge) -> None:
+    params = GenerationParams(max_tokens=8, temperature=0.0, client="a")
     order: list[int] = []
     waits: dict[int, float] = {}
 
     async def one(i: int, ready: anyio.Event) -> None:
         ready.set()
         async with edge.stream(MESSAGES, params) as tokens:
-            waits[i] = tokens.usage.queue_ms
+            await tokens.receive()
             order.append(i)
-            while True:
-                try:
-                    await tokens.receive()
-                except anyio.EndOfStream:
-                    break
+            async for _ in texts(tokens):
+                pass
+        waits[i] = tokens.usage.queue_ms
 
     with anyio.fail_after(120):
         async with anyio.create_task_group() as group:
@@ -100,9 +98,55 @@ async def test_concurrent_requests_take_fair_turns(edge: LlamaCppEdge) -> None:
                 ready = anyio.Event()
                 group.start_soon(one, i, ready)
                 await ready.wait()
-    assert order == [0, 1, 2, 3]  # first come, first served
+    assert order == [0, 1, 2, 3]  # first come, first served within one client
     assert waits[0] < waits[3]
     assert waits[3] > 0
+
+
+async def test_another_clients_request_does_not_wait_for_a_long_answer(
+    edge: LlamaCppEdge,
+) -> None:
+    """A long answer for client a is running; client b asks. b's first token comes while
+    a's answer is still going (a gives way after a slice), and a's answer still comes
+    whole: as long as it would have been alone."""
+    long_params = GenerationParams(max_tokens=160, temperature=0.0, client="a")
+    short_params = GenerationParams(max_tokens=4, temperature=0.0, client="b")
+    story = [{"role": "user", "content": "Write a long story about a lighthouse keeper."}]
+    timeline: list[str] = []
+    a_started = anyio.Event()
+
+    async def long_answer() -> tuple[int, str | None]:
+        count = 0
+        async with edge.stream(story, long_params) as tokens:
+            async for _ in texts(tokens):
+                count += 1
+                if count == 1:
+                    a_started.set()
+        timeline.append("a done")
+        return count, tokens.usage.finish_reason
+
+    async def short_answer() -> None:
+        await a_started.wait()
+        async with edge.stream(MESSAGES, short_params) as tokens:
+            await tokens.receive()
+            timeline.append("b first token")
+            async for _ in texts(tokens):
+                pass
+
+    results: list[tuple[int, str | None]] = []
+
+    async def run_long() -> None:
+        results.append(await long_answer())
+
+    with anyio.fail_after(180):
+        async with anyio.create_task_group() as group:
+            group.start_soon(run_long)
+            group.start_soon(short_answer)
+    assert timeline == ["b first token", "a done"]
+    # a's answer went on after giving way, to its token limit: nothing was cut.
+    count, finish = results[0]
+    assert finish == "length"
+    assert count >= 150  # (a few tokens may be text-less pieces of one character)
 
 
 async def collect(edge: LlamaCppEdge, content: str, judged: int) -> tuple[str, list[float]]:
