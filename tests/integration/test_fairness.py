@@ -8,6 +8,8 @@ import json
 import statistics
 import time
 
+from collections.abc import Iterator
+
 import anyio
 import httpx
 import pytest
@@ -39,6 +41,24 @@ async def normal_request(server: ServerProcess) -> float:
     return time.perf_counter() - started
 
 
+async def until_active(server: ServerProcess, done: object, timeout_s: float) -> None:
+    """Poll the server's running-request gauge until ``done(count)`` (bounded): another
+    process offers no event to wait on."""
+    with anyio.fail_after(timeout_s):
+        while True:
+            if done(await active_requests(server)):  # type: ignore[operator]
+                return
+            await anyio.sleep(0.05)
+
+
+async def error_codes(socket: websockets.ClientConnection, codes: list[str]) -> None:
+    with anyio.fail_after(60):
+        async for frame in socket:
+            event = json.loads(frame)
+            if event["event"] == "error":
+                codes.append(event["code"])
+
+
 async def active_requests(server: ServerProcess) -> float:
     async with httpx.AsyncClient(timeout=10) as client:
         metrics = (await client.get(f"{server.url}/metrics")).text
@@ -68,17 +88,12 @@ async def test_a_flooding_socket_is_closed_and_its_streams_end_at_once(
         for _ in range(100):
             await socket.send(json.dumps(LONG))
         with pytest.raises(websockets.ConnectionClosed) as closed:
-            with anyio.fail_after(60):
-                async for frame in socket:
-                    event = json.loads(frame)
-                    if event["event"] == "error":
-                        codes.append(event["code"])
+            await error_codes(socket, codes)
     assert closed.value.rcvd is not None
     assert closed.value.rcvd.code == 1008  # too many messages
     assert "too_many_streams" in codes  # past the per-client cap, before the close
-    with anyio.fail_after(10):  # the flood's streams end now, not after the resume grace
-        while await active_requests(server) > 0:
-            await anyio.sleep(0.05)  # the server offers no event across processes: poll
+    # The flood's streams end now, not after the 30 s resume grace.
+    await until_active(server, lambda count: count == 0, 10)
     after = await normal_request(server)
     print(f"\nnormal request alone {alone:.3f} s (median of 3), after the flood {after:.3f} s")
     assert after <= 2 * alone + 0.5, f"alone {alone:.2f} s, after the flood {after:.2f} s"
@@ -91,9 +106,7 @@ async def test_a_client_with_a_backlog_does_not_hold_back_another(server: Server
     async with websockets.connect(ws_url(server.url), local_addr=(FLOODER, 0)) as socket:
         for _ in range(16):
             await socket.send(json.dumps(LONG))
-        with anyio.fail_after(30):
-            while await active_requests(server) < 16:
-                await anyio.sleep(0.05)  # until the backlog is running
+        await until_active(server, lambda count: count >= 16, 30)  # the backlog runs
         during = await normal_request(server)
         assert await active_requests(server) >= 1  # the backlog was still going
     print(f"\nnormal request alone {alone:.3f} s (median of 3), beside 16 streams {during:.3f} s")
