@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import statistics
 import time
-
 from collections.abc import Iterator
 
 import anyio
