@@ -1,10 +1,10 @@
 """The edge model: llama.cpp in-process, one model shared by all requests.
 
 llama.cpp decodes on a worker thread so the event loop never blocks.  Requests take
-turns that go round the clients (:class:`~speculate.backends.turns.FairTurns`; the first
-wait is reported as ``edge_queue_ms``); a request that has decoded for a slice while
-another client waits gives way and continues from its own text on its next turn, so one
-client's backlog never holds another's request for more than a slice.  A stop flag is
+turns shared fairly between clients (:class:`~speculate.backends.turns.FairTurns`; the
+first wait is reported as ``edge_queue_ms``): a request gives way mid-answer when a
+client that has had less of the model waits, and continues from its own text on its next
+turn, so one client's backlog never holds another's request.  A stop flag is
 checked after every token, so leaving the stream stops generation within one token, and
 a turn ends only once the thread has let go of the model.
 """
@@ -74,11 +74,6 @@ def _entropy_recorder(entropies: list[float], limit: int) -> Callable[[Any, Any]
         return logits
 
     return record
-
-
-# How long one request may decode while another client waits for the model: a waiting
-# client's first token comes after at most this (plus its own prompt).
-TURN_SLICE_S = 0.25
 
 
 def default_threads() -> int:
@@ -223,6 +218,7 @@ class LlamaCppEdge:
             deliver(text)
 
         queued_at = time.perf_counter()
+        self._turns.enter(params.client)
         with send:
             try:
                 while not stop.is_set():
@@ -246,6 +242,8 @@ class LlamaCppEdge:
                 tokens.error = exc
             except Exception as exc:  # llama.cpp raises plain errors; map them once, here
                 tokens.error = EdgeError(f"edge generation failed: {exc}")
+            finally:
+                self._turns.leave(params.client)
 
     def _generate(
         self,
@@ -286,7 +284,6 @@ class LlamaCppEdge:
             chunks = self._llama.create_chat_completion(messages=messages, **kwargs)
         else:
             chunks = self._llama.create_completion(prompt=prompt, **kwargs)
-        turn_began: float | None = None
         try:
             for chunk in chunks:
                 if stop.is_set():
@@ -300,10 +297,8 @@ class LlamaCppEdge:
                 if choice.get("finish_reason"):
                     usage.finish_reason = choice["finish_reason"]
                     break
-                now = time.monotonic()
-                turn_began = turn_began or now
-                if now - turn_began >= TURN_SLICE_S and self._turns.others_waiting(params.client):
-                    return True  # another client waits: give way, continue later
+                if self._turns.should_yield(params.client):
+                    return True  # a client charged less waits: give way, continue later
         finally:
             chunks.close()
         return False

@@ -4,6 +4,7 @@ run."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import statistics
 import time
@@ -21,7 +22,8 @@ from tests.servers import ServerProcess, start_server
 pytestmark = pytest.mark.slow
 
 FLOODER = "127.0.0.2"  # loopback answers on all of 127/8: another client address
-NORMAL = {"messages": [{"role": "user", "content": "Name two fruits."}], "mode": "edge"}
+THINGS = ["fruits", "colours", "rivers", "planets", "trees", "birds", "metals", "seas"]
+ASKED = itertools.count()
 LONG = {
     "type": "speculate",
     "messages": [{"role": "user", "content": "Write a long story about a ship."}],
@@ -31,10 +33,14 @@ LONG = {
 
 
 async def normal_request(server: ServerProcess) -> float:
+    """An ordinary question, a different one each time: none finds its prompt cached."""
     shown = ShownText()
+    n = next(ASKED)
+    question = [{"role": "user", "content": f"Name two {THINGS[n % len(THINGS)]} (list {n})."}]
+    body = {"messages": question, "mode": "edge", "max_tokens": 24}
     started = time.perf_counter()
     with anyio.fail_after(120):
-        async for event in stream_sse(server.url, {**NORMAL, "max_tokens": 24}):
+        async for event in stream_sse(server.url, body):
             shown.apply(event)
     assert shown.done is not None
     return time.perf_counter() - started
@@ -109,4 +115,4 @@ async def test_a_client_with_a_backlog_does_not_hold_back_another(server: Server
         during = await normal_request(server)
         assert await active_requests(server) >= 1  # the backlog was still going
     print(f"\nnormal request alone {alone:.3f} s (median of 3), beside 16 streams {during:.3f} s")
-    assert during <= 3 * alone + 1.0, f"alone {alone:.2f} s, during the backlog {during:.2f} s"
+    assert during <= 2 * alone + 0.5, f"alone {alone:.2f} s, during the backlog {during:.2f} s"
