@@ -28,6 +28,7 @@ class ServerSettings(BaseModel):
     sse_ping_s: float = Field(15.0, gt=0)
     ws_max_message_bytes: int = Field(256 * 1024, gt=0)
     max_prompt_chars: int = Field(32_000, gt=0)
+    max_messages: int = Field(2048, gt=0, description="messages in one conversation at most")
     max_tokens_limit: int = Field(4096, gt=0)
     resume_grace_s: float = Field(30.0, ge=0, description="how long an unfollowed request lives")
     api_keys: list[str] = Field(

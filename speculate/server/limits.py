@@ -22,6 +22,7 @@ from speculate.server.state import AppState
 # Longer conversations are counted on a worker thread: rendering and tokenizing tens of
 # kilobytes takes milliseconds that the event loop owes to other streams.
 INLINE_FIT_CHARS = 4000
+INLINE_FIT_MESSAGES = 64
 
 
 def admit(state: AppState, client: str) -> None:
@@ -45,6 +46,7 @@ def admit(state: AppState, client: str) -> None:
 
 async def fit_to_windows(state: AppState, job: SpeculateRequest) -> SpeculateRequest:
     """The request fitted to each model's window, or the 400 ``context_too_long``."""
-    if sum(len(m.get("content", "")) for m in job.messages) <= INLINE_FIT_CHARS:
+    chars = sum(len(m.get("content", "")) for m in job.messages)
+    if chars <= INLINE_FIT_CHARS and len(job.messages) <= INLINE_FIT_MESSAGES:
         return state.orchestrator.fit(job)
     return await anyio.to_thread.run_sync(state.orchestrator.fit, job)

@@ -29,7 +29,13 @@ from speculate.engine.eventlog import EventLog
 from speculate.errors import BadRequest, UnknownModel, UpstreamFailed
 from speculate.server.errors import client_address, read_json
 from speculate.server.limits import admit, fit_to_windows
-from speculate.server.schemas import ChatMessage, Temperature, TokenCount, numbers_only
+from speculate.server.schemas import (
+    ChatMessage,
+    Temperature,
+    TokenCount,
+    conversation,
+    numbers_only,
+)
 from speculate.server.sse import event_stream
 from speculate.server.state import AppState
 
@@ -84,10 +90,8 @@ def _parse(data: object, state: AppState) -> tuple[ChatBody, SpeculateRequest]:
     max_tokens = body.max_completion_tokens or body.max_tokens
     if max_tokens is not None and max_tokens > limits.max_tokens_limit:
         raise BadRequest(f"max_tokens must be at most {limits.max_tokens_limit}")
-    if sum(len(m.content) for m in body.messages) > limits.max_prompt_chars:
-        raise BadRequest(f"the conversation is longer than {limits.max_prompt_chars} characters")
     job = SpeculateRequest(
-        messages=[{"role": m.role, "content": m.content} for m in body.messages],
+        messages=conversation(body.messages, limits),
         mode=MODELS.get(body.model, "auto"),
         max_tokens=max_tokens,
         temperature=body.temperature,

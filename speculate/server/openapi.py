@@ -66,6 +66,8 @@ def build_schema(limits: ServerSettings | None = None) -> dict[str, Any]:
             if option.get("type") == "integer":
                 option["maximum"] = limits.max_tokens_limit
     components["ChatMessage"]["properties"]["content"]["maxLength"] = limits.max_prompt_chars
+    for body in ("SpeculateBody", "ChatBody", "PrewarmBody"):
+        components[body]["properties"]["messages"]["maxItems"] = limits.max_messages
     request_id = [
         {"name": "request_id", "in": "path", "required": True, "schema": {"type": "string"}}
     ]

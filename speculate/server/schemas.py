@@ -75,14 +75,17 @@ def _validated(model: type[Body], data: Any) -> Body:
         raise BadRequest(f"invalid request: {problems}") from None
 
 
-def _check_length(messages: list[ChatMessage], limits: ServerSettings) -> list[Message]:
+def conversation(messages: list[ChatMessage], limits: ServerSettings) -> list[Message]:
+    """The messages as every layer below takes them, within the size limits."""
+    if len(messages) > limits.max_messages:
+        raise BadRequest(f"the conversation has more than {limits.max_messages} messages")
     if sum(len(m.content) for m in messages) > limits.max_prompt_chars:
         raise BadRequest(f"the conversation is longer than {limits.max_prompt_chars} characters")
     return [{"role": m.role, "content": m.content} for m in messages]
 
 
 def parse_prewarm(data: Any, limits: ServerSettings) -> list[Message]:
-    return _check_length(_validated(PrewarmBody, data).messages, limits)
+    return conversation(_validated(PrewarmBody, data).messages, limits)
 
 
 def parse_speculate(data: Any, limits: ServerSettings) -> SpeculateRequest:
@@ -90,7 +93,7 @@ def parse_speculate(data: Any, limits: ServerSettings) -> SpeculateRequest:
     body = _validated(SpeculateBody, data)
     if body.max_tokens is not None and body.max_tokens > limits.max_tokens_limit:
         raise BadRequest(f"max_tokens must be at most {limits.max_tokens_limit}")
-    messages = _check_length(body.messages, limits)
+    messages = conversation(body.messages, limits)
     return SpeculateRequest(
         messages=messages,
         mode=body.mode,
