@@ -26,6 +26,7 @@ else formats errors.
     │   ├── NotFound                   404 unknown_request
     │   │   └── UnknownModel           404 model_not_found
     │   ├── Conflict                   409 not_running
+    │   ├── ModelLoadFailed            422 model_load_failed     (the old model serves on)
     │   └── RateLimited                429 rate_limited          (Retry-After)
     └── Unavailable                    503 overloaded            (Retry-After)
         └── ShuttingDown               503 shutting_down         (Retry-After)
@@ -205,6 +206,11 @@ class UnknownModel(NotFound):
 class Conflict(BadRequest):
     code = "not_running"
     http_status = 409
+
+
+class ModelLoadFailed(BadRequest):
+    code = "model_load_failed"
+    http_status = 422
 
 
 class RateLimited(BadRequest):

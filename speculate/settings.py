@@ -31,6 +31,9 @@ class ServerSettings(BaseModel):
     max_messages: int = Field(2048, gt=0, description="messages in one conversation at most")
     max_tokens_limit: int = Field(4096, gt=0)
     resume_grace_s: float = Field(30.0, ge=0, description="how long an unfollowed request lives")
+    admin_keys: list[str] = Field(
+        default_factory=list, description="Bearer keys for /admin (empty: admin requests off)"
+    )
     api_keys: list[str] = Field(
         default_factory=list, description="Bearer keys for /v1 (empty: no authentication)"
     )
@@ -169,6 +172,11 @@ class StoreSettings(BaseModel):
     cache: bool = Field(True, description="answer from cached cloud answers while offline")
     cache_ttl_s: float = Field(7 * 24 * 3600.0, gt=0)
     cache_max: int = Field(10_000, ge=0)
+    keep_pairs: bool = Field(
+        False, description="keep draft/cloud-answer pairs for distillation (speculate distill)"
+    )
+    pairs_max_age_days: float = Field(90.0, gt=0)
+    pairs_max: int = Field(100_000, ge=1)
 
 
 class RouterSettings(BaseModel):

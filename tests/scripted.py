@@ -28,6 +28,7 @@ class ScriptedBackend:
     opened: int = 0
     closed: int = 0
     streams: list[ScriptedStream] = field(default_factory=list)
+    model_sha256: str | None = None
     asked: list[list[Message]] = field(default_factory=list)
 
     async def prewarm(self, messages: list[Message]) -> bool:
@@ -101,6 +102,7 @@ class BookBackend:
     book: ScriptBook
     side: str
     model_name: str = "scripted"
+    model_sha256: str | None = None
 
     async def prewarm(self, messages: list[Message]) -> bool:
         return False  # a script has no prompt to evaluate ahead

@@ -63,6 +63,7 @@ async def texts(tokens: TokenStream) -> AsyncIterator[str]:
 
 class EdgeBackend(Protocol):
     model_name: str
+    model_sha256: str | None  # the model file's SHA-256, where the edge runs a file
 
     def stream(
         self, messages: list[Message], params: GenerationParams, prefix: str | None = None

@@ -30,6 +30,7 @@ class DeviceServerEdge:
         self._client = client
         self._window = window
         self.model_name = client.model_name
+        self.model_sha256: str | None = None  # the server's file is not ours to hash
         self.n_ctx = window.tokens
         self.waiting = 0  # the server queues for itself
 

@@ -133,6 +133,7 @@ class LlamaCppEdge:
         except (ValueError, RuntimeError) as exc:
             raise ModelCorrupt(f"llama.cpp could not load {model_path}: {exc}") from exc
         self.model_name = model_name
+        self.model_sha256: str | None = None  # set by whoever knows it (models.file_sha256)
         self.n_ctx = n_ctx
         self._chat_prompt = ChatPrompt(self._llama)
         self.saved_prompts = SavedPrompts(prompt_cache_bytes)

@@ -230,6 +230,15 @@ def sha256_file(path: Path, progress: Progress | None = None) -> str:
     return digest.hexdigest()
 
 
+def file_sha256(name_or_path: str, path: Path) -> str:
+    """The SHA-256 of a model file: an embedded model's is known (and verified); any other
+    file is hashed (a few seconds for a multi-GB file, once per load)."""
+    model = EMBEDDED.get(name_or_path)
+    if model is not None:
+        return model.sha256
+    return sha256_file(path)
+
+
 def is_present(name: str) -> bool:
     try:
         resolve(name)

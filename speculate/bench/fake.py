@@ -95,6 +95,7 @@ class FakeBackend:
     model_name: str = "fake"
     tokens_per_s: float = 200.0
     seed: int = 0
+    model_sha256: str | None = None
 
     @asynccontextmanager
     async def stream(

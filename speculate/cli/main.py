@@ -10,12 +10,13 @@ from speculate.errors import SpeculateError
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from pathlib import Path
 
     from speculate.backends import models
     from speculate.server import create_app
     from speculate.server.logs import configure as configure_logging
     from speculate.server.run import DrainingServer, uvicorn_config
-    from speculate.settings import Settings
+    from speculate.settings import DEFAULT_CONFIG, Settings
 
     overrides: dict[str, dict[str, object]] = {"server": {}}
     if args.host:
@@ -33,7 +34,8 @@ def _serve(args: argparse.Namespace) -> int:
             models.pull(name)
         models.resolve(name)
     configure_logging(settings.server.log_format)
-    app = create_app(settings)
+    config_path = Path(args.config) if args.config else DEFAULT_CONFIG
+    app = create_app(settings, config_path=config_path if config_path.exists() else None)
     DrainingServer(uvicorn_config(app, settings)).run()
     return 0
 
@@ -95,6 +97,25 @@ def _report(args: argparse.Namespace) -> int:
         settings.costs,
         fleets=args.fleet,
         requests_per_month=args.requests_per_month,
+    )
+
+
+def _distill(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from speculate.cli.distill import export
+    from speculate.settings import Settings
+    from speculate.storage.db import default_path
+
+    settings = Settings.load(args.config)
+    db = Path(args.db or settings.store.path or default_path())
+    return export(
+        db,
+        Path(args.out),
+        since=args.since,
+        min_edit_distance=args.min_edit_distance,
+        limit=args.limit,
+        largest_first=args.largest_first,
     )
 
 
@@ -180,6 +201,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument("--requests-per-month", type=int, default=30_000)
     report.set_defaults(func=_report)
+
+    distill = sub.add_parser("distill", help="export kept draft/answer pairs for fine-tuning")
+    distill.add_argument("action", choices=["export"])
+    distill.add_argument("--out", required=True, help="the JSONL file to write")
+    distill.add_argument("--since", help="only pairs kept from this date on (2026-11-27)")
+    distill.add_argument(
+        "--min-edit-distance", type=int, default=0, help="only drafts this far off"
+    )
+    distill.add_argument("--limit", type=int, help="at most this many pairs")
+    distill.add_argument(
+        "--largest-first", action="store_true", help="the largest corrections first, and listed"
+    )
+    distill.add_argument("--db", help="the database (default: store.path from the config)")
+    distill.add_argument("--config", help="YAML config")
+    distill.set_defaults(func=_distill)
 
     calibrate = sub.add_parser(
         "calibrate", help="set the router's thresholds so a share of PROMPTS goes to the cloud"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 import statistics
+import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -174,6 +175,34 @@ def _plots(
     return written
 
 
+def corrections(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """How much the cloud corrects the edge, per edge model and day: answers the edge
+    drafted and the cloud finished (speculative and verify), the share whose draft changed,
+    and the edit distance per answer (median, p90)."""
+    groups: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for r in rows:
+        if r["outcome"] != "done" or r["final_source"] != "cloud":
+            continue
+        if r["route"] not in ("speculative", "verify"):
+            continue
+        day = time.strftime("%Y-%m-%d", time.gmtime(r["finished_at"]))
+        groups[(r.get("edge_model") or "unknown", day)].append(int(r["edit_distance"] or 0))
+    out = []
+    for (model, day), distances in sorted(groups.items()):
+        ordered = sorted(distances)
+        out.append(
+            {
+                "edge model": model,
+                "day": day,
+                "answers": len(distances),
+                "corrected": sum(1 for d in distances if d > 0) / len(distances),
+                "median edit": statistics.median(ordered),
+                "p90 edit": ordered[min(len(ordered) - 1, round(0.9 * (len(ordered) - 1)))],
+            }
+        )
+    return out
+
+
 def run_report(
     db: Path, out: Path, costs: CostSettings, *, fleets: list[int], requests_per_month: int
 ) -> int:
@@ -246,6 +275,21 @@ def run_report(
         [r["edit_distance"] or 0 for r in rows if r["outcome"] == "done"] or [0]
     )
     console.print(f"median draft-vs-final edit distance: {median_edit:.0f} characters")
+    panel = corrections(rows)
+    if panel:
+        table = Table(title="how much the cloud corrects the edge (per edge model and day)")
+        for column in ("edge model", "day", "answers", "corrected", "median edit", "p90 edit"):
+            table.add_column(column, justify="right")
+        for row in panel:
+            table.add_row(
+                row["edge model"],
+                row["day"],
+                str(row["answers"]),
+                f"{row['corrected']:.0%}",
+                f"{row['median edit']:.0f}",
+                str(row["p90 edit"]),
+            )
+        console.print(table)
     for path in _plots(rows, cost, fleet, out):
         console.print(f"wrote {path}")
     return 0

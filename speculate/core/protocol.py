@@ -67,6 +67,7 @@ class Start(Event):
     cloud_model: str | None
     # Oldest turns left out for each side because the conversation exceeds its window.
     dropped_turns: Mapping[str, int] = field(default_factory=lambda: {"edge": 0, "cloud": 0})
+    edge_model_sha256: str | None = None  # the edge model file's hash (None: not a file here)
 
     def fields(self) -> dict[str, Any]:
         return {
@@ -75,6 +76,7 @@ class Start(Event):
             "edge_model": self.edge_model,
             "cloud_model": self.cloud_model,
             "dropped_turns": dict(self.dropped_turns),
+            "edge_model_sha256": self.edge_model_sha256,
         }
 
 

@@ -59,6 +59,7 @@ class Session:
         queue_on_cloud_failure: bool = False,
         hold_commits: bool = False,
         dropped_turns: dict[str, int] | None = None,
+        edge_model_sha256: str | None = None,
     ) -> None:
         """``commit_progressively``: commit text as soon as it cannot change any more
         (the edge's text on the edge route, the cloud's finished words otherwise), so
@@ -78,6 +79,7 @@ class Session:
         self._edge_model = edge_model
         self._cloud_model = cloud_model
         self._dropped_turns = dropped_turns or {"edge": 0, "cloud": 0}
+        self._edge_model_sha256 = edge_model_sha256
         self.config = config or SessionConfig()
         self._t0 = now
         self._progressive = commit_progressively
@@ -126,6 +128,7 @@ class Session:
                 edge_model=self._edge_model,
                 cloud_model=self._cloud_model,
                 dropped_turns=self._dropped_turns,
+                edge_model_sha256=self._edge_model_sha256,
             )
         ]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from speculate.core.protocol import Done, Error, Event, Queued, Start
+from speculate.core.protocol import Done, Draft, Error, Event, Queued, Start
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,6 +21,10 @@ class RunSummary:
     cloud_errors: tuple[str, ...] = ()
     stats: dict[str, Any] = field(default_factory=dict)
     queued: bool = False  # its refinement waits in the offline queue
+    edge_model: str | None = None
+    cloud_model: str | None = None
+    draft: str = ""  # everything the edge drafted, in order
+    text: str | None = None  # the final text (done.text)
 
 
 def summarize(request_id: str, events: list[Event]) -> RunSummary:
@@ -29,11 +33,15 @@ def summarize(request_id: str, events: list[Event]) -> RunSummary:
     cloud_errors: list[str] = []
     stats: dict[str, Any] = {}
     queued = False
+    edge_model = cloud_model = text = None
+    drafted: list[str] = []
     for event in events:
         if isinstance(event, Queued):
             queued = True
+        elif isinstance(event, Draft):
+            drafted.append(event.text)
         elif isinstance(event, Start):
-            route = event.route
+            route, edge_model, cloud_model = event.route, event.edge_model, event.cloud_model
         elif isinstance(event, Error):
             if event.source == "cloud":
                 cloud_errors.append(event.code)
@@ -42,6 +50,18 @@ def summarize(request_id: str, events: list[Event]) -> RunSummary:
                 error_code = event.code
         elif isinstance(event, Done):
             outcome, final_source, stats = "done", event.final_source, event.stats
+            text = event.text
     return RunSummary(
-        request_id, route, outcome, final_source, error_code, tuple(cloud_errors), stats, queued
+        request_id,
+        route,
+        outcome,
+        final_source,
+        error_code,
+        tuple(cloud_errors),
+        stats,
+        queued,
+        edge_model,
+        cloud_model,
+        "".join(drafted),
+        text,
     )

@@ -200,10 +200,10 @@ class Orchestrator:
         model = cloud.model_name if cloud is not None else ""
         return variant(model, params.max_tokens, params.temperature)
 
-    def context(self, request: SpeculateRequest) -> RunContext:
+    def context(self, request: SpeculateRequest, backends: Backends | None = None) -> RunContext:
         """What this request's run receives: it never reaches back for anything else."""
         return RunContext(
-            backends=self.backends,
+            backends=backends or self.backends,
             edge_params=self.generation_params(request, "edge"),
             cloud_params=self.generation_params(request, "cloud"),
             answer_variant=self.answer_variant(request),
@@ -217,9 +217,15 @@ class Orchestrator:
         )
 
     def new_session(
-        self, request: SpeculateRequest, decision: Decision, *, cached: bool = False
+        self,
+        request: SpeculateRequest,
+        decision: Decision,
+        *,
+        cached: bool = False,
+        backends: Backends | None = None,
     ) -> Session:
-        cloud = self.backends.cloud
+        backends = backends or self.backends
+        cloud = backends.cloud
         queue = self.offline is not None and self.settings.store.queue and not request.append_only
         route: Route = "cache" if cached else decision.route
         reason = decision.reason
@@ -238,7 +244,8 @@ class Orchestrator:
             request.request_id,
             route=route,
             reason=reason,
-            edge_model=self.backends.edge.model_name,
+            edge_model=backends.edge.model_name,
+            edge_model_sha256=backends.edge.model_sha256,
             cloud_model=cloud.model_name if cloud is not None and route != "edge" else None,
             config=self.session_config,
             now=time.perf_counter(),
@@ -271,9 +278,17 @@ class Orchestrator:
             and cloud is not None
         ):
             cached = await self.offline.cached(request.messages, self.answer_variant(request))
-        session = self.new_session(request, decision, cached=cached is not None)
+        # The models as they are now: a request finishes on the edge model it started on,
+        # even if another is swapped in meanwhile.
+        backends = replace(self.backends)
+        session = self.new_session(request, decision, cached=cached is not None, backends=backends)
         run = RequestRun(
-            self.context(request), request, decision, session, events, stop or StopReason()
+            self.context(request, backends),
+            request,
+            decision,
+            session,
+            events,
+            stop or StopReason(),
         )
         for observer in self.observers:
             observer.started(request)

@@ -161,6 +161,12 @@ class PrivacyGuard:
         words = [re.escape(word) for word in self.keywords if word.strip()]
         self._keyword = re.compile(r"(?i)\b(?:" + "|".join(words) + r")\b") if words else None
 
+    def masked(self, text: str) -> str:
+        """The text with each finding replaced by its kind (``[EMAIL]``, ``[CARD]``)."""
+        for finding in reversed(self.scan(text)):
+            text = f"{text[: finding.start]}[{finding.kind.upper()}]{text[finding.end :]}"
+        return text
+
     def scan(self, text: str) -> list[Finding]:
         """Non-overlapping findings, in text order (the stronger kind wins an overlap)."""
         found: list[Finding] = []

@@ -9,8 +9,11 @@ cloud, starting the local stand-in when no ``cloud.base_url`` is set.
 from __future__ import annotations
 
 import asyncio
+import logging
+import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import anyio
 from starlette.applications import Starlette
@@ -23,7 +26,8 @@ from starlette.staticfiles import StaticFiles
 
 from speculate.assets import web_dir
 from speculate.engine.context import Backends
-from speculate.server import health, openai_api, openapi, prewarm, sse, ws
+from speculate.errors import SpeculateError
+from speculate.server import admin, health, openai_api, openapi, prewarm, sse, ws
 from speculate.server.auth import ApiKeys
 from speculate.server.errors import EXCEPTION_HANDLERS
 from speculate.server.headers import SecurityHeaders
@@ -32,6 +36,7 @@ from speculate.server.state import AppState, build_backends
 from speculate.settings import Settings
 
 WEB_DIR = web_dir()
+log = logging.getLogger("speculate.server")
 
 
 async def _no_ui(request: Request) -> Response:
@@ -62,7 +67,27 @@ async def _request_resource(request: Request) -> Response:
     return await health.request_result(request)
 
 
-def create_app(settings: Settings | None = None, backends: Backends | None = None) -> Starlette:
+async def _reload_edge(state: AppState, config_path: Path) -> None:
+    """SIGHUP: read the config again; a changed ``edge.model`` is loaded and swapped in."""
+    try:
+        wanted = Settings.load(config_path).edge.model
+        if wanted == state.edge_spec:
+            log.info("SIGHUP: edge.model unchanged (%s)", wanted)
+            return
+        log.info("SIGHUP: loading edge model %s", wanted)
+        await state.swap_edge(wanted)
+    except SpeculateError as exc:  # logged, the running model serves on
+        log.warning("SIGHUP: %s", exc.message)
+
+
+def create_app(
+    settings: Settings | None = None,
+    backends: Backends | None = None,
+    *,
+    config_path: Path | None = None,
+) -> Starlette:
+    """The app.  ``config_path``: the file ``settings`` came from; on ``SIGHUP`` it is read
+    again and a changed ``edge.model`` is swapped in."""
     settings = settings or Settings.load()
 
     @asynccontextmanager
@@ -85,6 +110,10 @@ def create_app(settings: Settings | None = None, backends: Backends | None = Non
                 await state.refiner.restore()
             async with state.jobs.running(), anyio.create_task_group() as services:
                 services.start_soon(state.health.run)
+                if config_path is not None:
+                    loop.add_signal_handler(
+                        signal.SIGHUP, lambda: services.start_soon(_reload_edge, state, config_path)
+                    )
                 if state.standin is not None:  # back from a crash: probe now, close the circuit
                     services.start_soon(state.standin.supervise, state.health.probe)
                 if state.refiner is not None and settings.store.queue:
@@ -92,6 +121,8 @@ def create_app(settings: Settings | None = None, backends: Backends | None = Non
                 try:
                     yield
                 finally:
+                    if config_path is not None:
+                        loop.remove_signal_handler(signal.SIGHUP)
                     services.cancel_scope.cancel()
         finally:
             if backends is None:  # only close what we opened ourselves
@@ -104,6 +135,7 @@ def create_app(settings: Settings | None = None, backends: Backends | None = Non
         Route("/readyz", health.readyz),
         Route("/v1/speculate", sse.speculate, methods=["POST"]),
         Route("/v1/prewarm", prewarm.prewarm, methods=["POST"]),
+        Route("/admin/edge-model", admin.swap_edge_model, methods=["POST"]),
         Route("/v1/speculate/{request_id}/events", sse.follow),
         # One route for both methods, so a 405 lists them both in Allow.
         Route("/v1/requests/{request_id}", _request_resource, methods=["GET", "DELETE"]),

@@ -44,7 +44,11 @@ async def readyz(request: Request) -> Response:
     return JSONResponse(
         {
             "ready": True,
-            "edge": {"model": state.backends.edge.model_name, "state": "loaded"},
+            "edge": {
+                "model": state.backends.edge.model_name,
+                "sha256": state.backends.edge.model_sha256,
+                "state": "loaded",
+            },
             "cloud": cloud_report,
             "queue": queue,
         }

@@ -23,7 +23,7 @@ from speculate.engine.eventlog import RequestRegistry
 from speculate.engine.jobs import Jobs
 from speculate.engine.orchestrator import Orchestrator
 from speculate.engine.refiner import Refiner
-from speculate.errors import CloudError, ConfigError
+from speculate.errors import CloudError, ConfigError, ModelLoadFailed, SpeculateError
 from speculate.policy.privacy import PrivacyGuard
 from speculate.server.logs import RequestLogger
 from speculate.server.metrics import Metrics
@@ -31,6 +31,7 @@ from speculate.server.ratelimit import RateLimiter
 from speculate.settings import CloudSettings, EdgeSettings, Settings
 from speculate.storage.answer_cache import AnswerCache
 from speculate.storage.db import default_path
+from speculate.storage.pairs import PairStore
 from speculate.storage.refinement_queue import RefinementQueue
 from speculate.storage.request_log import RequestLog
 
@@ -50,7 +51,10 @@ class AppState:
     refiner: Refiner | None = None
     request_log: RequestLog | None = None
     standin: StandInServer | None = None
+    pairs: PairStore | None = None
     started_at: float = field(default_factory=time.monotonic)
+    edge_spec: str = ""  # the edge model as configured (name, path or hf: reference)
+    _swapping: anyio.Lock = field(default_factory=anyio.Lock)
 
     @classmethod
     def create(
@@ -65,6 +69,16 @@ class AppState:
             guard = PrivacyGuard(settings.privacy.patterns, settings.privacy.keywords)
             request_log = RequestLog(path, keep_prompts=settings.store.log_prompts, guard=guard)
             observers.append(request_log)
+        pairs = None
+        if settings.store.keep_pairs:
+            pairs = PairStore(
+                path,
+                guard=PrivacyGuard(settings.privacy.patterns, settings.privacy.keywords),
+                policy=settings.privacy.policy,
+                max_age_days=settings.store.pairs_max_age_days,
+                max_pairs=settings.store.pairs_max,
+            )
+            observers.append(pairs)
         server = settings.server
         requests = RequestRegistry(keep_finished=server.retain_finished)
         health = CloudHealth(backends.cloud, settings.cloud)
@@ -91,13 +105,50 @@ class AppState:
             refiner,
             request_log,
             standin,
+            pairs,
+            edge_spec=settings.edge.model,
         )
 
     def close_stores(self) -> None:
         if self.request_log is not None:
             self.request_log.close()
+        if self.pairs is not None:
+            self.pairs.close()
         if self.refiner is not None:
             self.refiner.close()
+
+    async def swap_edge(self, model: str) -> dict[str, object]:
+        """Load ``model`` next to the running edge model, then send new requests to it.
+        Requests in flight finish on the model they started on (each run holds its own
+        reference; the old model is freed when the last one ends).  A model that fails
+        to load changes nothing: :class:`ModelLoadFailed` says why."""
+        async with self._swapping:
+            old = self.backends.edge
+            settings = self.settings.edge.model_copy(update={"model": model})
+            try:
+                if models.hub_reference(model) is not None:
+                    await anyio.to_thread.run_sync(models.pull, model)
+                edge = await build_edge(settings)
+            except SpeculateError as exc:
+                log.warning("edge model %s not loaded: %s", model, exc.message)
+                raise ModelLoadFailed(
+                    f"{model} could not be loaded ({exc.message}); {old.model_name} serves on",
+                    param="model",
+                ) from None
+            self.backends.edge = edge
+            self.backends.edge_window = edge.window()
+            self.edge_spec = model
+            log.info(
+                "edge model %s (sha256 %s) serves new requests; %s finishes those in flight",
+                edge.model_name,
+                edge.model_sha256,
+                old.model_name,
+            )
+            return {
+                "edge_model": edge.model_name,
+                "sha256": edge.model_sha256,
+                "previous": old.model_name,
+            }
 
     async def aclose(self) -> None:
         self.close_stores()
@@ -212,7 +263,7 @@ async def build_edge(settings: EdgeSettings) -> LlamaCppEdge | DeviceServerEdge:
     path = models.resolve(settings.model)
     name = settings.model if settings.model in models.EMBEDDED else path.stem
     log.info("loading edge model %s", path)
-    return await anyio.to_thread.run_sync(
+    edge = await anyio.to_thread.run_sync(
         lambda: LlamaCppEdge(
             path,
             model_name=name,
@@ -226,6 +277,8 @@ async def build_edge(settings: EdgeSettings) -> LlamaCppEdge | DeviceServerEdge:
             prompt_cache_bytes=settings.prompt_cache_mb << 20,
         )
     )
+    edge.model_sha256 = await anyio.to_thread.run_sync(models.file_sha256, settings.model, path)
+    return edge
 
 
 async def cloud_window_of(settings: CloudSettings, standin: StandInServer | None) -> Window | None:

@@ -37,7 +37,8 @@ CREATE TABLE IF NOT EXISTS requests (
     cost_usd REAL,
     cost_saved_usd REAL,
     error_code TEXT,
-    prompt TEXT
+    prompt TEXT,
+    edge_model TEXT
 );
 CREATE INDEX IF NOT EXISTS requests_finished_at ON requests (finished_at);
 """
@@ -58,10 +59,7 @@ def masked(guard: PrivacyGuard, messages: list[dict[str, str]]) -> str:
     """The conversation as JSON with every piece of personal data replaced by its kind."""
     out = []
     for message in messages:
-        text = message["content"]
-        for finding in reversed(guard.scan(text)):
-            text = f"{text[: finding.start]}[{finding.kind.upper()}]{text[finding.end :]}"
-        out.append({**message, "content": text})
+        out.append({**message, "content": guard.masked(message["content"])})
     return json.dumps(out, ensure_ascii=False)
 
 
@@ -83,6 +81,7 @@ def row_for(
         "final_source": summary.final_source,
         "error_code": summary.error_code,
         "prompt": prompt,
+        "edge_model": summary.edge_model,
         **{key: stats.get(key) for key in STAT_COLUMNS},
     }
 
@@ -97,6 +96,10 @@ class RequestLog:
         self.keep_prompts = keep_prompts
         self.guard = guard or PrivacyGuard()
         self._db = open_private(path, SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(requests)")}
+        if "edge_model" not in columns:  # a log written before edge models were recorded
+            with self._db:
+                self._db.execute("ALTER TABLE requests ADD COLUMN edge_model TEXT")
         self._lock = anyio.Lock()
 
     def started(self, request: SpeculateRequest) -> None:
