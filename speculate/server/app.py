@@ -67,6 +67,12 @@ async def _request_resource(request: Request) -> Response:
     return await health.request_result(request)
 
 
+async def _reload_on_sighup(state: AppState, config_path: Path) -> None:
+    with anyio.open_signal_receiver(signal.SIGHUP) as signals:
+        async for _ in signals:
+            await _reload_edge(state, config_path)
+
+
 async def _reload_edge(state: AppState, config_path: Path) -> None:
     """SIGHUP: read the config again; a changed ``edge.model`` is loaded and swapped in."""
     try:
@@ -111,9 +117,7 @@ def create_app(
             async with state.jobs.running(), anyio.create_task_group() as services:
                 services.start_soon(state.health.run)
                 if config_path is not None:
-                    loop.add_signal_handler(
-                        signal.SIGHUP, lambda: services.start_soon(_reload_edge, state, config_path)
-                    )
+                    services.start_soon(_reload_on_sighup, state, config_path)
                 if state.standin is not None:  # back from a crash: probe now, close the circuit
                     services.start_soon(state.standin.supervise, state.health.probe)
                 if state.refiner is not None and settings.store.queue:
@@ -121,8 +125,6 @@ def create_app(
                 try:
                     yield
                 finally:
-                    if config_path is not None:
-                        loop.remove_signal_handler(signal.SIGHUP)
                     services.cancel_scope.cancel()
         finally:
             if backends is None:  # only close what we opened ourselves
