@@ -85,7 +85,8 @@ def _parse(data: object, state: AppState) -> tuple[ChatBody, SpeculateRequest]:
         body = ChatBody.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
-        raise BadRequest(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}") from None
+        where = ".".join(str(p) for p in err["loc"])
+        raise BadRequest(f"{where}: {err['msg']}", param=where or None) from None
     limits = state.settings.server
     max_tokens = body.max_completion_tokens or body.max_tokens
     if max_tokens is not None and max_tokens > limits.max_tokens_limit:
@@ -133,17 +134,25 @@ async def chat_completions(request: Request) -> Response:
     admit(state, client)
     job = await fit_to_windows(state, replace(job, client=client))
     log = state.jobs.start(job, attached=True)
+    limit = job.max_tokens or state.settings.edge.max_tokens
     if not body.stream:
         async with state.jobs.following(job.request_id):
             async for _ in log.follow():
                 pass
-        return _complete(body, log)
+        return _complete(body, log, limit)
 
-    chunks = _stream(body, job, log.follow())
+    chunks = _stream(body, job, log.follow(), limit)
     return event_stream(state, chunks, job.request_id, {"X-Request-ID": job.request_id})
 
 
-def _complete(body: ChatBody, log: EventLog) -> Response:
+def _finish_reason(done: Done, limit: int) -> Literal["stop", "length"]:
+    """``length`` when the token limit ended the answer (the side that gave the final
+    text produced as many tokens as it was allowed), else ``stop``."""
+    produced = done.stats["cloud_tokens" if done.final_source == "cloud" else "draft_tokens"]
+    return "length" if int(produced or 0) >= limit else "stop"
+
+
+def _complete(body: ChatBody, log: EventLog, limit: int) -> Response:
     shown = ShownText()
     for event in log.events:
         shown.apply(event)
@@ -163,7 +172,7 @@ def _complete(body: ChatBody, log: EventLog) -> Response:
                     "index": 0,
                     "message": {"role": "assistant", "content": done.text},
                     "logprobs": None,
-                    "finish_reason": "stop",
+                    "finish_reason": _finish_reason(done, limit),
                 }
             ],
             "usage": _usage(done),
@@ -173,12 +182,12 @@ def _complete(body: ChatBody, log: EventLog) -> Response:
 
 
 async def _stream(
-    body: ChatBody, job: SpeculateRequest, events: AsyncIterator[Any]
+    body: ChatBody, job: SpeculateRequest, events: AsyncIterator[Any], limit: int
 ) -> AsyncIterator[dict[str, str]]:
     created = int(time.time())
 
     def chunk(
-        delta: dict[str, str] | None, finish: Literal["stop"] | None = None, **extra: Any
+        delta: dict[str, str] | None, finish: Literal["stop", "length"] | None = None, **extra: Any
     ) -> dict[str, str]:
         choices = (
             []
@@ -205,7 +214,7 @@ async def _stream(
             yield chunk({"content": shown.text[sent : shown.committed]})
             sent = shown.committed
         if isinstance(event, Done):
-            yield chunk({}, "stop")
+            yield chunk({}, _finish_reason(event, limit))
             if body.stream_options and body.stream_options.include_usage:
                 yield chunk(None, usage=_usage(event))
         elif isinstance(event, Error) and event.fatal:

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    WithJsonSchema,
+    field_validator,
+)
 
 from speculate.core.chat import Message
 from speculate.core.request import SpeculateRequest
@@ -24,11 +32,47 @@ TokenCount = Annotated[int, Field(ge=1), BeforeValidator(numbers_only)]
 Temperature = Annotated[float, Field(ge=0, le=2), BeforeValidator(numbers_only)]
 
 
+def joined_text_parts(value: Any) -> Any:
+    """Content as OpenAI's SDKs and many chat UIs send it, a list of parts: the text
+    parts joined; any other kind of part is refused by name. ``null`` (an assistant turn
+    that only called tools) is empty text."""
+    if value is None:
+        return ""
+    if not isinstance(value, list):
+        return value
+    texts = []
+    for part in value:
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind != "text" or not isinstance(part.get("text"), str):
+            shown = kind if isinstance(kind, str) else type(part).__name__
+            raise ValueError(f"only text parts are supported, not {shown!r}")
+        texts.append(part["text"])
+    return "\n".join(texts)
+
+
+TEXT_PARTS_SCHEMA = {
+    "anyOf": [
+        {"type": "string"},
+        {"type": "null"},
+        {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {"type": {"const": "text"}, "text": {"type": "string"}},
+                "required": ["type", "text"],
+            },
+        },
+    ]
+}
+Content = Annotated[str, BeforeValidator(joined_text_parts), WithJsonSchema(TEXT_PARTS_SCHEMA)]
+
+
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    role: Literal["system", "user", "assistant"]
-    content: str
+    # "developer" is OpenAI's newer name for the system message.
+    role: Literal["system", "developer", "user", "assistant"]
+    content: Content
 
     @field_validator("content")
     @classmethod
@@ -81,7 +125,10 @@ def conversation(messages: list[ChatMessage], limits: ServerSettings) -> list[Me
         raise BadRequest(f"the conversation has more than {limits.max_messages} messages")
     if sum(len(m.content) for m in messages) > limits.max_prompt_chars:
         raise BadRequest(f"the conversation is longer than {limits.max_prompt_chars} characters")
-    return [{"role": m.role, "content": m.content} for m in messages]
+    return [
+        {"role": "system" if m.role == "developer" else m.role, "content": m.content}
+        for m in messages
+    ]
 
 
 def parse_prewarm(data: Any, limits: ServerSettings) -> list[Message]:

@@ -70,9 +70,43 @@ def test_sdk_sync_streaming_is_append_only_with_usage(server: ServerProcess) -> 
             finish = choice.finish_reason or finish
     assert len(pieces) > 1  # streamed in several pieces, not in one at the end
     assert "".join(pieces) == result(server, request_id)["text"]
-    assert finish == "stop"
     assert usage is not None
     assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
+    # length when the 40-token limit ended the answer, stop when the model did
+    assert finish == ("length" if usage.completion_tokens >= 40 else "stop")
+
+
+def test_content_parts_developer_role_and_a_length_finish(server: ServerProcess) -> None:
+    """What the SDKs and chat UIs send: content as text parts, the developer role."""
+    messages: list[Any] = [
+        {"role": "developer", "content": [{"type": "text", "text": "Answer briefly."}]},
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "Give me two tips"},
+                {"type": "text", "text": "for better sleep."},
+            ],
+        },
+    ]
+    completion = sdk(server).chat.completions.create(
+        model="speculate-edge", messages=messages, max_tokens=5
+    )
+    assert completion.choices[0].message.content
+    assert completion.choices[0].finish_reason == "length"  # 5 tokens cut it short
+    with pytest.raises(openai.BadRequestError) as refused:
+        sdk(server).chat.completions.create(
+            model="speculate-edge",
+            messages=[
+                {
+                    "role": "user",
+                    "content": [{"type": "image_url", "image_url": {"url": "data:,"}}],
+                }
+            ],
+        )
+    assert "only text parts are supported" in str(refused.value)
+    body = refused.value.body
+    assert isinstance(body, dict)
+    assert body["param"] == "messages.0.content"
 
 
 async def test_sdk_async_streaming_and_not(server: ServerProcess) -> None:
