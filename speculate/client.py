@@ -16,14 +16,23 @@ import websockets
 from speculate.core.protocol import Event, SSEDecoder, StreamEnd, decode_event, ends
 
 
+def _auth(api_key: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
 async def stream_sse(
-    base_url: str, body: dict[str, Any], *, client: httpx.AsyncClient | None = None
+    base_url: str,
+    body: dict[str, Any],
+    *,
+    client: httpx.AsyncClient | None = None,
+    api_key: str | None = None,
 ) -> AsyncIterator[Event]:
     """POST /v1/speculate and yield its events until the stream's last one."""
     own = client is None
     http = client or httpx.AsyncClient(timeout=httpx.Timeout(10.0, read=None))
+    url = f"{base_url.rstrip('/')}/v1/speculate"
     try:
-        async with http.stream("POST", f"{base_url.rstrip('/')}/v1/speculate", json=body) as r:
+        async with http.stream("POST", url, json=body, headers=_auth(api_key)) as r:
             if r.status_code != 200:
                 detail = (await r.aread()).decode("utf-8", "replace")
                 raise httpx.HTTPStatusError(
@@ -46,13 +55,19 @@ def ws_url(base_url: str) -> str:
 
 
 async def stream_ws(
-    base_url: str, body: dict[str, Any], *, through_refinement: bool = False
+    base_url: str,
+    body: dict[str, Any],
+    *,
+    through_refinement: bool = False,
+    api_key: str | None = None,
 ) -> AsyncIterator[Event]:
     """Send one ``speculate`` message over /v1/ws and yield that request's events.
 
     ``through_refinement``: after ``queued``, stay for the refinement (the provisional
     ``done`` is followed, whenever the cloud is back, by ``patch`` and the final one)."""
-    async with websockets.connect(ws_url(base_url), compression=None) as socket:
+    async with websockets.connect(
+        ws_url(base_url), compression=None, additional_headers=_auth(api_key)
+    ) as socket:
         await socket.send(json.dumps({"type": "speculate", **body}))
         end = StreamEnd()
         async for frame in socket:

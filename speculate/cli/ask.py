@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import anyio
+import httpx
+import websockets
 from rich.console import Console
 from rich.live import Live
 from rich.text import Text
@@ -16,10 +18,27 @@ from rich.text import Text
 from speculate.client import stream_sse, stream_ws
 from speculate.core.protocol import Done, Error, Event, Patch, Queued, Start
 from speculate.core.text import ShownText
+from speculate.errors import describe
+
+
+def duration(ms: float | None) -> str:
+    """Milliseconds as a person reads them: "398 ms", "1.2 s", "–" when there were none."""
+    if ms is None:
+        return "–"
+    return f"{ms:.0f} ms" if ms < 1000 else f"{ms / 1000:.1f} s"
+
+
+def money(usd: float | None) -> str:
+    """Dollars to two significant digits, without an exponent: "$0.000012"."""
+    if not usd:
+        return "$0"
+    digits = max(2, 1 - int(f"{abs(usd):e}".split("e")[1]))
+    return f"${usd:.{digits}f}"
 
 
 def _render(shown: ShownText, fresh: list[tuple[int, int]], final: bool) -> Text:
-    text = Text(shown.text, style="" if final else "dim")
+    # The final text ends its line, so what is printed after it starts on a line of its own.
+    text = Text(shown.text + ("\n" if final else ""), style="" if final else "dim")
     for start, end in fresh:
         text.stylize("bold green", start, end)
     return text
@@ -32,6 +51,7 @@ def ask(
     mode: str = "auto",
     transport: str = "ws",
     max_tokens: int | None = None,
+    api_key: str | None = None,
 ) -> int:
     body: dict[str, object] = {"messages": [{"role": "user", "content": prompt}], "mode": mode}
     if max_tokens is not None:
@@ -40,7 +60,9 @@ def ask(
 
     async def run() -> int:
         events: AsyncIterator[Event] = (
-            stream_ws(url, body) if transport == "ws" else stream_sse(url, body)
+            stream_ws(url, body, api_key=api_key)
+            if transport == "ws"
+            else stream_sse(url, body, api_key=api_key)
         )
         shown = ShownText()
         patches = 0
@@ -67,10 +89,21 @@ def ask(
         s = done.stats
         console.print(
             f"[cyan]final from {done.final_source}[/] · first draft "
-            f"{s.get('draft_first_ms')} ms · first cloud {s.get('cloud_first_ms')} ms · final "
-            f"{s.get('final_ms')} ms · {patches} corrections · edit distance "
-            f"{s.get('edit_distance')} · cost ${s.get('cost_usd')}"
+            f"{duration(s.get('draft_first_ms'))} · first cloud "
+            f"{duration(s.get('cloud_first_ms'))} · final {duration(s.get('final_ms'))} · "
+            f"{patches} corrections · edit distance {s.get('edit_distance')} characters · "
+            f"cost {money(s.get('cost_usd'))}"
         )
         return 0
 
-    return anyio.run(run)
+    try:
+        return anyio.run(run)
+    except (OSError, httpx.TransportError) as exc:
+        console.print(f"[red]cannot reach the server at {url}[/]: {describe(exc)}")
+    except httpx.HTTPStatusError as exc:
+        console.print(f"[red]the server refused the request[/]: {describe(exc)}")
+    except websockets.InvalidStatus as exc:
+        status = exc.response.status_code
+        hint = " (send --api-key or set $SPECULATE_API_KEY)" if status in (401, 403) else ""
+        console.print(f"[red]the server refused the connection: HTTP {status}[/]{hint}")
+    return 2

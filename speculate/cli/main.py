@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -57,6 +58,7 @@ def _ask(args: argparse.Namespace) -> int:
         mode=args.mode,
         transport=args.transport,
         max_tokens=args.max_tokens,
+        api_key=args.api_key or os.environ.get("SPECULATE_API_KEY"),
     )
 
 
@@ -169,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--mode", default="auto", choices=["auto", "speculative", "verify", "edge", "cloud"]
     )
     ask.add_argument("--transport", default="ws", choices=["ws", "sse"])
+    ask.add_argument("--api-key", help="the server's API key (default: $SPECULATE_API_KEY)")
     ask.add_argument("--max-tokens", type=int)
     ask.set_defaults(func=_ask)
 
