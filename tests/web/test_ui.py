@@ -292,3 +292,19 @@ def test_screenshots_mid_correction_and_finished(
     wait_settled(page)
     page.screenshot(path=str(out / "ui-finished.png"))
     assert (out / "ui-correcting.png").stat().st_size > 10_000
+
+
+def test_a_load_fetches_nothing_missing_and_logs_no_error(
+    page: Page, scripted_server: ScriptedServer
+) -> None:
+    failed: list[str] = []
+    errors: list[str] = []
+    page.on("response", lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.goto(scripted_server.url)
+    expect(page.locator("#cloud-state")).to_contain_text("cloud: up")
+    icon = page.locator("link[rel=icon]").get_attribute("href")
+    assert icon is not None
+    assert httpx.get(f"{scripted_server.url}/{icon}").status_code == 200
+    assert failed == []  # the favicon included: no 404 on load
+    assert errors == []
