@@ -37,6 +37,9 @@ class App {
     this.input.addEventListener("input", () => this.schedulePrewarm());
     this.stop.addEventListener("click", () => this.cancel());
     $("#new-chat").addEventListener("click", () => this.newChat());
+    this.theme = $("#theme");
+    this.theme.addEventListener("click", () => this.nextTheme());
+    this.applyTheme(localStorage.getItem("speculate.theme") || "auto");
     this.pollCloud();
   }
 
@@ -124,6 +127,20 @@ class App {
   async cancel() {
     if (!this.current || !this.current.answer.requestId) return;
     await this.current.transport.cancel(this.current.answer.requestId);
+  }
+
+  // auto (the system's setting) -> light -> dark -> auto; kept across reloads.
+  nextTheme() {
+    const order = ["auto", "light", "dark"];
+    const current = document.documentElement.dataset.theme || "auto";
+    this.applyTheme(order[(order.indexOf(current) + 1) % order.length]);
+  }
+
+  applyTheme(theme) {
+    if (theme === "auto") delete document.documentElement.dataset.theme;
+    else document.documentElement.dataset.theme = theme;
+    localStorage.setItem("speculate.theme", theme);
+    this.theme.textContent = `Theme: ${theme}`;
   }
 
   newChat() {

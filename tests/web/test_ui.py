@@ -308,3 +308,30 @@ def test_a_load_fetches_nothing_missing_and_logs_no_error(
     assert httpx.get(f"{scripted_server.url}/{icon}").status_code == 200
     assert failed == []  # the favicon included: no 404 on load
     assert errors == []
+
+
+def background(page: Page) -> str:
+    return str(page.evaluate("getComputedStyle(document.documentElement).backgroundColor"))
+
+
+def test_dark_mode_follows_the_system_and_the_toggle_is_kept(
+    browser: Any, scripted_server: ScriptedServer
+) -> None:
+    light_ctx = browser.new_context(color_scheme="light")
+    dark_ctx = browser.new_context(color_scheme="dark")
+    try:
+        light, dark = light_ctx.new_page(), dark_ctx.new_page()
+        light.goto(scripted_server.url)
+        dark.goto(scripted_server.url)
+        assert background(light) != background(dark)  # the system's setting is followed
+        system_dark = background(dark)
+        light.click("#theme")  # auto -> light
+        light.click("#theme")  # light -> dark, whatever the system says
+        expect(light.locator("#theme")).to_have_text("Theme: dark")
+        assert background(light) == system_dark
+        light.reload()  # kept across reloads
+        expect(light.locator("#theme")).to_have_text("Theme: dark")
+        assert background(light) == system_dark
+    finally:
+        light_ctx.close()
+        dark_ctx.close()
