@@ -136,6 +136,18 @@ class CloudSettings(BaseModel):
     chat_template_model: str | None = Field(
         None, description="llamacpp flavor: the GGUF (path or name) whose chat template to use"
     )
+    token_limit_param: Literal["max_tokens", "max_completion_tokens"] = Field(
+        "max_tokens", description="hosted reasoning models want max_completion_tokens"
+    )
+    send_temperature: bool = Field(
+        True, description="False: leave temperature out (models that only take their default)"
+    )
+    extra_headers: dict[str, str] = Field(
+        default_factory=dict, description="sent with every cloud request (an org or project id)"
+    )
+    extra_body: dict[str, Any] = Field(
+        default_factory=dict, description="merged into every chat request's JSON body"
+    )
     n_ctx: int | None = Field(
         None,
         description="the cloud model's context window, for trimming long chats; None: "

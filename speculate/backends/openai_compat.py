@@ -144,7 +144,7 @@ class OpenAICompatCloud:
         self.model_name = model or settings.model or ""
         self.scoring: Scoring | None = scoring
         self._listing: dict[str, Any] | None = None
-        headers = {"Accept": "text/event-stream"}
+        headers = {"Accept": "text/event-stream", **settings.extra_headers}
         api_key = os.environ.get(settings.api_key_env)
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
@@ -208,14 +208,17 @@ class OpenAICompatCloud:
     async def stream(
         self, messages: list[Message], params: GenerationParams
     ) -> AsyncIterator[CloudTokenStream]:
+        s = self.settings
         body: dict[str, Any] = {
+            **s.extra_body,
             "model": self.model_name,
             "messages": messages,
             "stream": True,
             "stream_options": {"include_usage": True},
-            "max_tokens": params.max_tokens,
-            "temperature": params.temperature,
+            s.token_limit_param: params.max_tokens,
         }
+        if s.send_temperature:
+            body["temperature"] = params.temperature
         if params.seed is not None:
             body["seed"] = params.seed
         if self.scoring is not None:

@@ -181,3 +181,36 @@ async def test_leaving_early_closes_the_http_response_at_once() -> None:
             assert await tokens.receive() == "more "
             assert not responses[0].is_closed
     assert responses[0].is_closed  # closed on leaving, not when the stream would end
+
+
+async def test_a_hosted_reasoning_model_gets_the_shape_it_wants() -> None:
+    """max_completion_tokens instead of max_tokens, no temperature, the endpoint's own
+    headers and body fields."""
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        body = chunk("ok") + chunk(None, "stop") + "data: [DONE]\n\n"
+        return httpx.Response(200, text=body, headers={"content-type": "text/event-stream"})
+
+    client = OpenAICompatCloud(
+        CloudSettings(
+            token_limit_param="max_completion_tokens",
+            send_temperature=False,
+            extra_headers={"OpenAI-Organization": "org-1"},
+            extra_body={"reasoning_effort": "low", "model": "not-this"},
+        ),
+        base_url="http://cloud.test/v1",
+        model="o-mini",
+        transport=httpx.MockTransport(handler),
+    )
+    pieces, _ = await drain(client)
+    assert pieces == ["ok"]
+    sent = json.loads(seen[0].content)
+    assert sent["max_completion_tokens"] == PARAMS.max_tokens
+    assert "max_tokens" not in sent
+    assert "temperature" not in sent
+    assert sent["reasoning_effort"] == "low"
+    assert sent["model"] == "o-mini"  # the body's own fields win over extra_body
+    assert seen[0].headers["OpenAI-Organization"] == "org-1"
+    await client.aclose()
