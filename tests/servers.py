@@ -9,6 +9,7 @@ import sys
 import time
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -39,6 +40,27 @@ class ServerProcess:
                 self.process.wait(timeout=10)
 
 
+def wait_until_ok(
+    url: str, process: subprocess.Popen[bytes], log_path: str, timeout_s: float = 120
+) -> None:
+    """Until ``url`` answers 200 (a child process offers no readiness event: a poll,
+    bounded by ``timeout_s``); a child that exits or never answers is an error with its log."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if process.poll() is not None:
+            log = Path(log_path).read_text(errors="replace")
+            raise RuntimeError(f"the child exited with {process.returncode}:\n{log}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            log = Path(log_path).read_text(errors="replace")
+            raise RuntimeError(f"{url} did not answer within {timeout_s:g} s:\n{log}")
+        time.sleep(0.2)
+
+
 def limit_files(count: int) -> None:  # in the child, before exec
     resource.setrlimit(resource.RLIMIT_NOFILE, (count, count))
 
@@ -65,18 +87,12 @@ def start_server(
         },
     )
     server = ServerProcess(process, f"http://127.0.0.1:{port}", log_path, db_path)
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}:\n{server.log()}")
-        try:
-            if httpx.get(f"{server.url}/readyz", timeout=2).status_code == 200:
-                return server
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)  # bounded start-up poll: a child process offers no readiness event
-    server.stop()
-    raise RuntimeError(f"server did not become ready:\n{server.log()}")
+    try:
+        wait_until_ok(f"{server.url}/readyz", process, log_path, timeout_s=180)
+    except RuntimeError:
+        server.stop()
+        raise
+    return server
 
 
 def serve_in_thread(app: Any, settings: Settings | None = None) -> AbstractContextManager[str]:

@@ -40,6 +40,8 @@ from typing import Any
 
 import anyio
 
+from speculate.backends.kv_states import common_prefix
+
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -78,10 +80,10 @@ def score_final_message(
     text = head + str(messages[-1].get("content") or "")
     tokens: list[int] = llama.tokenize(text.encode("utf-8"), add_bos=True, special=True)
     head_tokens: list[int] = llama.tokenize(head.encode("utf-8"), add_bos=True, special=True)
-    first = _common_prefix(head_tokens, tokens)  # the final message's tokens start here
+    first = common_prefix(head_tokens, tokens)  # the final message's tokens start here
     cached = 0
     if reuse_prefix:
-        cached = _common_prefix(list(llama.input_ids[: llama.n_tokens]), tokens)
+        cached = common_prefix(list(llama.input_ids[: llama.n_tokens]), tokens)
         cached = min(cached, len(tokens) - 1)
     else:
         forget(llama)
@@ -165,15 +167,6 @@ def without_prefix_reuse(llama: Any) -> None:
         return generate(tokens, *args, **kwargs)
 
     llama.generate = fresh_generate
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 def _piece(llama: Any, token: int) -> str:

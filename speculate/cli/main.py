@@ -6,13 +6,16 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from speculate.errors import SpeculateError
 
+if TYPE_CHECKING:
+    from speculate.settings import Settings
+
 
 def _serve(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from speculate.backends import models
     from speculate.server import create_app
     from speculate.server.logs import configure as configure_logging
@@ -84,15 +87,19 @@ def _bench(args: argparse.Namespace) -> int:
     )
 
 
-def _report(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from speculate.cli.report import run_report
+def _store(args: argparse.Namespace) -> tuple[Settings, Path]:
+    """The config (``--config``) and the database (``--db``, else the config's store)."""
     from speculate.settings import Settings
     from speculate.storage.db import default_path
 
     settings = Settings.load(args.config)
-    db = Path(args.db or settings.store.path or default_path())
+    return settings, Path(args.db or settings.store.path or default_path())
+
+
+def _report(args: argparse.Namespace) -> int:
+    from speculate.cli.report import run_report
+
+    settings, db = _store(args)
     return run_report(
         db,
         Path(args.out),
@@ -103,14 +110,9 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _distill(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from speculate.cli.distill import export
-    from speculate.settings import Settings
-    from speculate.storage.db import default_path
 
-    settings = Settings.load(args.config)
-    db = Path(args.db or settings.store.path or default_path())
+    _, db = _store(args)
     return export(
         db,
         Path(args.out),
@@ -122,8 +124,6 @@ def _distill(args: argparse.Namespace) -> int:
 
 
 def _calibrate(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from speculate.cli.calibrate import calibrate
 
     return calibrate(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 from platformdirs import user_data_dir
 
@@ -28,3 +29,10 @@ def open_private(path: Path, schema: str) -> sqlite3.Connection:
     connection.execute("PRAGMA synchronous=NORMAL")
     connection.executescript(schema)
     return connection
+
+
+def upsert(connection: sqlite3.Connection, table: str, row: dict[str, Any]) -> None:
+    """Insert ``row`` (column -> value) into ``table``, replacing a row with its key."""
+    columns = ", ".join(row)
+    marks = ", ".join(f":{name}" for name in row)
+    connection.execute(f"INSERT OR REPLACE INTO {table} ({columns}) VALUES ({marks})", row)

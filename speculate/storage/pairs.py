@@ -23,7 +23,7 @@ from speculate.core.chat import Message
 from speculate.core.request import SpeculateRequest
 from speculate.core.summary import RunSummary
 from speculate.policy.privacy import PrivacyGuard
-from speculate.storage.db import open_private
+from speculate.storage.db import open_private, upsert
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS pairs (
@@ -110,10 +110,8 @@ class PairStore:
             await anyio.to_thread.run_sync(self._insert, row)
 
     def _insert(self, row: dict[str, Any]) -> None:
-        columns = ", ".join(row)
-        marks = ", ".join(f":{name}" for name in row)
         with self._db:
-            self._db.execute(f"INSERT OR REPLACE INTO pairs ({columns}) VALUES ({marks})", row)
+            upsert(self._db, "pairs", row)
             self._db.execute(
                 "DELETE FROM pairs WHERE created_at < ?", (time.time() - self.max_age_s,)
             )

@@ -17,7 +17,7 @@ import anyio
 from speculate.core.request import SpeculateRequest
 from speculate.core.summary import RunSummary
 from speculate.policy.privacy import PrivacyGuard
-from speculate.storage.db import open_private
+from speculate.storage.db import open_private, upsert
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS requests (
@@ -111,10 +111,8 @@ class RequestLog:
             await anyio.to_thread.run_sync(self._insert, row)
 
     def _insert(self, row: dict[str, Any]) -> None:
-        columns = ", ".join(row)
-        marks = ", ".join(f":{name}" for name in row)
         with self._db:
-            self._db.execute(f"INSERT OR REPLACE INTO requests ({columns}) VALUES ({marks})", row)
+            upsert(self._db, "requests", row)
 
     def close(self) -> None:
         self._db.close()

@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 
 import anyio
-import httpx
 import pytest
 
 from speculate.backends import models
@@ -18,7 +16,7 @@ from speculate.backends.standin import free_port
 from speculate.client import stream_sse
 from speculate.core.protocol import Error, Event, Start
 from speculate.core.text import ShownText
-from tests.servers import ServerProcess, start_server
+from tests.servers import ServerProcess, start_server, wait_until_ok
 
 pytestmark = pytest.mark.slow
 
@@ -52,16 +50,7 @@ def device_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         )
     base_url = f"http://127.0.0.1:{port}/v1"
     try:
-        deadline = time.monotonic() + 120
-        while True:  # a child process offers no readiness event: bounded poll
-            assert process.poll() is None, log.read_text(errors="replace")
-            try:
-                if httpx.get(f"{base_url}/models", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "llama_cpp.server did not start"
-            time.sleep(0.2)
+        wait_until_ok(f"{base_url}/models", process, str(log))
         yield base_url
     finally:
         process.terminate()

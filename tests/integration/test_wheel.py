@@ -7,13 +7,13 @@ import os
 import subprocess
 import sys
 import sysconfig
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 from speculate.backends.standin import free_port
+from tests.servers import wait_until_ok
 
 pytestmark = pytest.mark.slow
 
@@ -76,16 +76,7 @@ def test_the_built_wheel_installs_and_serves_the_ui(tmp_path: Path) -> None:
     )
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while True:  # a child process offers no readiness event: bounded poll
-            assert server.poll() is None, (tmp_path / "serve.log").read_text()
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "the installed server did not start"
-            time.sleep(0.2)
+        wait_until_ok(f"{url}/readyz", server, str(tmp_path / "serve.log"))
         page = httpx.get(f"{url}/", timeout=10)
         script = httpx.get(f"{url}/app.js", timeout=10)
         vendored = httpx.get(f"{url}/vendor/diff.js", timeout=10)
