@@ -30,6 +30,7 @@ class ScriptedBackend:
     streams: list[ScriptedStream] = field(default_factory=list)
     model_sha256: str | None = None
     asked: list[list[Message]] = field(default_factory=list)
+    given: list[GenerationParams] = field(default_factory=list)  # each stream's parameters
 
     async def prewarm(self, messages: list[Message]) -> bool:
         return False  # a script has no prompt to evaluate ahead
@@ -40,6 +41,7 @@ class ScriptedBackend:
     ) -> AsyncIterator[ScriptedStream]:
         self.opened += 1
         self.asked.append(messages)
+        self.given.append(params)
         stream = FakeStream(
             list(self.pieces),
             self.delay_s,

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 import anyio
 
 from speculate.core.chat import Message
+from speculate.core.stops import StopCutter
 from speculate.core.verify import Scored
 
 
@@ -22,8 +23,16 @@ from speculate.core.verify import Scored
 class GenerationParams:
     max_tokens: int
     temperature: float
-    top_p: float = 1.0
+    top_p: float | None = None  # None: the model's own default (a side is never sent it)
     seed: int | None = None
+    top_k: int | None = None
+    min_p: float | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    stop: tuple[str, ...] = ()
+    response_format: dict[str, Any] | None = None  # OpenAI's; a JSON format constrains output
+    # Sent to the cloud as given (tools, tool_choice, user, ...); an edge never sees them.
+    cloud_fields: dict[str, Any] = field(default_factory=dict)
     # Who asks (the client's address): turns on a shared model go round the clients.
     client: str = ""
     # Report the entropy (nats) of the first this many tokens in ``usage.extra["entropy"]``,
@@ -41,6 +50,8 @@ class Usage:
     queue_ms: float = 0.0
     finish_reason: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # The tools the model called, in OpenAI's shape (id, type, function: name, arguments).
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
 
 
 class TokenStream(Protocol):
@@ -50,6 +61,40 @@ class TokenStream(Protocol):
         """The next piece of text; raises ``anyio.EndOfStream`` at the end and a
         :class:`~speculate.errors.SpeculateError` on failure."""
         ...
+
+
+class StoppedStream:
+    """A token stream that ends just before the first of the request's stop sequences,
+    wherever the model's pieces split it (the model's server may not have stopped)."""
+
+    def __init__(self, tokens: TokenStream, stops: tuple[str, ...]) -> None:
+        self.usage = tokens.usage
+        self._tokens = tokens
+        self._cutter = StopCutter(stops)
+        self._ended = False
+
+    async def receive(self) -> str:
+        while not self._ended:
+            try:
+                piece = await self._tokens.receive()
+            except anyio.EndOfStream:
+                self._ended = True
+                tail = self._cutter.finish()
+                if tail:
+                    return tail
+                break
+            text = self._cutter.feed(piece)
+            if self._cutter.stopped:
+                self._ended = True
+                self.usage.finish_reason = "stop"
+            if text:
+                return text
+        raise anyio.EndOfStream
+
+
+def until_stop(tokens: TokenStream, stops: tuple[str, ...]) -> TokenStream:
+    """``tokens`` cut at the first stop sequence (itself when there are none)."""
+    return StoppedStream(tokens, stops) if stops else tokens
 
 
 async def texts(tokens: TokenStream) -> AsyncIterator[str]:

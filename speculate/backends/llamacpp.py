@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import math
 import os
 import threading
@@ -74,6 +75,35 @@ def _entropy_recorder(entropies: list[float], limit: int) -> Callable[[Any, Any]
         return logits
 
     return record
+
+
+def sampling_options(params: GenerationParams) -> dict[str, Any]:
+    """The sampler settings a request set, under llama-cpp-python's names."""
+    options = {
+        "top_p": params.top_p,
+        "top_k": params.top_k,
+        "min_p": params.min_p,
+        "seed": params.seed,
+        "presence_penalty": params.presence_penalty,
+        "frequency_penalty": params.frequency_penalty,
+    }
+    return {name: value for name, value in options.items() if value is not None}
+
+
+def json_grammar(response_format: dict[str, Any] | None) -> Any:
+    """A llama.cpp grammar for OpenAI's ``response_format``: any JSON object for
+    ``json_object``, the schema's shape for ``json_schema``; None for plain text."""
+    if not response_format or response_format.get("type") not in ("json_object", "json_schema"):
+        return None
+    from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
+
+    schema = (response_format.get("json_schema") or {}).get("schema")
+    try:
+        if response_format["type"] == "json_schema" and schema:
+            return LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
+        return LlamaGrammar.from_string(JSON_GBNF, verbose=False)
+    except (ValueError, RuntimeError, KeyError, TypeError) as exc:
+        raise EdgeError(f"the edge model cannot follow this JSON schema: {exc}") from exc
 
 
 def default_threads() -> int:
@@ -261,10 +291,12 @@ class LlamaCppEdge:
             "stream": True,
             "max_tokens": params.max_tokens,
             "temperature": params.temperature,
-            "top_p": params.top_p,
+            "stop": list(params.stop),
+            **sampling_options(params),
         }
-        if params.seed is not None:
-            kwargs["seed"] = params.seed
+        grammar = json_grammar(params.response_format)
+        if grammar is not None:
+            kwargs["grammar"] = grammar
         if params.confidence_tokens:
             entropies = usage.extra.setdefault("entropy", [])
             kwargs["logits_processor"] = [_entropy_recorder(entropies, params.confidence_tokens)]

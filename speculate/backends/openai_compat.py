@@ -44,6 +44,46 @@ _ERROR_BODY_LIMIT = 4096
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 
+def request_options(params: GenerationParams) -> dict[str, Any]:
+    """The sampling fields a request set, as an OpenAI-compatible server takes them
+    (only those set: a hosted endpoint may refuse a field it does not know)."""
+    options: dict[str, Any] = {
+        "top_p": params.top_p,
+        "top_k": params.top_k,
+        "min_p": params.min_p,
+        "seed": params.seed,
+        "presence_penalty": params.presence_penalty,
+        "frequency_penalty": params.frequency_penalty,
+        "stop": list(params.stop) or None,
+        "response_format": params.response_format,
+    }
+    return {name: value for name, value in options.items() if value is not None}
+
+
+# A hosted endpoint that refuses one of these wants the settings that leave it out.
+_HINTS = {
+    "max_tokens": "set cloud.token_limit_param: max_completion_tokens",
+    "temperature": "set cloud.send_temperature: false",
+}
+
+
+def refusal(body: bytes) -> str:
+    """What an error body says, for a person: OpenAI's ``error.message`` and the
+    parameter it names (with the setting that avoids it) when it is that shape, else
+    the start of the body."""
+    text = body[:_ERROR_BODY_LIMIT].decode("utf-8", "replace")
+    try:
+        error = json.loads(text)["error"]
+        message = str(error["message"])[:300] if isinstance(error, dict) else str(error)[:300]
+        param = error.get("param") if isinstance(error, dict) else None
+    except (ValueError, KeyError, TypeError):
+        return text[:300]
+    if isinstance(param, str) and param:
+        message += f" (param: {param}"
+        message += f"; {_HINTS[param]})" if param in _HINTS else ")"
+    return message
+
+
 class CloudTokenStream:
     def __init__(self, response: httpx.Response, settings: CloudSettings, started: float) -> None:
         self.usage = Usage()
@@ -123,8 +163,35 @@ class CloudTokenStream:
                     raise CloudProtocolError("a cloud chunk's content is not a string")
                 self._first = False
                 self._pending.append(text)
+            if isinstance(delta, dict) and delta.get("tool_calls"):
+                self._first = False
+                self._add_tool_calls(delta["tool_calls"])
             if choice.get("finish_reason"):
                 self.usage.finish_reason = str(choice["finish_reason"])
+
+    def _add_tool_calls(self, pieces: Any) -> None:
+        """OpenAI streams a tool call in pieces: the first names it (index, id, name),
+        the rest append to its arguments."""
+        if not isinstance(pieces, list):
+            raise CloudProtocolError("a cloud chunk's tool_calls is not a list")
+        calls = self.usage.tool_calls
+        for piece in pieces:
+            if not isinstance(piece, dict):
+                raise CloudProtocolError("a cloud chunk's tool call is not an object")
+            index = piece.get("index", len(calls))
+            if not isinstance(index, int) or not 0 <= index <= len(calls):
+                raise CloudProtocolError("a cloud chunk's tool call has a bad index")
+            if index == len(calls):
+                calls.append(
+                    {"id": "", "type": "function", "function": {"name": "", "arguments": ""}}
+                )
+            call, function = calls[index], piece.get("function") or {}
+            call["id"] = piece.get("id") or call["id"]
+            call["type"] = piece.get("type") or call["type"]
+            for key in ("name", "arguments"):
+                part = function.get(key) if isinstance(function, dict) else None
+                if isinstance(part, str):
+                    call["function"][key] += part
 
 
 class OpenAICompatCloud:
@@ -211,6 +278,8 @@ class OpenAICompatCloud:
         s = self.settings
         body: dict[str, Any] = {
             **s.extra_body,
+            **params.cloud_fields,
+            **request_options(params),
             "model": self.model_name,
             "messages": messages,
             "stream": True,
@@ -219,8 +288,6 @@ class OpenAICompatCloud:
         }
         if s.send_temperature:
             body["temperature"] = params.temperature
-        if params.seed is not None:
-            body["seed"] = params.seed
         if self.scoring is not None:
             body.update(self.scoring.sampling)
         started = time.monotonic()
@@ -331,8 +398,7 @@ class OpenAICompatCloud:
             await response.aclose()
         retry_after = response.headers.get("retry-after")
         raise CloudHTTPError(
-            f"the cloud answered HTTP {response.status_code}: "
-            f"{body[:_ERROR_BODY_LIMIT].decode('utf-8', 'replace')[:300]}",
+            f"the cloud answered HTTP {response.status_code}: {refusal(body)}",
             status=response.status_code,
             retry_after_s=float(retry_after) if retry_after and retry_after.isdigit() else None,
         )

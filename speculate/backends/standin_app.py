@@ -142,6 +142,15 @@ def score_final_message(
     }
 
 
+def _json_mode(response_format: Any) -> Any:
+    """OpenAI's (and vLLM's) ``json_schema`` format as llama-cpp-python's server takes
+    it (``json_object`` with a ``schema``); anything else as it is."""
+    if not isinstance(response_format, dict) or response_format.get("type") != "json_schema":
+        return response_format
+    schema = (response_format.get("json_schema") or {}).get("schema")
+    return {"type": "json_object", **({"schema": schema} if schema else {})}
+
+
 def _pieces_in(data: bytes) -> int:
     """How many SSE chunks in ``data`` carry text (``llama_cpp.server``: one per token)."""
     count = 0
@@ -227,6 +236,7 @@ class VLLMShapes:
             await self._replay(scope, receive, send, json.dumps(completion).encode())
             return
         body.setdefault("repeat_penalty", 1.0)
+        body["response_format"] = _json_mode(body.get("response_format"))
         await self._replay(scope, receive, send, json.dumps(body).encode())
 
     async def _prompt_of(

@@ -134,9 +134,19 @@ class Done(Event):
     text: str
     final_source: FinalSource
     stats: dict[str, Any] = field(default_factory=dict)
+    # The tools the cloud called instead of (or besides) answering, in OpenAI's shape;
+    # on the wire only when there are some.
+    tool_calls: list[dict[str, Any]] | None = None
 
     def fields(self) -> dict[str, Any]:
-        return {"text": self.text, "final_source": self.final_source, "stats": self.stats}
+        fields: dict[str, Any] = {
+            "text": self.text,
+            "final_source": self.final_source,
+            "stats": self.stats,
+        }
+        if self.tool_calls:
+            fields["tool_calls"] = self.tool_calls
+        return fields
 
 
 _TYPE_OF: dict[type[Event], str] = {

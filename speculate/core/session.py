@@ -99,6 +99,7 @@ class Session:
         self.edge: SideState = "running" if route in (*both, "edge") else "off"
         self.cloud_state: SideState = "running" if route in (*both, "cloud") else "off"
         self.finished = False
+        self.tool_calls: list[dict[str, Any]] | None = None  # the cloud's, if it called any
         self.stats: dict[str, Any] = {
             "draft_first_ms": None,
             "cloud_first_ms": None,
@@ -204,12 +205,19 @@ class Session:
             self._aligner.add_cloud_words(words)
         return self._show(self._target(), "cloud") + self._commit(self._cloud_scanned)
 
-    def cloud_finished(self, now: float, *, completion_tokens: int | None = None) -> list[Event]:
+    def cloud_finished(
+        self,
+        now: float,
+        *,
+        completion_tokens: int | None = None,
+        tool_calls: list[dict[str, Any]] | None = None,
+    ) -> list[Event]:
         if self.cloud_state != "running" or self.finished:
             return []
         self.cloud_state = "done"
         if completion_tokens is not None:
             self.stats["cloud_tokens"] = completion_tokens
+        self.tool_calls = tool_calls or None
         self.edge_cancelled()
         return self._show(self.cloud, "cloud") + self._done("cloud", now)
 
@@ -339,6 +347,7 @@ class Session:
             text=self.shown,
             final_source=final_source,
             stats=dict(self.stats),
+            tool_calls=self.tool_calls if final_source == "cloud" else None,
         )
         return [commit, done]
 

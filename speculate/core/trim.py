@@ -17,6 +17,7 @@ Pure: tokens are counted by the function the caller passes (each model its own t
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -65,10 +66,17 @@ class ConversationFit:
 def byte_bound(messages: list[Message]) -> int:
     """At least as many as any byte-level tokenizer makes of this chat: no token of a
     byte-level BPE or of SentencePiece with byte fallback is shorter than one byte; 16
-    per message covers the template's role markers, 64 a default system line.  For a
-    cloud whose tokenizer is not on the device: it may drop more history than needed,
-    never too little."""
-    return 64 + sum(16 + len(m.get("content", "").encode("utf-8")) for m in messages)
+    per message covers the template's role markers, 64 a default system line; tool
+    calls count as their JSON.  For a cloud whose tokenizer is not on the device: it
+    may drop more history than needed, never too little."""
+    return 64 + sum(16 + _bytes(m) for m in messages)
+
+
+def _bytes(message: Message) -> int:
+    size = len(str(message.get("content") or "").encode("utf-8"))
+    if message.get("tool_calls"):
+        size += len(json.dumps(message["tool_calls"], ensure_ascii=False).encode("utf-8"))
+    return size
 
 
 def turns(messages: list[Message]) -> tuple[list[Message], list[list[Message]]]:

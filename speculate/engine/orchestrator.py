@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import replace
-from typing import Literal
+from dataclasses import asdict, replace
+from typing import Any, Literal
 
 import anyio
 
 from speculate.backends.base import GenerationParams, texts
-from speculate.core.chat import Message
+from speculate.core.chat import Message, as_text
 from speculate.core.protocol import Route
 from speculate.core.request import SpeculateRequest
 from speculate.core.session import Session, SessionConfig
@@ -95,11 +95,13 @@ class Orchestrator:
         if backends.cloud is not None:
             sides["cloud"] = backends.cloud_window
         for side, window in sides.items():
+            # The edge runs no tools: it reads tool calls and results as text.
+            told = as_text(messages) if side == "edge" else messages
             if window is None:
-                fitted[side] = Fitted(messages, 0, 0)
+                fitted[side] = Fitted(told, 0, 0)
                 continue
             try:
-                fitted[side] = fit(messages, window, max_tokens)
+                fitted[side] = fit(told, window, max_tokens)
             except ContextTooLong as exc:
                 refused[side] = exc
         mode, note = request.mode, ""
@@ -116,8 +118,8 @@ class Orchestrator:
         if mode == "auto" and refused:
             mode = "edge" if "edge" in fitted else "cloud"
             note = f"the conversation does not fit the {next(iter(refused))} model's window"
-        empty = Fitted(messages, 0, 0)
-        edge, cloud = fitted.get("edge", empty), fitted.get("cloud", empty)
+        edge = fitted.get("edge", Fitted(as_text(messages), 0, 0))
+        cloud = fitted.get("cloud", Fitted(messages, 0, 0))
         conversation = ConversationFit(
             edge=edge.messages,
             cloud=cloud.messages,
@@ -178,7 +180,17 @@ class Orchestrator:
         if self.backends.cloud is not None:
             cloud = self.health.view if self.health is not None else "up"
         can_verify = getattr(self.backends.cloud, "scoring", None) is not None
-        return self.router.decide(request.mode, request.messages, cloud, can_verify=can_verify)
+        # Verify builds its answer from rounds of draft and continuation; a stop sequence
+        # across their seams would be missed.
+        blocked = "stop sequences are asked" if request.sampling.stop else ""
+        return self.router.decide(
+            request.mode,
+            request.messages,
+            cloud,
+            can_verify=can_verify,
+            verify_blocked=blocked,
+            needs_cloud=request.needs_cloud,
+        )
 
     def generation_params(
         self, request: SpeculateRequest, side: Literal["edge", "cloud"]
@@ -186,19 +198,41 @@ class Orchestrator:
         """What a side is asked for: the request's own values over the configured ones."""
         edge, cloud = self.settings.edge, self.settings.cloud
         max_tokens = request.max_tokens or edge.max_tokens
-        asked = request.temperature
+        asked, sampling = request.temperature, request.sampling
+        common: dict[str, Any] = {
+            "top_k": sampling.top_k,
+            "min_p": sampling.min_p,
+            "presence_penalty": sampling.presence_penalty,
+            "frequency_penalty": sampling.frequency_penalty,
+            "stop": sampling.stop,
+            "response_format": sampling.response_format,
+        }
         if side == "edge":
-            temperature = edge.temperature if asked is None else asked
             return GenerationParams(
-                max_tokens, temperature, top_p=edge.top_p, seed=edge.seed, client=request.client
+                max_tokens,
+                edge.temperature if asked is None else asked,
+                top_p=edge.top_p if sampling.top_p is None else sampling.top_p,
+                seed=edge.seed if sampling.seed is None else sampling.seed,
+                client=request.client,
+                **common,
             )
-        return GenerationParams(max_tokens, cloud.temperature if asked is None else asked)
+        return GenerationParams(
+            max_tokens,
+            cloud.temperature if asked is None else asked,
+            top_p=sampling.top_p,
+            seed=sampling.seed,
+            cloud_fields=request.cloud_fields,
+            **common,
+        )
 
     def answer_variant(self, request: SpeculateRequest) -> str:
         """The cloud model and parameters that, with the messages, key the answer cache."""
         cloud, params = self.backends.cloud, self.generation_params(request, "cloud")
         model = cloud.model_name if cloud is not None else ""
-        return variant(model, params.max_tokens, params.temperature)
+        sampling = {k: v for k, v in asdict(request.sampling).items() if v not in (None, ())}
+        return variant(
+            model, params.max_tokens, params.temperature, {**sampling, **request.cloud_fields}
+        )
 
     def context(self, request: SpeculateRequest, backends: Backends | None = None) -> RunContext:
         """What this request's run receives: it never reaches back for anything else."""

@@ -18,7 +18,7 @@ from typing import Literal
 import anyio
 from anyio.abc import TaskGroup
 
-from speculate.backends.base import GenerationParams, TokenStream, texts
+from speculate.backends.base import GenerationParams, TokenStream, texts, until_stop
 from speculate.core.chat import Message
 from speculate.core.protocol import Event, Queued
 from speculate.core.refine import abandoned
@@ -181,9 +181,9 @@ class RequestRun:
         session = self.session
         judging = self.may_escalate
         try:
-            async with self.backends.edge.stream(
-                self.request.edge_messages, self.params("edge")
-            ) as tokens:
+            params = self.params("edge")
+            async with self.backends.edge.stream(self.request.edge_messages, params) as raw:
+                tokens = until_stop(raw, params.stop)
                 while True:
                     flush_at = session.next_flush_at
                     if flush_at is None:
@@ -207,6 +207,7 @@ class RequestRun:
                 session.stats["prompt_tokens"] = tokens.usage.prompt_tokens
             session.stats["edge_cached_tokens"] = tokens.usage.cached_tokens
             session.stats["edge_queue_ms"] = tokens.usage.queue_ms
+            session.stats["edge_finish"] = tokens.usage.finish_reason
             if judging:
                 self.emit(session.settle())  # a short answer: nothing to judge it by
             self.emit(session.edge_finished(time.perf_counter()))
@@ -218,7 +219,9 @@ class RequestRun:
         assert cloud is not None
         restorer = Restorer(self.originals) if self.originals else None
         try:
-            async with cloud.stream(self.cloud_messages, self.params("cloud")) as tokens:
+            params = self.params("cloud")
+            async with cloud.stream(self.cloud_messages, params) as raw:
+                tokens = until_stop(raw, params.stop)
                 async for text in texts(tokens):
                     if restorer is not None:
                         text = restorer.feed(text)
@@ -229,11 +232,13 @@ class RequestRun:
                     session.stats["prompt_tokens"] = tokens.usage.prompt_tokens
                 if health is not None:
                     health.succeeded()
+                session.stats["cloud_finish"] = tokens.usage.finish_reason
                 # Finish before closing the response: the correction goes out at once.
                 self.emit(
                     session.cloud_finished(
                         time.perf_counter(),
                         completion_tokens=tokens.usage.completion_tokens or None,
+                        tool_calls=tokens.usage.tool_calls,
                     )
                 )
         except SpeculateError as exc:

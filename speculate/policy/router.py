@@ -135,9 +135,19 @@ class Router:
     guard: PrivacyGuard = field(default_factory=PrivacyGuard)
 
     def decide(
-        self, mode: Mode, messages: list[Message], cloud: CloudHealth, *, can_verify: bool = False
+        self,
+        mode: Mode,
+        messages: list[Message],
+        cloud: CloudHealth,
+        *,
+        can_verify: bool = False,
+        verify_blocked: str = "",
+        needs_cloud: str = "",
     ) -> Decision:
-        """``can_verify``: the cloud can score drafts (see :mod:`speculate.backends.scoring`)."""
+        """``can_verify``: the cloud can score drafts (see :mod:`speculate.backends.scoring`);
+        ``verify_blocked``: why this request cannot be verified even so;
+        ``needs_cloud``: why only the cloud can answer it (tools, a response format),
+        which overrides the mode unless it is ``edge`` or privacy keeps it here."""
         kinds: tuple[str, ...] = ()
         if self.config.privacy_policy != "off" and mode != "edge" and cloud != "none":
             kinds = tuple(self.guard.kinds_in(messages))
@@ -151,9 +161,10 @@ class Router:
             return Decision("edge", "requested: edge only")
         if cloud == "none":
             return Decision("edge", "no cloud backend is configured")
-        decision = self._choose(mode, messages)
-        if decision.route == "verify" and (redacting or not can_verify):
+        decision = Decision("cloud", needs_cloud) if needs_cloud else self._choose(mode, messages)
+        if decision.route == "verify" and (redacting or not can_verify or verify_blocked):
             why = "the draft holds personal data" if redacting else "this cloud cannot score"
+            why = verify_blocked or why
             decision = Decision(
                 "speculative", f"{decision.reason}, but {why}: speculating", decision.score
             )

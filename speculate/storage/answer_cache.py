@@ -16,6 +16,7 @@ import json
 import time
 import unicodedata
 from pathlib import Path
+from typing import Any
 
 from speculate.core.chat import Message
 from speculate.storage.db import open_private
@@ -34,9 +35,15 @@ def normalise(text: str) -> str:
     return " ".join(unicodedata.normalize("NFC", text).casefold().split())
 
 
-def variant(model: str, max_tokens: int, temperature: float) -> str:
-    """What besides the conversation shapes an answer: the model and its parameters."""
-    return f"{model}|max_tokens={max_tokens}|temperature={temperature:g}"
+def variant(
+    model: str, max_tokens: int, temperature: float, shaping: dict[str, Any] | None = None
+) -> str:
+    """What besides the conversation shapes an answer: the model and its parameters
+    (``shaping``: any further ones the request set, such as stop or tools)."""
+    key = f"{model}|max_tokens={max_tokens}|temperature={temperature:g}"
+    if shaping:
+        key += "|" + json.dumps(shaping, sort_keys=True, separators=(",", ":"), default=str)
+    return key
 
 
 def cache_key(messages: list[Message], variant: str) -> str:
