@@ -8,6 +8,10 @@ Opt-in extension: with ``"speculate": {"events": true}`` in the body, the stream
 carries every speculate event (draft, patch, ...) as a chunk with empty ``choices``
 and a ``speculate`` field holding the event; plain clients skip such chunks as they
 skip usage chunks.  A non-streaming answer always carries a ``speculate`` summary.
+With ``"speculate": {"draft": "reasoning"}`` or a model name ending in ``+draft``, the
+edge's draft streams as ``delta.reasoning_content`` (a "thinking" block in Open WebUI
+and llama.cpp's UI) while ``content`` still carries only final text.  What each request
+field does is in :mod:`speculate.server.openai_fields`.
 """
 
 from __future__ import annotations
@@ -16,90 +20,58 @@ import json
 import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from speculate.core.protocol import Done, Error, to_dict
-from speculate.core.request import Mode, SpeculateRequest
+from speculate.core.protocol import Done, Draft, Error, to_dict
+from speculate.core.request import SpeculateRequest
 from speculate.core.text import ShownText
 from speculate.engine.eventlog import EventLog
-from speculate.errors import BadRequest, UnknownModel, UpstreamFailed
+from speculate.errors import BadRequest, Unavailable, UnknownModel, UpstreamFailed
 from speculate.server.errors import client_address, read_json
 from speculate.server.limits import admit, fit_to_windows
-from speculate.server.schemas import (
-    ChatMessage,
-    Temperature,
-    TokenCount,
-    conversation,
-    numbers_only,
+from speculate.server.openai_fields import (
+    DRAFT_SUFFIX,
+    MODELS,
+    ChatBody,
+    model_names,
+    parse_chat,
 )
 from speculate.server.sse import event_stream
 from speculate.server.state import AppState
 
-MODELS: dict[str, Mode] = {
-    "speculate": "auto",
-    "speculate-speculative": "speculative",
-    "speculate-verify": "verify",
-    "speculate-edge": "edge",
-    "speculate-cloud": "cloud",
-}
-
-
-class StreamOptions(BaseModel):
-    include_usage: bool = False
-
-
-class Extension(BaseModel):
-    events: bool = False
-
-
-class ChatBody(BaseModel):
-    model_config = ConfigDict(extra="ignore")  # OpenAI clients send many optional fields
-
-    model: str
-    messages: list[ChatMessage] = Field(min_length=1)
-    stream: bool = False
-    stream_options: StreamOptions | None = None
-    max_tokens: TokenCount | None = None
-    max_completion_tokens: TokenCount | None = None
-    temperature: Temperature | None = None
-    n: Annotated[int, Field(ge=1, le=1), BeforeValidator(numbers_only)] = 1  # one choice
-    speculate: Extension = Extension()
-
 
 async def list_models(request: Request) -> Response:
     data = [
-        {"id": name, "object": "model", "created": 0, "owned_by": "speculate", "mode": mode}
-        for name, mode in MODELS.items()
+        {
+            "id": name,
+            "object": "model",
+            "created": 0,
+            "owned_by": "speculate",
+            "mode": MODELS[name.removesuffix(DRAFT_SUFFIX)],
+        }
+        for name in model_names()
     ]
     return JSONResponse({"object": "list", "data": data})
 
 
-def _parse(data: object, state: AppState) -> tuple[ChatBody, SpeculateRequest]:
-    if not isinstance(data, dict):
-        raise BadRequest("the body must be a JSON object")
-    try:
-        body = ChatBody.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"])
-        raise BadRequest(f"{where}: {err['msg']}", param=where or None) from None
-    limits = state.settings.server
-    max_tokens = body.max_completion_tokens or body.max_tokens
-    if max_tokens is not None and max_tokens > limits.max_tokens_limit:
-        raise BadRequest(f"max_tokens must be at most {limits.max_tokens_limit}")
-    job = SpeculateRequest(
-        messages=conversation(body.messages, limits),
-        mode=MODELS.get(body.model, "auto"),
-        max_tokens=max_tokens,
-        temperature=body.temperature,
-        request_id="chatcmpl-" + SpeculateRequest.new_id().removeprefix("req_"),
-        append_only=True,
-    )
-    return body, job
+def _check_route(state: AppState, job: SpeculateRequest) -> None:
+    """A request with tools is refused before it starts if the cloud will not answer
+    it (a JSON format is honoured by the edge's grammar instead)."""
+    if not job.cloud_fields.get("tools"):
+        return
+    decision = state.orchestrator.decide(job)
+    if decision.route == "cloud":
+        return
+    if decision.basis:  # the cloud is wanted but away (its circuit is open)
+        raise Unavailable(
+            "tools need the cloud, and it is unavailable right now",
+            code="cloud_unavailable",
+            retry_after_s=state.settings.cloud.circuit_probe_base_s,
+        )
+    raise BadRequest(f"tools need the cloud, but {decision.reason}", param="tools")
 
 
 def _usage(done: Done) -> dict[str, int]:
@@ -126,13 +98,15 @@ def _summary(done: Done, route: str | None) -> dict[str, Any]:
 
 async def chat_completions(request: Request) -> Response:
     state: AppState = request.app.state.speculate
-    body, job = _parse(await read_json(request, state.settings.server.ws_max_message_bytes), state)
-    if body.model not in MODELS:
+    data = await read_json(request, state.settings.server.ws_max_message_bytes)
+    body, job = parse_chat(data, state.settings.server)
+    if body.model not in model_names():
         message = f"The model `{body.model}` does not exist; see GET /v1/models."
         raise UnknownModel(message, param="model")
     client = client_address(request)
     admit(state, client)
     job = await fit_to_windows(state, replace(job, client=client))
+    _check_route(state, job)
     log = state.jobs.start(job, attached=True)
     limit = job.max_tokens or state.settings.edge.max_tokens
     if not body.stream:
@@ -145,11 +119,25 @@ async def chat_completions(request: Request) -> Response:
     return event_stream(state, chunks, job.request_id, {"X-Request-ID": job.request_id})
 
 
-def _finish_reason(done: Done, limit: int) -> Literal["stop", "length"]:
-    """``length`` when the token limit ended the answer (the side that gave the final
-    text produced as many tokens as it was allowed), else ``stop``."""
-    produced = done.stats["cloud_tokens" if done.final_source == "cloud" else "draft_tokens"]
+FinishReason = Literal["stop", "length", "tool_calls"]
+
+
+def _finish_reason(done: Done, limit: int) -> FinishReason:
+    """``tool_calls`` when the cloud called tools; ``length`` when the token limit ended
+    the answer (as the side that gave the final text says, or it produced as many
+    tokens as it was allowed); else ``stop``."""
+    if done.tool_calls:
+        return "tool_calls"
+    cloud = done.final_source == "cloud"
+    said = done.stats.get("cloud_finish" if cloud else "edge_finish")
+    if said in ("stop", "length"):
+        return "length" if said == "length" else "stop"
+    produced = done.stats["cloud_tokens" if cloud else "draft_tokens"]
     return "length" if int(produced or 0) >= limit else "stop"
+
+
+def _tool_call_deltas(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{"index": index, **call} for index, call in enumerate(calls)]
 
 
 def _complete(body: ChatBody, log: EventLog, limit: int) -> Response:
@@ -158,9 +146,16 @@ def _complete(body: ChatBody, log: EventLog, limit: int) -> Response:
         shown.apply(event)
     if shown.done is None:
         fatal = shown.fatal
-        message = fatal.message if isinstance(fatal, Error) else "the request ended without answer"
-        raise UpstreamFailed(message, code=fatal.code if fatal else None)
+        why = fatal.message if isinstance(fatal, Error) else "the request ended without answer"
+        raise UpstreamFailed(why, code=fatal.code if fatal else None)
     done = shown.done
+    message: dict[str, Any] = {"role": "assistant", "content": done.text}
+    if done.tool_calls:
+        message["tool_calls"] = done.tool_calls
+        message["content"] = done.text or None
+    if body.draft_as_reasoning:
+        drafts = (event.text for event in log.events if isinstance(event, Draft))
+        message["reasoning_content"] = "".join(drafts)
     return JSONResponse(
         {
             "id": done.request_id,
@@ -170,7 +165,7 @@ def _complete(body: ChatBody, log: EventLog, limit: int) -> Response:
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": done.text},
+                    "message": message,
                     "logprobs": None,
                     "finish_reason": _finish_reason(done, limit),
                 }
@@ -187,7 +182,7 @@ async def _stream(
     created = int(time.time())
 
     def chunk(
-        delta: dict[str, str] | None, finish: Literal["stop", "length"] | None = None, **extra: Any
+        delta: dict[str, Any] | None, finish: FinishReason | None = None, **extra: Any
     ) -> dict[str, str]:
         choices = (
             []
@@ -204,16 +199,21 @@ async def _stream(
         }
         return {"data": json.dumps(payload, ensure_ascii=False)}
 
-    shown, sent = ShownText(), 0
+    shown, sent, reasoning = ShownText(), 0, body.draft_as_reasoning
     yield chunk({"role": "assistant", "content": ""})
     async for event in events:
         shown.apply(event)
         if body.speculate.events:
             yield chunk(None, speculate=to_dict(event))
+        if reasoning and isinstance(event, Draft) and event.text:
+            # The draft as a stock chat UI shows a model's thinking; content stays final.
+            yield chunk({"reasoning_content": event.text})
         if shown.committed > sent:
             yield chunk({"content": shown.text[sent : shown.committed]})
             sent = shown.committed
         if isinstance(event, Done):
+            if event.tool_calls:
+                yield chunk({"tool_calls": _tool_call_deltas(event.tool_calls)})
             yield chunk({}, _finish_reason(event, limit))
             if body.stream_options and body.stream_options.include_usage:
                 yield chunk(None, usage=_usage(event))

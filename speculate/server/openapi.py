@@ -13,7 +13,7 @@ from pydantic.json_schema import models_json_schema
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from speculate.server.openai_api import ChatBody
+from speculate.server.openai_fields import ChatBody
 from speculate.server.schemas import PrewarmBody, SpeculateBody
 from speculate.settings import ServerSettings
 from speculate.version import __version__

@@ -12,6 +12,7 @@ from pydantic import (
     ValidationError,
     WithJsonSchema,
     field_validator,
+    model_validator,
 )
 
 from speculate.core.chat import Message
@@ -67,16 +68,47 @@ TEXT_PARTS_SCHEMA = {
 Content = Annotated[str, BeforeValidator(joined_text_parts), WithJsonSchema(TEXT_PARTS_SCHEMA)]
 
 
+class ToolCallFunction(BaseModel):
+    name: str = Field(min_length=1, max_length=256)
+    arguments: str
+
+
+class ToolCall(BaseModel):
+    """A tool call an assistant turn made, as OpenAI's API carries it."""
+
+    id: str = Field(min_length=1, max_length=256)
+    type: Literal["function"] = "function"
+    function: ToolCallFunction
+
+
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     # "developer" is OpenAI's newer name for the system message.
-    role: Literal["system", "developer", "user", "assistant"]
-    content: Content
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: Content | None = None  # only an assistant turn that called tools omits it
+    name: str | None = Field(default=None, max_length=256)
+    tool_calls: list[ToolCall] | None = None  # an assistant turn that called tools
+    tool_call_id: str | None = Field(default=None, max_length=256)  # a tool's result
+
+    @model_validator(mode="after")
+    def _tool_fields_belong(self) -> ChatMessage:
+        if "content" not in self.model_fields_set and not self.tool_calls:
+            raise ValueError("content is required")
+        self.content = self.content or ""
+        if self.role != "tool":
+            self.tool_call_id = None  # it means something only on a tool's result
+        if self.role == "tool" and not self.tool_call_id:
+            raise ValueError("a tool message needs the tool_call_id it answers")
+        if self.tool_calls and self.role != "assistant":
+            raise ValueError("only an assistant message carries tool_calls")
+        return self
 
     @field_validator("content")
     @classmethod
-    def _encodable(cls, value: str) -> str:
+    def _encodable(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:
@@ -84,10 +116,79 @@ class ChatMessage(BaseModel):
         return value
 
 
+_NAME = {"anyOf": [{"type": "string", "maxLength": 256}, {"type": "null"}]}
+_TOOL_CALL = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string", "minLength": 1, "maxLength": 256},
+        "type": {"const": "function"},
+        "function": {
+            "type": "object",
+            "properties": {
+                "name": {"type": "string", "minLength": 1, "maxLength": 256},
+                "arguments": {"type": "string"},
+            },
+            "required": ["name", "arguments"],
+        },
+    },
+    "required": ["id", "function"],
+}
+# What the model's checks accept, by role (a tool's result names its call; an assistant
+# turn that called tools may leave out its content).
+MESSAGE_SCHEMA = {
+    "anyOf": [
+        {
+            "type": "object",
+            "properties": {
+                "role": {"enum": ["system", "developer", "user"]},
+                "content": TEXT_PARTS_SCHEMA,
+                "name": _NAME,
+                "tool_calls": {"type": "null"},
+            },
+            "required": ["role", "content"],
+        },
+        {
+            "type": "object",
+            "properties": {
+                "role": {"const": "assistant"},
+                "content": TEXT_PARTS_SCHEMA,
+                "name": _NAME,
+                "tool_calls": {"anyOf": [{"type": "array", "items": _TOOL_CALL}, {"type": "null"}]},
+            },
+            "required": ["role", "content"],
+        },
+        {
+            "type": "object",
+            "properties": {
+                "role": {"const": "assistant"},
+                "content": TEXT_PARTS_SCHEMA,
+                "name": _NAME,
+                "tool_calls": {"type": "array", "items": _TOOL_CALL, "minItems": 1},
+            },
+            "required": ["role", "tool_calls"],
+        },
+        {
+            "type": "object",
+            "properties": {
+                "role": {"const": "tool"},
+                "content": TEXT_PARTS_SCHEMA,
+                "tool_call_id": {"type": "string", "minLength": 1, "maxLength": 256},
+                "name": _NAME,
+                "tool_calls": {"type": "null"},
+            },
+            "required": ["role", "content", "tool_call_id"],
+        },
+    ]
+}
+Messages = Annotated[
+    list[Annotated[ChatMessage, WithJsonSchema(MESSAGE_SCHEMA)]], Field(min_length=1)
+]
+
+
 class SpeculateBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    messages: list[ChatMessage] = Field(min_length=1)
+    messages: Messages
     mode: Literal["auto", "speculative", "verify", "edge", "cloud"] = "auto"
     max_tokens: TokenCount | None = None
     temperature: Temperature | None = None
@@ -99,7 +200,7 @@ class PrewarmBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    messages: list[ChatMessage] = Field(min_length=1)
+    messages: Messages
 
 
 Body = TypeVar("Body", bound=BaseModel)
@@ -123,12 +224,23 @@ def conversation(messages: list[ChatMessage], limits: ServerSettings) -> list[Me
     """The messages as every layer below takes them, within the size limits."""
     if len(messages) > limits.max_messages:
         raise BadRequest(f"the conversation has more than {limits.max_messages} messages")
-    if sum(len(m.content) for m in messages) > limits.max_prompt_chars:
+    if sum(len(m.content or "") for m in messages) > limits.max_prompt_chars:
         raise BadRequest(f"the conversation is longer than {limits.max_prompt_chars} characters")
-    return [
-        {"role": "system" if m.role == "developer" else m.role, "content": m.content}
-        for m in messages
-    ]
+    return [_message(m) for m in messages]
+
+
+def _message(message: ChatMessage) -> Message:
+    plain: Message = {
+        "role": "system" if message.role == "developer" else message.role,
+        "content": message.content or "",
+    }
+    if message.name is not None:
+        plain["name"] = message.name
+    if message.tool_calls:
+        plain["tool_calls"] = [call.model_dump() for call in message.tool_calls]
+    if message.tool_call_id is not None:
+        plain["tool_call_id"] = message.tool_call_id
+    return plain
 
 
 def parse_prewarm(data: Any, limits: ServerSettings) -> list[Message]:

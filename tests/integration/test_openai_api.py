@@ -226,3 +226,56 @@ def test_report_on_the_log_of_this_run(server: ServerProcess, tmp_path: Path) ->
     assert "fleet projection" in done.stdout
     for name in ("latency.png", "routes.png", "cost.png", "fleet.png"):
         assert (tmp_path / name).stat().st_size > 5_000
+
+
+TIP_SCHEMA = {
+    "type": "object",
+    "properties": {"tip": {"type": "string", "maxLength": 60}},
+    "required": ["tip"],
+    "additionalProperties": False,
+}
+
+
+@pytest.mark.parametrize("model", ["speculate-edge", "speculate"])
+def test_a_json_schema_gives_valid_json_from_the_edge_and_the_cloud(
+    server: ServerProcess, model: str
+) -> None:
+    """On the edge a grammar built from the schema constrains the draft; through the
+    cloud (the stand-in, as vLLM does) the schema goes with the request."""
+    completion = sdk(server).chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": "One tip for better sleep, as JSON."}],
+        response_format={
+            "type": "json_schema",
+            "json_schema": {"name": "tip", "schema": TIP_SCHEMA},
+        },
+        max_tokens=120,
+    )
+    extension = (completion.model_extra or {})["speculate"]
+    assert extension["route"] == ("edge" if model == "speculate-edge" else "cloud")
+    content = completion.choices[0].message.content
+    assert content is not None
+    answer = json.loads(content)
+    assert set(answer) == {"tip"}
+    assert isinstance(answer["tip"], str)
+    assert len(answer["tip"]) <= 60
+
+
+def test_stop_and_seed_on_the_real_edge(server: ServerProcess) -> None:
+    ask = {
+        "model": "speculate-edge",
+        "messages": [{"role": "user", "content": "List three fruits, one per line."}],
+        "max_tokens": 60,
+    }
+    whole = sdk(server).chat.completions.create(**ask).choices[0].message.content
+    assert whole
+    stopped = sdk(server).chat.completions.create(**ask, stop=["\n"]).choices[0]
+    assert "\n" not in (stopped.message.content or "")
+    assert stopped.finish_reason == "stop"
+    # A seed makes sampling at temperature 1 repeatable.  Compared: two runs that both
+    # find the prompt already evaluated (after a first run), so both take the same
+    # arithmetic path on any CPU.
+    seeded = {**ask, "temperature": 1.0, "seed": 1234, "max_tokens": 12}
+    runs = [sdk(server).chat.completions.create(**seeded) for _ in range(3)]
+    texts = [run.choices[0].message.content for run in runs]
+    assert texts[1] == texts[2]
