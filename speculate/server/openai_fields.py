@@ -190,7 +190,9 @@ class ChatBody(BaseModel):
     seed: Annotated[int, BeforeValidator(numbers_only)] | None = None
     presence_penalty: Penalty | None = None
     frequency_penalty: Penalty | None = None
-    stop: str | list[Annotated[str, Field(min_length=1)]] | None = Field(default=None)
+    stop: str | Annotated[list[Annotated[str, Field(min_length=1)]], Field(max_length=4)] | None = (
+        None
+    )
     response_format: Annotated[ResponseFormat | None, WithJsonSchema(RESPONSE_FORMAT_SCHEMA)] = None
     tools: list[Tool] | None = None
     tool_choice: str | dict[str, Any] | None = None
@@ -303,8 +305,6 @@ def parse_chat(data: object, limits: ServerSettings) -> tuple[ChatBody, Speculat
     elif response_format is not None:
         needs_cloud = f"response_format {response_format['type']}: the cloud answers"
     stop = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
-    if len(stop) > 4:
-        raise BadRequest("stop takes at most 4 sequences", param="stop")
     sampling = Sampling(
         top_p=body.top_p,
         top_k=body.top_k,

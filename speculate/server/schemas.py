@@ -117,6 +117,7 @@ class ChatMessage(BaseModel):
 
 
 _NAME = {"anyOf": [{"type": "string", "maxLength": 256}, {"type": "null"}]}
+_NO_CALL_ID = _NAME  # only a tool's result names the call it answers; elsewhere ignored
 _TOOL_CALL = {
     "type": "object",
     "properties": {
@@ -144,6 +145,7 @@ MESSAGE_SCHEMA = {
                 "content": TEXT_PARTS_SCHEMA,
                 "name": _NAME,
                 "tool_calls": {"type": "null"},
+                "tool_call_id": _NO_CALL_ID,
             },
             "required": ["role", "content"],
         },
@@ -154,6 +156,7 @@ MESSAGE_SCHEMA = {
                 "content": TEXT_PARTS_SCHEMA,
                 "name": _NAME,
                 "tool_calls": {"anyOf": [{"type": "array", "items": _TOOL_CALL}, {"type": "null"}]},
+                "tool_call_id": _NO_CALL_ID,
             },
             "required": ["role", "content"],
         },
@@ -164,6 +167,7 @@ MESSAGE_SCHEMA = {
                 "content": TEXT_PARTS_SCHEMA,
                 "name": _NAME,
                 "tool_calls": {"type": "array", "items": _TOOL_CALL, "minItems": 1},
+                "tool_call_id": _NO_CALL_ID,
             },
             "required": ["role", "tool_calls"],
         },
