@@ -1,10 +1,12 @@
 // One answer in the chat: applies events to its ShownText and renders them.
-// While streaming: plain text, draft styled as draft, spliced-in text highlighted,
-// removed text struck through for a moment. When done: safe Markdown, a badge with
-// route and final source, chips with the timings, and a draft-vs-final diff toggle.
+// While streaming, settled blocks (one kind of text, nothing moving) are already
+// Markdown, draft blocks styled as draft; from the first block still moving on, the
+// text is shown as it changes: spliced-in text highlighted, removed text struck through
+// for a moment. When done: Markdown throughout, a badge with route and final source,
+// chips with the timings, copy, and a draft-vs-final diff toggle.
 
 import { renderDiff } from "./diff.js";
-import { renderMarkdown } from "./markdown.js";
+import { BlockRenderer, copyText, splitBlocks } from "./markdown.js";
 import { ShownText } from "./text.js";
 
 function el(tag, className, text) {
@@ -31,6 +33,7 @@ export class Answer {
     this.node.dataset.state = "waiting";
     this.badge = el("div", "badge", "…");
     this.body = el("div", "text");
+    this.blocks = new BlockRenderer(this.body);
     this.body.setAttribute("aria-live", "polite");
     this.body.setAttribute("aria-busy", "true");
     this.notes = el("div", "notes");
@@ -69,20 +72,45 @@ export class Answer {
     if (!this.frame) this.frame = requestAnimationFrame(() => this.render());
   }
 
+  // The leading blocks that have settled, as [{source, kind, end}] (end: code points).
+  settledBlocks(now, all = false) {
+    const text = this.shown.text;
+    const blocks = splitBlocks(text);
+    const settled = [];
+    let point = 0; // code points before the block
+    for (const block of all ? blocks : blocks.slice(0, -1)) {
+      const end = point + Array.from(block.source).length;
+      const kind = all ? "cloud" : this.shown.settled(point, end, now);
+      if (kind === null) break;
+      settled.push({ source: block.source, kind, end });
+      point = end;
+    }
+    return settled;
+  }
+
   render() {
     this.frame = 0;
     clearTimeout(this.timer);
     const now = performance.now();
-    const nodes = this.shown.runs(now).map((run) => {
-      if (run.kind === "ghost") return el("del", "ghost", run.text);
-      const span = el("span", run.kind, run.text);
-      // Restarting the highlight on every render would flicker: continue it instead.
-      if (run.kind === "fresh") span.style.animationDelay = `-${Math.round(run.age)}ms`;
-      return span;
-    });
-    this.body.replaceChildren(...nodes);
+    const settled = this.settledBlocks(now);
+    const from = settled.length ? settled[settled.length - 1].end : 0;
+    const live = el("div", "live");
+    live.append(
+      ...this.shown.runs(now, from).map((run) => {
+        if (run.kind === "ghost") return el("del", "ghost", run.text);
+        const span = el("span", run.kind, run.text);
+        // Restarting the highlight on every render would flicker: continue it instead.
+        if (run.kind === "fresh") span.style.animationDelay = `-${Math.round(run.age)}ms`;
+        return span;
+      }),
+    );
+    this.blocks.show(settled, live);
     const expiry = this.shown.nextExpiry(now);
     if (expiry !== Infinity) this.timer = setTimeout(() => this.schedule(), expiry - now + 16);
+  }
+
+  showFinal() {
+    this.blocks.show(this.settledBlocks(performance.now(), true));
   }
 
   finish() {
@@ -93,7 +121,7 @@ export class Answer {
     this.node.dataset.pending = "false";
     this.notes.querySelectorAll(".pending").forEach((n) => n.remove());
     this.badge.textContent = `${this.route} · final from ${done.final_source}`;
-    this.body.replaceChildren(renderMarkdown(done.text));
+    this.showFinal();
     this.body.setAttribute("aria-busy", "false");
     const chips = [
       ["first draft", ms(s.draft_first_ms)],
@@ -110,6 +138,11 @@ export class Answer {
         return chip;
       }),
     );
+    const copy = el("button", "toggle copy-answer", "Copy");
+    copy.type = "button";
+    copy.title = "Copy this answer (Markdown)";
+    copy.addEventListener("click", () => copyText(done.text, copy));
+    this.chips.append(copy);
     if (this.shown.draft && this.shown.draft !== done.text) {
       const toggle = el("button", "toggle", "Show draft vs final");
       toggle.type = "button";
@@ -118,7 +151,9 @@ export class Answer {
         const showing = toggle.getAttribute("aria-pressed") === "true";
         toggle.setAttribute("aria-pressed", String(!showing));
         toggle.textContent = showing ? "Show draft vs final" : "Show final answer";
-        this.body.replaceChildren(showing ? renderMarkdown(done.text) : renderDiff(this.shown.draft, done.text));
+        this.blocks.reset();
+        if (showing) this.showFinal();
+        else this.body.replaceChildren(renderDiff(this.shown.draft, done.text));
       });
       this.chips.append(toggle);
     }

@@ -85,8 +85,9 @@ export class ShownText {
     if (removed.trim()) this.ghosts.push({ at, text: removed, until: now + GHOST_MS });
   }
 
-  // Runs of equal style, for rendering: [{text, kind, age}] with ghosts in place.
-  runs(now = performance.now()) {
+  // Runs of equal style, for rendering: [{text, kind, age}] with ghosts in place, from
+  // code point `from` on (the part before it is rendered otherwise).
+  runs(now = performance.now(), from = 0) {
     this.ghosts = this.ghosts.filter((g) => g.until > now);
     const ghostsAt = new Map();
     for (const g of this.ghosts) ghostsAt.set(g.at, (ghostsAt.get(g.at) || "") + g.text);
@@ -96,7 +97,7 @@ export class ShownText {
       if (last && last.kind === kind && kind !== "fresh" && kind !== "ghost") last.text += text;
       else runs.push({ text, kind, age });
     };
-    for (let i = 0; i <= this.chars.length; i++) {
+    for (let i = from; i <= this.chars.length; i++) {
       if (ghostsAt.has(i)) push(ghostsAt.get(i), "ghost", 0);
       if (i === this.chars.length) break;
       const mark = this.marks[i];
@@ -112,6 +113,21 @@ export class ShownText {
       }
     }
     return runs;
+  }
+
+  // Is [start, end) settled for now: every code point of one kind (all draft or all
+  // cloud), none freshly spliced in, no removed text shown inside it?
+  settled(start, end, now = performance.now()) {
+    let kind = null;
+    for (let i = start; i < end; i++) {
+      const mark = this.marks[i];
+      if (mark.kind === "fresh" && now - mark.at < FRESH_MS) return null;
+      const its = mark.kind === "draft" ? "draft" : "cloud";
+      if (kind !== null && its !== kind) return null;
+      kind = its;
+    }
+    if (this.ghosts.some((g) => g.until > now && g.at > start && g.at < end)) return null;
+    return kind;
   }
 
   nextExpiry(now = performance.now()) {

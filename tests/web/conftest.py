@@ -47,6 +47,25 @@ SCRIPTS = {
         cloud_start_s=0.5,
     ),
 }
+SCRIPTS["Markdown"] = Script(
+    draft="A table, links and code follow.",
+    cloud="| tip | why |\n|---|---|\n| sleep | rest |\n\n"
+    "See [the docs](https://example.com/docs) or [this](javascript:window.__pwned=7).\n\n"
+    "> quoted line\n\n"
+    "1. outer\n   - inner one\n   - inner two\n2. second\n\n"
+    "![tracker](https://example.com/pixel.png)\n\n"
+    "```python\ndef add(a, b):\n    return a + b  # <b>not bold</b>\n```\n\n"
+    "1. first tip\n\n2. second tip\n\n3. third tip\n",
+    cloud_start_s=0.1,
+)
+SCRIPTS["Blocks"] = Script(
+    draft="Thinking about it.",
+    cloud="The **first** paragraph is settled early.\n\n"
+    + " ".join(f"w{i}" for i in range(60))
+    + "\n\nThe end.",
+    cloud_delay_s=0.04,
+    cloud_start_s=0.1,
+)
 SCRIPTS["Offline"] = Script(
     draft="The draft answers while the cloud is away.",
     cloud="The cloud's refined answer, delivered later.",
