@@ -22,8 +22,14 @@ function ms(value) {
 }
 
 export class Answer {
-  constructor(container, { onSettled = () => {}, onRefined = () => {}, onCloudError = () => {} } = {}) {
+  constructor(
+    container,
+    { onStart = () => {}, onSettled = () => {}, onRefined = () => {}, onCloudError = () => {} } = {},
+  ) {
     this.shown = new ShownText();
+    this.startEvent = null;
+    this.problems = []; // non-fatal errors, kept with the answer
+    this.onStart = onStart; // the server named the request: it can be resumed from now on
     this.requestId = null;
     this.route = null;
     this.onSettled = onSettled; // the composer is free again (done, provisional or failed)
@@ -47,6 +53,8 @@ export class Answer {
   handle(event) {
     this.shown.apply(event);
     if (event.event === "start") {
+      this.startEvent = event;
+      this.onStart(event);
       this.requestId = event.request_id;
       this.route = event.route;
       this.node.dataset.requestId = event.request_id;
@@ -57,6 +65,7 @@ export class Answer {
       this.node.dataset.pending = "true";
       this.notes.replaceChildren(el("span", "pending", `refinement pending: ${event.reason}`));
     } else if (event.event === "error") {
+      if (!event.fatal) this.problems.push(event);
       const note = el("span", event.fatal ? "problem fatal" : "problem", `${event.source}: ${event.message}`);
       note.setAttribute("role", "status");
       this.notes.append(note);

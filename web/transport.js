@@ -1,10 +1,12 @@
 // Two ways to carry the same events: a WebSocket (default) that reconnects and
-// resumes by itself, and SSE through EventSource on /v1/speculate/{id}/events, which
-// reconnects by itself and resumes with Last-Event-ID. Both call onEvent(event) for
-// every event of a request exactly once, in seq order (protocol.js's Sequence drops what
-// a resumed stream replays), and stop following at the stream's final end.
+// resumes by itself, and SSE on /v1/speculate/{id}/events, read with fetch (so the API
+// key goes as a header, which EventSource cannot send) and resumed after a drop from
+// the last event seen (?after=). Both call onEvent(event) for every event of a request
+// exactly once, in seq order (protocol.js's Sequence drops what a resumed stream
+// replays), and stop following at the stream's final end.
 
-import { EVENT_TYPES, Sequence, StreamEnd } from "./protocol.js";
+import { apiFetch, subprotocols } from "./keys.js";
+import { Sequence, StreamEnd } from "./protocol.js";
 
 // Full jitter: a delay drawn uniformly from [0, min(cap, base * 2^attempt)] (the same
 // rule as full_jitter in speculate/core/circuit.py).
@@ -18,9 +20,10 @@ export function newRequestId() {
 }
 
 export class WebSocketTransport {
-  constructor(url, { onStatus = () => {} } = {}) {
+  constructor(url, { onStatus = () => {}, onRefused = () => {} } = {}) {
     this.url = url;
     this.onStatus = onStatus;
+    this.onRefused = onRefused;
     this.requests = new Map(); // request_id -> {onEvent, sequence, end, sent}
     this.socket = null;
     this.attempt = 0;
@@ -30,14 +33,18 @@ export class WebSocketTransport {
   connect() {
     if (this.opened) return this.opened;
     this.opened = new Promise((resolve) => {
-      const socket = new WebSocket(this.url);
+      const socket = new WebSocket(this.url, subprotocols());
       this.socket = socket;
+      let opened = false;
       socket.addEventListener("open", () => {
+        opened = true;
         this.attempt = 0;
         this.onStatus("connected");
-        // Pick up every unfinished request where we left it.
+        // Pick up every unfinished request where we left it, and send those that never
+        // went out (the first connection failed, say for want of a key).
         for (const [id, req] of this.requests) {
           if (req.sent) socket.send(JSON.stringify({ type: "resume", request_id: id, after: req.sequence.last }));
+          else this.send(socket, id, req);
         }
         resolve(socket);
       });
@@ -51,6 +58,9 @@ export class WebSocketTransport {
       socket.addEventListener("close", () => {
         this.opened = null;
         this.socket = null;
+        // A refused handshake looks like any failed connection here: ask the server
+        // whether it wants a key (apiFetch raises the page's key prompt on 401).
+        if (!opened) apiFetch("/v1/models").catch(() => {});
         if (this.requests.size === 0) {
           this.onStatus("idle");
           return;
@@ -64,10 +74,14 @@ export class WebSocketTransport {
   }
 
   async start(requestId, body, onEvent) {
-    const req = { onEvent, sequence: new Sequence(), end: new StreamEnd(), sent: false };
+    const req = { onEvent, sequence: new Sequence(), end: new StreamEnd(), sent: false, body };
     this.requests.set(requestId, req);
     const socket = await this.connect();
-    socket.send(JSON.stringify({ type: "speculate", request_id: requestId, ...body }));
+    if (!req.sent) this.send(socket, requestId, req);
+  }
+
+  send(socket, requestId, req) {
+    socket.send(JSON.stringify({ type: "speculate", request_id: requestId, ...req.body }));
     req.sent = true;
   }
 
@@ -76,16 +90,43 @@ export class WebSocketTransport {
       this.socket.send(JSON.stringify({ type: "cancel", request_id: requestId }));
     }
   }
+
+  // A new key: connect again with it (unfinished requests resume on the new socket).
+  reconnect() {
+    if (this.socket) this.socket.close();
+    else if (this.requests.size) this.connect();
+  }
+}
+
+// Server-sent events from a fetch response body: {event, data, id} per message.
+async function* sseMessages(response) {
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += value.replace(/\r\n?/g, "\n");
+    let cut;
+    while ((cut = buffer.indexOf("\n\n")) >= 0) {
+      const block = buffer.slice(0, cut);
+      buffer = buffer.slice(cut + 2);
+      const data = block
+        .split("\n")
+        .filter((line) => line.startsWith("data:"))
+        .map((line) => line.slice(5).replace(/^ /, ""));
+      if (data.length) yield data.join("\n");
+    }
+  }
 }
 
 export class SSETransport {
   constructor(base = "") {
     this.base = base;
-    this.sources = new Map();
+    this.following = new Map(); // request id -> AbortController
   }
 
   async start(requestId, body, onEvent) {
-    const response = await fetch(`${this.base}/v1/speculate`, {
+    const response = await apiFetch(`${this.base}/v1/speculate`, {
       method: "POST",
       headers: { "content-type": "application/json", prefer: "respond-async" },
       body: JSON.stringify(body),
@@ -96,29 +137,45 @@ export class SSETransport {
                 message: answer.error.message, source: "client", fatal: true });
       return null;
     }
-    const sequence = new Sequence();
-    const end = new StreamEnd();
-    const source = new EventSource(`${this.base}${answer.events}`);
-    this.sources.set(answer.request_id, source);
-    const handle = (message) => {
-      // EventSource fires its own "error" (no data) when the connection drops; it
-      // reconnects by itself with Last-Event-ID, so only our error events matter.
-      if (typeof message.data !== "string") return;
-      const event = JSON.parse(message.data);
-      if (!sequence.accept(event)) return;
-      onEvent(event);
-      // After a provisional done the server ends this response; EventSource reconnects
-      // with Last-Event-ID and the refinement arrives on the new one.
-      if (end.see(event) === "final") {
-        source.close();
-        this.sources.delete(event.request_id);
-      }
-    };
-    for (const type of EVENT_TYPES) source.addEventListener(type, handle);
+    this.follow(answer.request_id, onEvent);
     return answer.request_id;
   }
 
+  // Follow a request's events from the first (a reload picks a running request up
+  // this way), reconnecting after a drop from the last one seen. `onLost(why)`: the
+  // server does not have the request (any more).
+  async follow(requestId, onEvent, onLost = () => {}) {
+    const sequence = new Sequence();
+    const end = new StreamEnd();
+    const abort = new AbortController();
+    this.following.set(requestId, abort);
+    const url = `${this.base}/v1/speculate/${encodeURIComponent(requestId)}/events`;
+    for (let attempt = 0; !abort.signal.aborted; ) {
+      try {
+        const response = await apiFetch(`${url}?after=${sequence.last}`, { signal: abort.signal });
+        if (response.status === 404) {
+          onLost("the server no longer has this request");
+          break;
+        }
+        if (!response.ok) throw new Error(`HTTP ${response.status}`);
+        for await (const data of sseMessages(response)) {
+          attempt = 0;
+          const event = JSON.parse(data);
+          if (!sequence.accept(event)) continue;
+          onEvent(event);
+          // After a provisional done the server ends this response; the next one
+          // carries the refinement.
+          if (end.see(event) === "final") abort.abort();
+        }
+      } catch (error) {
+        if (abort.signal.aborted) break;
+      }
+      if (!abort.signal.aborted) await new Promise((r) => setTimeout(r, fullJitter(attempt++)));
+    }
+    this.following.delete(requestId);
+  }
+
   async cancel(requestId) {
-    await fetch(`${this.base}/v1/requests/${encodeURIComponent(requestId)}`, { method: "DELETE" });
+    await apiFetch(`${this.base}/v1/requests/${encodeURIComponent(requestId)}`, { method: "DELETE" });
   }
 }

@@ -2,12 +2,15 @@
 
 Keys come from ``server.api_keys`` (or ``SPECULATE_SERVER__API_KEYS='["k1","k2"]'``).
 A client sends ``Authorization: Bearer <key>``; a browser WebSocket, which cannot set
-headers, may pass ``?api_key=<key>``.  Every configured key is compared in constant
-time, so timing reveals neither the key nor which key matched.
+headers, offers the subprotocol ``speculate.bearer.<the key, base64url>`` (the browser
+UI does; a key in a subprotocol stays out of access logs) or passes ``?api_key=<key>``.
+Every configured key is compared in constant time, so timing reveals neither the key
+nor which key matched.
 """
 
 from __future__ import annotations
 
+import base64
 import hmac
 from urllib.parse import parse_qs
 
@@ -18,6 +21,16 @@ from speculate.errors import Unauthorized
 from speculate.server.errors import error_response
 
 UNAUTHORIZED = "Missing or invalid API key: send 'Authorization: Bearer <key>'."
+
+
+BEARER_PROTOCOL = "speculate.bearer."
+
+
+def _unbase64url(text: str) -> str:
+    try:
+        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
+        return ""  # not a key: refused like any wrong one
 
 
 def key_matches(candidate: str, keys: list[str]) -> bool:
@@ -38,6 +51,9 @@ class ApiKeys:
         if scheme.lower() == "bearer" and token:
             return token.strip()
         if scope["type"] == "websocket":
+            for offered in scope.get("subprotocols") or []:
+                if offered.startswith(BEARER_PROTOCOL):
+                    return _unbase64url(offered.removeprefix(BEARER_PROTOCOL))
             query = parse_qs(scope.get("query_string", b"").decode())
             return str(query.get("api_key", [""])[0])
         return ""

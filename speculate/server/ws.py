@@ -142,6 +142,9 @@ def _parse(frame: Mapping[str, Any]) -> dict[str, Any]:
     return message
 
 
+SUBPROTOCOL = "speculate"
+
+
 async def websocket_endpoint(websocket: WebSocket) -> None:
     state: AppState = websocket.app.state.speculate
     server = state.settings.server
@@ -149,7 +152,10 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     if state.rate_limiter.check(client):
         await websocket.close(CLOSE_POLICY, "too many requests from this client")
         return
-    await websocket.accept()
+    # The browser UI offers "speculate" (and its key as a second subprotocol): a browser
+    # drops a connection whose server picks none of those offered.
+    offered = websocket.scope.get("subprotocols") or []
+    await websocket.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
     socket = _Socket(websocket, state, client)
     messages = RateLimiter(server.ws_messages_per_second * 60, int(server.ws_messages_per_second))
     async with anyio.create_task_group() as group:

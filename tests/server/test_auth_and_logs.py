@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import logging
@@ -13,6 +14,7 @@ import httpx
 import openai
 import pytest
 import websockets
+from websockets.typing import Subprotocol
 
 from speculate.client import ws_url
 from speculate.core.protocol import Done, Start
@@ -96,6 +98,27 @@ async def test_websocket_needs_the_key(locked_server: str) -> None:
     async with websockets.connect(ws_url(locked_server) + f"?api_key={KEY}") as ws:
         await ws.send(json.dumps({"type": "speculate", **BODY}))
         assert json.loads(await ws.recv())["event"] == "start"
+
+
+def bearer_protocol(key: str) -> Subprotocol:
+    encoded = base64.urlsafe_b64encode(key.encode()).decode().rstrip("=")
+    return Subprotocol("speculate.bearer." + encoded)
+
+
+async def test_a_browser_websocket_sends_the_key_as_a_subprotocol(locked_server: str) -> None:
+    """What the browser UI does: no header, no key in the URL (access logs keep URLs)."""
+    offered = [Subprotocol("speculate"), bearer_protocol(KEY)]
+    async with websockets.connect(ws_url(locked_server), subprotocols=offered) as ws:
+        assert ws.subprotocol == "speculate"  # the server picks one offered, as browsers need
+        await ws.send(json.dumps({"type": "speculate", **BODY}))
+        assert json.loads(await ws.recv())["event"] == "start"
+    for wrong in (bearer_protocol("nope"), Subprotocol("speculate.bearer.%%%")):
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            async with websockets.connect(
+                ws_url(locked_server), subprotocols=[Subprotocol("speculate"), wrong]
+            ):
+                pass
+        assert refused.value.response.status_code == 403
 
 
 def test_key_comparison() -> None:

@@ -124,3 +124,24 @@ def test_the_draft_versus_final_diff_takes_linear_memory(
     )
     assert result["ok"]
     assert result["changed"] == 400
+
+
+def test_a_final_answer_unlike_its_draft_is_shown_whole_not_diffed(
+    page: Page, scripted_server: ScriptedServer
+) -> None:
+    """Two unrelated 20,000-word texts: past MAX_EDITS edits the diff stops (its work and
+    memory are bounded by the cap) and shows the draft struck through, then the final."""
+    page.goto(scripted_server.url)
+    result = page.evaluate(
+        """async () => {
+          const { wordDiff, MAX_EDITS } = await import('/diff.js');
+          const before = Array.from({length: 20000}, (_, i) => `draft${i}`).join(' ');
+          const after = Array.from({length: 20000}, (_, i) => `final${i}`).join(' ');
+          const parts = wordDiff(before, after);
+          return {kinds: parts.map((p) => p.kind), exact: parts[0].text === before &&
+                  parts[1].text === after, cap: MAX_EDITS};
+        }"""
+    )
+    assert result["kinds"] == ["del", "ins"]
+    assert result["exact"]
+    assert result["cap"] == 1000

@@ -279,19 +279,30 @@ def test_phone_width_and_keyboard_only(browser: Any, scripted_server: ScriptedSe
         context.close()
 
 
+@pytest.mark.parametrize("scheme", ["light", "dark"])
 def test_screenshots_mid_correction_and_finished(
-    page: Page, scripted_server: ScriptedServer, tmp_path: Path
+    browser: Any, scripted_server: ScriptedServer, tmp_path: Path, scheme: str
 ) -> None:
+    """The pictures in the README (scripts/screenshots writes them into docs/)."""
     out = Path(os.environ.get("SPECULATE_SCREENSHOT_DIR", tmp_path))
-    page.set_viewport_size({"width": 900, "height": 560})
-    page.goto(scripted_server.url)
-    ask(page, "Tell me about the Eiffel Tower")
-    page.wait_for_selector("article.answer .text .fresh", timeout=15_000)
-    page.wait_for_selector("article.answer .text .ghost", timeout=15_000)
-    page.screenshot(path=str(out / "ui-correcting.png"))
-    wait_settled(page)
-    page.screenshot(path=str(out / "ui-finished.png"))
-    assert (out / "ui-correcting.png").stat().st_size > 10_000
+    suffix = "" if scheme == "light" else "-dark"
+    context = browser.new_context(viewport={"width": 1000, "height": 600}, color_scheme=scheme)
+    page = context.new_page()
+    try:
+        page.goto(scripted_server.url)
+        ask(page, "Tell me about the Eiffel Tower")
+        page.wait_for_selector("article.answer .text .fresh", timeout=15_000)
+        page.wait_for_selector("article.answer .text .ghost", timeout=15_000)
+        page.screenshot(path=str(out / f"ui-correcting{suffix}.png"))
+        wait_settled(page)
+        ask(page, "Markdown", mode="cloud")
+        wait_settled(page)
+        page.set_viewport_size({"width": 1000, "height": 860})
+        last_answer(page).locator(".code").scroll_into_view_if_needed()
+        page.screenshot(path=str(out / f"ui-finished{suffix}.png"))
+    finally:
+        context.close()
+    assert (out / f"ui-correcting{suffix}.png").stat().st_size > 10_000
 
 
 def test_a_load_fetches_nothing_missing_and_logs_no_error(
