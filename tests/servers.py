@@ -6,15 +6,13 @@ import os
 import resource
 import subprocess
 import sys
-import time
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from speculate.backends.standin import free_port
+from speculate.bench.children import wait_ready
 from speculate.bench.inprocess import serve_app
 from speculate.settings import Settings
 
@@ -43,22 +41,8 @@ class ServerProcess:
 def wait_until_ok(
     url: str, process: subprocess.Popen[bytes], log_path: str, timeout_s: float = 120
 ) -> None:
-    """Until ``url`` answers 200 (a child process offers no readiness event: a poll,
-    bounded by ``timeout_s``); a child that exits or never answers is an error with its log."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        if process.poll() is not None:
-            log = Path(log_path).read_text(errors="replace")
-            raise RuntimeError(f"the child exited with {process.returncode}:\n{log}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            log = Path(log_path).read_text(errors="replace")
-            raise RuntimeError(f"{url} did not answer within {timeout_s:g} s:\n{log}")
-        time.sleep(0.2)
+    """Until ``url`` answers 200 (see :func:`speculate.bench.children.wait_ready`)."""
+    wait_ready(url, process, Path(log_path), timeout_s)
 
 
 def limit_files(count: int) -> None:  # in the child, before exec

@@ -79,7 +79,15 @@ async def _ws(url: str, body: dict[str, Any], gaps: list[float], counter: list[i
                 return
 
 
-def measure(streams: int, transport: str, tps: float = 10.0, tokens: int = 40) -> dict[str, Any]:
+def measure(
+    streams: int,
+    transport: str,
+    tps: float = 10.0,
+    tokens: int = 40,
+    server_kind: str = "speculate",
+) -> dict[str, Any]:
+    """One run at ``streams`` concurrent streams; ``server_kind`` "baseline": the minimal
+    app that streams the same frames (:mod:`speculate.bench.baseline`)."""
     port = free_port()
     command = [
         sys.executable,
@@ -90,6 +98,8 @@ def measure(streams: int, transport: str, tps: float = 10.0, tokens: int = 40) -
         "--tps",
         str(tps),
     ]
+    if server_kind == "baseline":
+        command += ["--baseline", str(tokens)]
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -132,6 +142,7 @@ def measure(streams: int, transport: str, tps: float = 10.0, tokens: int = 40) -
     interval = 1 / tps
     extra = [max(0.0, gap - interval) for gap in gaps]
     return {
+        "server": server_kind,
         "streams": streams,
         "transport": transport,
         "events": counter[0],
@@ -185,3 +196,80 @@ def streams_per_core(rows: list[dict[str, Any]], limit_ms: float = 50.0) -> int:
         if all(r["extra_delay_ms_p99"] < limit_ms for r in rows if r["streams"] == n)
     ]
     return max(passing, default=0)
+
+
+def held(rows: list[dict[str, Any]], limit_ms: float = 50.0) -> bool:
+    return bool(statistics.median(r["extra_delay_ms_p99"] for r in rows) < limit_ms)
+
+
+def limit(
+    transport: str,
+    server_kind: str,
+    *,
+    start: int = 250,
+    ceiling: int = 16_000,
+    repeat: int = 1,
+    limit_ms: float = 50.0,
+) -> dict[str, Any]:
+    """The largest number of streams held with p99 extra delay under ``limit_ms``:
+    doubling from ``start`` until a level fails (or ``ceiling``), then halving the gap
+    once between the last level held and the first that failed.  No cap."""
+    runs: list[dict[str, Any]] = []
+
+    def at(level: int) -> bool:
+        measured = [measure(level, transport, server_kind=server_kind) for _ in range(repeat)]
+        runs.extend(measured)
+        return held(measured, limit_ms)
+
+    good, bad, level = 0, None, start
+    while level <= ceiling:
+        if not at(level):
+            bad = level
+            break
+        good, level = level, level * 2
+    if bad is not None and good:
+        middle = (good + bad) // 2
+        if at(middle):
+            good = middle
+    return {
+        "server": server_kind,
+        "transport": transport,
+        "streams_held": good,
+        "first_failed": bad,
+        "runs": [
+            {k: r[k] for k in ("streams", "extra_delay_ms_p99", "server_cpu_ms_per_1000_events")}
+            for r in runs
+        ],
+    }
+
+
+def against_baseline(
+    level: int = 500, repeat: int = 3, *, search: bool = True, ceiling: int = 16_000
+) -> dict[str, Any]:
+    """speculate against the minimal app on the same frames: server CPU per event at
+    ``level`` streams (medians of ``repeat`` runs, the two servers alternating) and, with
+    ``search``, each one's largest number of streams held."""
+    rows = []
+    for transport in ("sse", "ws"):
+        cpu: dict[str, list[float]] = {"speculate": [], "baseline": []}
+        for _ in range(repeat):
+            for kind in cpu:
+                cpu[kind].append(
+                    measure(level, transport, server_kind=kind)["server_cpu_ms_per_1000_events"]
+                )
+        ours, floor = statistics.median(cpu["speculate"]), statistics.median(cpu["baseline"])
+        row: dict[str, Any] = {
+            "transport": transport,
+            "streams": level,
+            "speculate_cpu_us_per_event": round(ours, 1),
+            "baseline_cpu_us_per_event": round(floor, 1),
+            # events per CPU-second, speculate's as a share of the baseline's
+            "ratio_to_baseline": round(floor / ours, 3) if ours else None,
+        }
+        if search:
+            for kind in ("speculate", "baseline"):
+                found = limit(transport, kind, ceiling=ceiling)
+                row[f"{kind}_streams_held"] = found["streams_held"]
+                row[f"{kind}_first_failed"] = found["first_failed"]
+        rows.append(row)
+    return {"level": level, "rows": rows}

@@ -14,10 +14,7 @@ so only the edge path is timed.
 from __future__ import annotations
 
 import json
-import os
 import statistics
-import subprocess
-import sys
 import time
 from typing import Any
 
@@ -27,7 +24,7 @@ import websockets
 
 from speculate.backends import models
 from speculate.backends.llamacpp import default_threads
-from speculate.backends.standin import free_port
+from speculate.bench.children import SpeculateServer
 from speculate.client import ws_url
 from speculate.core.protocol import SSEDecoder, decode_event
 from speculate.settings import Settings
@@ -41,51 +38,12 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
-class EdgeServer:
+class EdgeServer(SpeculateServer):
     """``speculate serve`` in a child process, cloud disabled."""
 
     def __init__(self, config: str | None, threads: int) -> None:
-        self.url = f"http://127.0.0.1:{free_port()}"
-        command = [
-            sys.executable,
-            "-m",
-            "speculate.cli",
-            "serve",
-            "--port",
-            self.url.rsplit(":", 1)[1],
-        ]
-        if config:
-            command += ["--config", config]
-        env = {
-            **os.environ,
-            "SPECULATE_CLOUD__ENABLED": "false",
-            "SPECULATE_EDGE__N_THREADS": str(threads),
-            "SPECULATE_STORE__REQUEST_LOG": "false",
-            "SPECULATE_SERVER__RATE_PER_MINUTE": "0",
-        }
-        self.process = subprocess.Popen(
-            command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-
-    def __enter__(self) -> EdgeServer:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError("the benchmark server exited during start-up")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)  # bounded start-up poll of a child process
-        raise RuntimeError("the benchmark server did not become ready")
-
-    def __exit__(self, *exc: object) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
+        env = {"SPECULATE_CLOUD__ENABLED": "false", "SPECULATE_EDGE__N_THREADS": str(threads)}
+        super().__init__(env, config)
 
 
 def run(

@@ -18,9 +18,10 @@ from speculate.settings import Settings
 
 
 def quiet_settings() -> Settings:
-    """No rate limit, no request log: load generators, not users."""
+    """No rate limit, no per-client stream cap, no request log: load generators (all on
+    one address), not users."""
     return Settings(
-        server={"rate_per_minute": 0, "resume_grace_s": 30},
+        server={"rate_per_minute": 0, "resume_grace_s": 30, "max_streams_per_client": 0},
         store={"request_log": False, "queue": False, "cache": False},
     )
 

@@ -1,48 +1,61 @@
-"""Suite 7: against a peer gateway — LiteLLM's SDK and speculate, in front of the same
-cloud stand-in, side by side with calling the stand-in directly.
+"""Suite 7: speculate against the gateway users deploy — LiteLLM's proxy — both in front
+of the same cloud stand-in, side by side with calling the stand-in directly.
 
-All three stream the same greedy answer (same prompt, same model, temperature 0),
-interleaved.  Reported: time to the first content chunk and time per token after it,
-each as the difference from the direct call.  speculate is asked with model
-``speculate-cloud`` on its OpenAI-compatible endpoint, so it relays the cloud answer
-(append-only, whole words) as LiteLLM does.
+Every path streams the same greedy answer (same prompt, model, 32 tokens, temperature
+0); rounds are interleaved, each round in a rotated order.  Each server is its own
+process: the stand-in, ``litellm --config`` and ``speculate serve`` (its cloud pointed at
+the stand-in).  Reported per path: time to the first content and to the whole answer,
+and the median of each round's difference to the direct call.  speculate is measured
+on ``/v1/chat/completions`` (model ``speculate-cloud``) and on ``/v1/speculate`` (mode
+``cloud``, the first event that shows text).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import anyio
 import httpx
 
 from speculate.backends import models
-from speculate.backends.llamacpp import LlamaCppEdge, default_threads
-from speculate.backends.openai_compat import OpenAICompatCloud
+from speculate.backends.llamacpp import default_threads
 from speculate.backends.standin import StandInServer
-from speculate.bench.inprocess import quiet_settings, serving
-from speculate.engine.context import Backends
+from speculate.bench.children import LITELLM_MASTER_KEY, LiteLLMProxy, SpeculateServer
+from speculate.bench.inprocess import quiet_settings
 
 PROMPT = [{"role": "user", "content": "Explain in three sentences why the sky is blue."}]
+MAX_TOKENS = 32
+WARMUP_ROUNDS = 3
 
 
-async def _timed(pieces: AsyncIterator[str]) -> tuple[float, float, int]:
-    started, first, count = time.perf_counter(), None, 0
+async def _timed(pieces: AsyncIterator[str]) -> tuple[float, float]:
+    """Seconds to the first piece and to the end."""
+    started, first = time.perf_counter(), None
     async for _ in pieces:
         if first is None:
             first = time.perf_counter() - started
-        count += 1
     total = time.perf_counter() - started
-    return first or total, total, count
+    return first or total, total
 
 
-async def _openai_stream(client: httpx.AsyncClient, url: str, model: str) -> AsyncIterator[str]:
-    body = {"model": model, "messages": PROMPT, "max_tokens": 64, "temperature": 0, "stream": True}
-    async with client.stream("POST", f"{url}/chat/completions", json=body) as response:
+async def _chat(
+    client: httpx.AsyncClient, url: str, model: str, headers: dict[str, str] | None = None
+) -> AsyncIterator[str]:
+    body = {
+        "model": model,
+        "messages": PROMPT,
+        "max_tokens": MAX_TOKENS,
+        "temperature": 0,
+        "stream": True,
+    }
+    async with client.stream(
+        "POST", f"{url}/chat/completions", json=body, headers=headers
+    ) as response:
+        response.raise_for_status()
         async for line in response.aiter_lines():
             if line.startswith("data: ") and line != "data: [DONE]":
                 for choice in json.loads(line[6:]).get("choices", []):
@@ -50,81 +63,83 @@ async def _openai_stream(client: httpx.AsyncClient, url: str, model: str) -> Asy
                         yield choice["delta"]["content"]
 
 
-async def _litellm_stream(url: str) -> AsyncIterator[str]:
-    # LiteLLM fetches a price list from GitHub on import unless told to use its own copy.
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    import litellm
-
-    response = await litellm.acompletion(
-        model="openai/standin",
-        api_base=url,
-        api_key="unused",
-        messages=PROMPT,
-        max_tokens=64,
-        temperature=0,
-        stream=True,
-    )
-    async for chunk in response:
-        if chunk.choices and chunk.choices[0].delta.content:
-            yield chunk.choices[0].delta.content
+async def _events(client: httpx.AsyncClient, url: str) -> AsyncIterator[str]:
+    body = {"messages": PROMPT, "mode": "cloud", "max_tokens": MAX_TOKENS, "temperature": 0}
+    async with client.stream("POST", f"{url}/v1/speculate", json=body) as response:
+        response.raise_for_status()
+        async for line in response.aiter_lines():
+            if not line.startswith("data: "):
+                continue
+            event = json.loads(line[6:])
+            if event["event"] == "draft" and event["text"]:
+                yield event["text"]
+            elif event["event"] == "patch" and any(op["ins"] for op in event["ops"]):
+                yield "".join(op["ins"] for op in event["ops"])
 
 
-def run(rounds: int = 10) -> dict[str, Any]:
-    settings = quiet_settings()
-    path = models.resolve(settings.edge.model)
-    edge = LlamaCppEdge(path, model_name=settings.edge.model, n_threads=default_threads())
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 2)
+
+
+def run(rounds: int = 20) -> dict[str, Any]:
+    path = models.resolve(quiet_settings().edge.model)
     standin = StandInServer(path, alias="standin", n_threads=default_threads())
-    samples: dict[str, list[tuple[float, float, int]]] = {
-        "direct": [],
-        "litellm": [],
-        "speculate": [],
-    }
+    samples: dict[str, list[tuple[float, float]]] = {}
 
     async def main() -> None:
         base = await standin.start()
         try:
-            cloud = OpenAICompatCloud(settings.cloud, base_url=base, model="standin")
-            with serving(Backends(edge, cloud), settings) as url:
+            speculate_env = {
+                "SPECULATE_CLOUD__BASE_URL": base,
+                "SPECULATE_CLOUD__MODEL": "standin",
+                "SPECULATE_EDGE__N_THREADS": "1",
+            }
+            with (
+                LiteLLMProxy(base, alias="cloud") as proxy,
+                SpeculateServer(speculate_env) as ours,
+            ):
+                auth = {"Authorization": f"Bearer {LITELLM_MASTER_KEY}"}
                 async with httpx.AsyncClient(timeout=120) as client:
-                    for i in range(rounds + 1):  # the first round warms everything up
-                        direct = await _timed(_openai_stream(client, base, "standin"))
-                        peer = await _timed(_litellm_stream(base))
-                        ours = await _timed(_openai_stream(client, f"{url}/v1", "speculate-cloud"))
-                        if i:
-                            samples["direct"].append(direct)
-                            samples["litellm"].append(peer)
-                            samples["speculate"].append(ours)
+                    paths: dict[str, Callable[[], AsyncIterator[str]]] = {
+                        "direct": lambda: _chat(client, base, "standin"),
+                        "litellm_proxy": lambda: _chat(client, f"{proxy.url}/v1", "cloud", auth),
+                        "speculate_chat": lambda: _chat(
+                            client, f"{ours.url}/v1", "speculate-cloud"
+                        ),
+                        "speculate_events": lambda: _events(client, ours.url),
+                    }
+                    names = list(paths)
+                    for name in names:
+                        samples[name] = []
+                    for i in range(WARMUP_ROUNDS + rounds):
+                        turn = i % len(names)
+                        for name in names[turn:] + names[:turn]:  # rotate: no fixed position
+                            measured = await _timed(paths[name]())
+                            if i >= WARMUP_ROUNDS:
+                                samples[name].append(measured)
         finally:
             await standin.stop()
 
     anyio.run(main)
+    direct = samples["direct"]
     rows = []
-    # Chunks differ (speculate sends whole words), the answer does not: divide every
-    # path's streaming time by the tokens the direct call produced.
-    tokens = statistics.median([s[2] for s in samples["direct"]])
-    direct_first = [s[0] for s in samples["direct"]]
-    direct_per_token = [(s[1] - s[0]) / max(1, tokens - 1) for s in samples["direct"]]
     for name, values in samples.items():
-        firsts = [s[0] for s in values]
-        per_token = [(s[1] - s[0]) / max(1, tokens - 1) for s in values]
         rows.append(
             {
                 "path": name,
-                "first_chunk_ms_p50": round(statistics.median(firsts) * 1000, 2),
-                "added_first_ms_p50": round(
-                    statistics.median([a - b for a, b in zip(firsts, direct_first, strict=True)])
-                    * 1000,
-                    2,
+                "first_ms_p50": _ms(statistics.median(v[0] for v in values)),
+                "whole_ms_p50": _ms(statistics.median(v[1] for v in values)),
+                "added_first_ms_p50": _ms(
+                    statistics.median(v[0] - d[0] for v, d in zip(values, direct, strict=True))
                 ),
-                "per_token_ms_p50": round(statistics.median(per_token) * 1000, 3),
-                "added_per_token_ms_p50": round(
-                    statistics.median(
-                        [a - b for a, b in zip(per_token, direct_per_token, strict=True)]
-                    )
-                    * 1000,
-                    3,
+                "added_whole_ms_p50": _ms(
+                    statistics.median(v[1] - d[1] for v, d in zip(values, direct, strict=True))
                 ),
-                "chunks_p50": statistics.median([s[2] for s in values]),
             }
         )
-    return {"rounds": rounds, "rows": rows}
+    return {"rounds": rounds, "max_tokens": MAX_TOKENS, "rows": rows}
+
+
+def added(results: dict[str, Any], path: str, what: str = "first") -> float:
+    row = next(r for r in results["rows"] if r["path"] == path)
+    return float(row[f"added_{what}_ms_p50"])

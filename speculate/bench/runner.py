@@ -152,9 +152,13 @@ def run(
     out = Path("bench-results") / time.strftime("%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"machine": machine(), "quick": quick}
+
+    def save() -> None:  # after every suite: a failure later loses nothing measured
+        (out / "results.json").write_text(json.dumps(results, indent=2))
+
     chosen = [s for s in SUITES if s in suites] if suites else list(SUITES)
     if quick:
-        chosen = [s for s in chosen if s in ("ttft", "relay", "capacity", "latency")]
+        chosen = [s for s in chosen if s in ("ttft", "relay", "capacity", "latency", "peer")]
     if "ttft" in chosen or "relay" in chosen:
         from speculate.bench import edge
 
@@ -165,6 +169,7 @@ def run(
         rows = [{"path": k, **v} for k, v in results["edge"]["ttft"].items()]
         console.print(_table(f"time to first draft token ({requests} requests)", rows))
         console.print(_table("relay efficiency", [results["edge"]["relay"]]))
+    save()
     if "capacity" in chosen:
         from speculate.bench import capacity
 
@@ -172,39 +177,61 @@ def run(
         levels = (100, 500) if quick else (100, 500, 1000)
         results["capacity"] = capacity.run(levels, repeat=3)
         console.print(_table("capacity (fake models at 10 tokens/s)", results["capacity"]))
+        console.print("[cyan]suite 3b[/]: against a minimal app streaming the same frames …")
+        results["baseline"] = capacity.against_baseline(repeat=1 if quick else 3)
+        console.print(
+            _table(
+                "server CPU per event and streams held (p99 extra < 50 ms), uncapped",
+                results["baseline"]["rows"],
+            )
+        )
+    save()
     if "latency" in chosen:
         from speculate.bench import latency
 
         console.print("[cyan]suite 4[/]: correction latency …")
         results["latency"] = latency.run(requests=20 if quick else 60)
         console.print(_table("cloud's last token → client has done", [results["latency"]]))
+    save()
     if "diff" in chosen:
         from speculate.bench import diffcost
 
         results["diff"] = diffcost.run()
         console.print(_table("diff engine per cloud chunk vs difflib", results["diff"]))
+    save()
     if "wire" in chosen:
         from speculate.bench import wire
 
         results["wire"] = wire.run()
         console.print(_table("bytes on the wire vs full-text snapshots", results["wire"]))
+    save()
     if "peer" in chosen:
         from speculate.bench import peer
 
-        console.print("[cyan]suite 7[/]: LiteLLM and speculate in front of the same cloud …")
-        results["peer"] = peer.run()
-        console.print(_table("added to calling the stand-in directly", results["peer"]["rows"]))
+        console.print(
+            "[cyan]suite 7[/]: LiteLLM's proxy and speculate in front of the same cloud …"
+        )
+        results["peer"] = peer.run(rounds=8 if quick else 20)
+        console.print(
+            _table(
+                "time to first content and whole answer; added: to calling the stand-in",
+                results["peer"]["rows"],
+            )
+        )
+    save()
     if "network" in chosen:
         from speculate.bench import network
 
         console.print("[cyan]suite 8[/]: first and final text as the cloud gets farther …")
         results["network"] = network.run()
         console.print(_table("median over 3 prompts, real models", results["network"]))
+    save()
     if "router" in chosen:
         from speculate.bench import routing
 
         results["router"] = routing.run()
         console.print(_table("routing decision (mode auto) and accuracy", results["router"]))
+    save()
     if "verify" in chosen:
         from speculate.bench import verify
 
@@ -217,6 +244,7 @@ def run(
             )
         )
         console.print(_table("verify's ratios (below 1: less)", results["verify"]["ratios"]))
+    save()
     if "numerics" in chosen:
         from speculate.bench import numerics
 
@@ -230,6 +258,7 @@ def run(
                 "the same greedy question three times (the stand-in)", results["numerics_repeats"]
             )
         )
+    save()
     if "conversation" in chosen:
         from speculate.bench import conversation
 
@@ -241,7 +270,7 @@ def run(
                 results["conversation"],
             )
         )
-    (out / "results.json").write_text(json.dumps(results, indent=2))
+    save()
     for name in ("ttft", "capacity", "diff", "wire", "network"):
         key = "edge" if name == "ttft" else name
         if key in results and (path := _plot(name, results, out)) is not None:
@@ -259,8 +288,24 @@ def run(
             summary["relay_efficiency"] = results["edge"]["relay"]["efficiency"]
             summary["relay_efficiency_to_close"] = results["edge"]["relay"]["efficiency_to_close"]
         if "capacity" in results:
-            summary["streams_per_core"] = streams_per_core(results["capacity"])
+            summary["streams_per_core_capped_levels"] = streams_per_core(results["capacity"])
+        if "baseline" in results:
+            rows = results["baseline"]["rows"]
+            summary["capacity_ratio_to_baseline"] = min(r["ratio_to_baseline"] for r in rows)
+            summary["streams_per_core"] = min(r["speculate_streams_held"] for r in rows)
+            summary["baseline_streams_per_core"] = min(r["baseline_streams_held"] for r in rows)
         if "latency" in results:
             summary["correction_latency_ms_p50"] = results["latency"]["correction_latency_ms_p50"]
+        if "peer" in results:
+            from speculate.bench.peer import added
+
+            summary["gateway_first_token_added_ms"] = added(results["peer"], "speculate_chat")
+            summary["gateway_whole_answer_added_ms"] = added(
+                results["peer"], "speculate_chat", "whole"
+            )
+            summary["litellm_first_token_added_ms"] = added(results["peer"], "litellm_proxy")
+            summary["litellm_whole_answer_added_ms"] = added(
+                results["peer"], "litellm_proxy", "whole"
+            )
         print(json.dumps(summary))
     return 0

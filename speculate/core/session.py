@@ -196,6 +196,11 @@ class Session:
         self.stats["cloud_tokens"] += 1
         if self.stats["cloud_first_ms"] is None:
             self.stats["cloud_first_ms"] = self._ms(now)
+        if self.route == "cloud":
+            # No draft to align with: nothing shown can change, so the text goes out as
+            # it arrives, not a word at a time.
+            self._cloud_scanned = len(self.cloud)
+            return self._show(self._target(), "cloud") + self._commit(self._cloud_scanned)
         words, end = complete_words(self.cloud, self._cloud_scanned)
         if not words:
             return []

@@ -279,3 +279,17 @@ def test_a_tail_that_starts_a_word_is_kept_apart() -> None:
     s.receive_cloud("zeta ", 0.01)
     assert " " in s.shown
     assert not s.shown.startswith("zetaalpha")
+
+
+def test_cloud_only_text_goes_out_as_it_arrives_not_a_word_at_a_time() -> None:
+    """Nothing shown in mode cloud can change: a piece that ends mid-word is shown (and,
+    for append-only clients, committed) at once."""
+    s = session("cloud", progressive=True)
+    s.start()
+    events = s.receive_cloud("Hel", 0.1)
+    shown = [e for e in events if isinstance(e, Patch)]
+    assert shown
+    assert s.shown == "Hel"
+    assert [e.upto for e in events if isinstance(e, Commit)] == [3]
+    s.receive_cloud("lo wor", 0.2)
+    assert s.shown == "Hello wor"

@@ -4,9 +4,6 @@ forwards to the local stand-in; speculate uses the proxy as its cloud."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,75 +12,29 @@ import anyio.from_thread
 import httpx
 import openai
 import pytest
-import yaml
 
 from speculate.backends.llamacpp import default_threads
 from speculate.backends.models import resolve
-from speculate.backends.standin import StandInServer, free_port
+from speculate.backends.standin import StandInServer
+from speculate.bench.children import LITELLM_MASTER_KEY, LiteLLMProxy
 from speculate.core.protocol import Done, Error, SSEDecoder, decode_event
-from tests.servers import ServerProcess, start_server, wait_until_ok
+from tests.servers import ServerProcess, start_server
 
 pytestmark = pytest.mark.slow
 
-MASTER_KEY = "sk-speculate-test-0123456789abcdef"
+MASTER_KEY = LITELLM_MASTER_KEY
 
 
 @pytest.fixture(scope="module")
-def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def proxy() -> Iterator[str]:
     """The stand-in behind a LiteLLM proxy; yields the proxy's /v1 URL."""
-    tmp = tmp_path_factory.mktemp("litellm")
     standin = StandInServer(resolve("smollm2-135m"), alias="standin", n_threads=default_threads())
     with anyio.from_thread.start_blocking_portal() as portal:
         base = portal.call(standin.start)
-        port = free_port()
-        config = {
-            "model_list": [
-                {
-                    "model_name": "hosted-model",
-                    "litellm_params": {
-                        "model": "openai/standin",
-                        "api_base": base,
-                        "api_key": "none",
-                    },
-                }
-            ]
-        }
-        (tmp / "litellm.yaml").write_text(yaml.safe_dump(config))
-        log_path = str(tmp / "litellm.log")
-        with open(log_path, "wb") as log:
-            process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "litellm.proxy.proxy_cli",
-                    "--config",
-                    str(tmp / "litellm.yaml"),
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(port),
-                ],
-                cwd=tmp,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env={
-                    **os.environ,
-                    "LITELLM_MASTER_KEY": MASTER_KEY,
-                    "LITELLM_LOCAL_MODEL_COST_MAP": "True",  # no fetch from the internet
-                    "LITELLM_LOG": "ERROR",
-                },
-            )
         try:
-            wait_until_ok(
-                f"http://127.0.0.1:{port}/health/liveliness", process, log_path, timeout_s=180
-            )
-            yield f"http://127.0.0.1:{port}/v1"
+            with LiteLLMProxy(base, alias="hosted-model") as gateway:
+                yield f"{gateway.url}/v1"
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
             portal.call(standin.stop)
 
 
