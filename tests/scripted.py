@@ -42,8 +42,13 @@ class ScriptedBackend:
         self.opened += 1
         self.asked.append(messages)
         self.given.append(params)
+        pieces = list(self.pieces)
+        if prefix:  # continue an answer that begins with prefix: what follows it
+            written = ""
+            while pieces and len(written) < len(prefix):
+                written += pieces.pop(0)
         stream = FakeStream(
-            list(self.pieces),
+            pieces,
             self.delay_s,
             self.error,
             self.gaps,
@@ -116,7 +121,11 @@ class BookBackend:
         script = self.book.lookup(messages)
         if self.side == "edge":
             self.book.asked.append(messages)
-            yield FakeStream(words(script.draft), script.draft_delay_s)
+            pieces = words(script.draft)
+            written = ""
+            while prefix and pieces and len(written) < len(prefix):  # continue after prefix
+                written += pieces.pop(0)
+            yield FakeStream(pieces, script.draft_delay_s)
         else:
             script.cloud_calls += 1
             if script.flaky and script.cloud_calls % 2:

@@ -188,3 +188,37 @@ def test_auto_leaves_out_a_side_that_cannot_hold_the_last_turn_and_says_why() ->
     for mode in ("edge", "speculative", "verify"):
         with pytest.raises(ContextTooLong, match="the edge model"):
             orchestrator.fit(SpeculateRequest(huge, mode, max_tokens=10))  # type: ignore[arg-type]
+
+
+SLOW_DRAFT = "Paris is the capital of France and a city on the Seine."
+FAST_CLOUD = "Paris is the capital of France and a lovely city on the Seine river."
+
+
+async def test_an_edge_the_cloud_has_overtaken_is_stopped() -> None:
+    edge = ScriptedBackend("edge", words(SLOW_DRAFT), delay_s=0.05)
+    cloud = ScriptedBackend("cloud", words(FAST_CLOUD), delay_s=0.002)
+    shown, _ = await run(Backends(edge, cloud))
+    assert shown.done is not None
+    assert shown.done.final_source == "cloud"
+    assert shown.text == FAST_CLOUD
+    assert shown.done.stats["edge_stopped"] == "overtaken by the cloud"
+    assert edge.closed == edge.opened == 1
+    assert edge.streams[0].sent < len(edge.pieces)  # it stopped before its answer's end
+
+
+async def test_an_edge_stopped_for_the_cloud_finishes_its_draft_when_the_cloud_fails() -> None:
+    edge = ScriptedBackend("edge", words(SLOW_DRAFT), delay_s=0.03)
+    cloud = ScriptedBackend(
+        "cloud",
+        words(FAST_CLOUD)[:4],
+        delay_s=0.001,
+        gaps=[0.001, 0.001, 0.001, 0.2],
+        error=CloudStalled("quiet"),
+    )
+    shown, events = await run(Backends(edge, cloud))
+    assert shown.done is not None
+    assert shown.done.final_source == "edge"
+    assert shown.text == SLOW_DRAFT  # the draft goes on from where it stopped, whole
+    assert edge.opened == 2  # stopped for the cloud, then asked to continue
+    errors = [e for e in events if isinstance(e, Error)]
+    assert [(e.source, e.code, e.fatal) for e in errors] == [("cloud", "cloud_stalled", False)]

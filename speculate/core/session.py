@@ -99,6 +99,9 @@ class Session:
         self.edge: SideState = "running" if route in (*both, "edge") else "off"
         self.cloud_state: SideState = "running" if route in (*both, "cloud") else "off"
         self.finished = False
+        # The cloud's text has passed the whole draft: the edge stops (its tokens would
+        # only be replaced), and starts again from its draft if the cloud then fails.
+        self.edge_overtaken = False
         self.tool_calls: list[dict[str, Any]] | None = None  # the cloud's, if it called any
         self.stats: dict[str, Any] = {
             "draft_first_ms": None,
@@ -208,7 +211,17 @@ class Session:
         if self.route == "speculative":
             self._aligner.set_draft(self.draft)
             self._aligner.add_cloud_words(words)
-        return self._show(self._target(), "cloud") + self._commit(self._cloud_scanned)
+        events = self._show(self._target(), "cloud") + self._commit(self._cloud_scanned)
+        if (
+            self.route == "speculative"
+            and self.edge == "running"
+            and self._aligner.tail_offset >= len(self.draft)
+        ):
+            # Everything the edge has written is covered: what it writes next would be
+            # replaced too, and it competes with the cloud for the device meanwhile.
+            self.edge, self.edge_overtaken = "done", True
+            self.stats["edge_stopped"] = "overtaken by the cloud"
+        return events
 
     def cloud_finished(
         self,
@@ -243,6 +256,9 @@ class Session:
         # The draft stands: undo whatever cloud text had been spliced in (all of it,
         # unless it was already committed to an append-only client).
         events = [*self._show(self._target(), "edge"), self._error(error, fatal=False)]
+        if self.edge_overtaken:  # the edge stopped for the cloud: it finishes its draft
+            self.edge, self.edge_overtaken = "running", False
+            self.stats.pop("edge_stopped", None)
         return events + self._maybe_done(now)
 
     # -- routing changes mid-stream -----------------------------------------------

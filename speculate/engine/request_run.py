@@ -60,6 +60,7 @@ class RequestRun:
             self.cloud_messages, self.originals = redaction.messages, redaction.originals
         self.cloud_started = False
         self.edge_started = False
+        self.edge_scope: anyio.CancelScope | None = None  # to stop the edge alone
 
     def emit(self, events: list[Event]) -> None:
         for index, event in enumerate(events):
@@ -69,6 +70,8 @@ class RequestRun:
         self.events.extend(events)
         if self.session.finished and self.group is not None:
             self.group.cancel_scope.cancel()
+        elif self.session.edge_overtaken and self.edge_scope is not None:
+            self.edge_scope.cancel()  # the cloud has passed the draft: spare the device
 
     def params(self, side: Literal["edge", "cloud"]) -> GenerationParams:
         params = self.context.edge_params if side == "edge" else self.context.cloud_params
@@ -178,11 +181,21 @@ class RequestRun:
         return True
 
     async def edge_side(self) -> None:
+        with anyio.CancelScope() as scope:
+            self.edge_scope = scope
+            await self.edge_answer()
+        self.edge_scope = None
+        if scope.cancelled_caught:  # stopped for the cloud: it may be asked to go on
+            self.edge_started = False
+
+    async def edge_answer(self) -> None:
         session = self.session
         judging = self.may_escalate
+        # After a stop for the cloud (which then failed), the edge goes on from its draft.
+        prefix = session.draft or None
         try:
             params = self.params("edge")
-            async with self.backends.edge.stream(self.request.edge_messages, params) as raw:
+            async with self.backends.edge.stream(self.request.edge_messages, params, prefix) as raw:
                 tokens = until_stop(raw, params.stop)
                 while True:
                     flush_at = session.next_flush_at
@@ -245,7 +258,9 @@ class RequestRun:
             if health is not None:
                 health.failed(exc)
             self.emit(session.cloud_failed(exc, time.perf_counter()))
-            self.start_sides()  # a cloud-only request falls back to the edge
+            # A cloud-only request falls back to the edge; an edge stopped for the cloud
+            # goes on.
+            self.start_sides()
             return
         await self.remember(session.cloud if session.cloud_state == "done" else None)
 

@@ -293,3 +293,36 @@ def test_cloud_only_text_goes_out_as_it_arrives_not_a_word_at_a_time() -> None:
     assert [e.upto for e in events if isinstance(e, Commit)] == [3]
     s.receive_cloud("lo wor", 0.2)
     assert s.shown == "Hello wor"
+
+
+def test_the_edge_stops_once_the_cloud_has_passed_its_whole_draft() -> None:
+    s = session("speculative")
+    events = s.start() + s.receive_draft("The sky is blue", 0.0)
+    events += s.receive_cloud("The sky ", 0.1)
+    assert s.edge == "running"  # " is blue" of the draft is still ahead of the cloud
+    assert not s.edge_overtaken
+    events += s.receive_cloud("is blue because ", 0.2)
+    assert s.edge_overtaken  # everything the edge wrote is covered
+    assert s.edge == "done"
+    assert s.stats["edge_stopped"] == "overtaken by the cloud"
+    assert s.receive_draft(" green", 0.3) == []  # a token still in flight is dropped
+    events += s.receive_cloud("light scatters.", 0.4) + s.cloud_finished(0.5)
+    shown = replay(events)
+    assert shown.done is not None
+    assert shown.done.final_source == "cloud"
+    assert shown.text == "The sky is blue because light scatters."
+
+
+def test_an_edge_stopped_for_the_cloud_goes_on_if_the_cloud_fails() -> None:
+    s = session("speculative")
+    events = s.start() + s.receive_draft("One two", 0.0) + s.receive_cloud("One two three ", 0.1)
+    assert s.edge_overtaken
+    events += s.cloud_failed(CloudUnreachable("gone"), 0.2)
+    assert s.edge == "running"
+    assert not s.edge_overtaken
+    assert not s.finished
+    events += s.receive_draft(" four", 0.3) + s.edge_finished(0.4)
+    shown = replay(events)
+    assert shown.done is not None
+    assert shown.done.final_source == "edge"
+    assert shown.text == "One two four"
