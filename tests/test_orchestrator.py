@@ -194,9 +194,14 @@ SLOW_DRAFT = "Paris is the capital of France and a city on the Seine."
 FAST_CLOUD = "Paris is the capital of France and a lovely city on the Seine river."
 
 
+# The edge writes 8 words at once, then slows down; the cloud starts later, then races.
+EDGE_GAPS = [0.001] * 8 + [0.05] * 4
+
+
 async def test_an_edge_the_cloud_has_overtaken_is_stopped() -> None:
-    edge = ScriptedBackend("edge", words(SLOW_DRAFT), delay_s=0.05)
-    cloud = ScriptedBackend("cloud", words(FAST_CLOUD), delay_s=0.002)
+    edge = ScriptedBackend("edge", words(SLOW_DRAFT), gaps=EDGE_GAPS)
+    cloud_gaps = [0.03] + [0.002] * (len(words(FAST_CLOUD)) - 1)
+    cloud = ScriptedBackend("cloud", words(FAST_CLOUD), gaps=cloud_gaps)
     shown, _ = await run(Backends(edge, cloud))
     assert shown.done is not None
     assert shown.done.final_source == "cloud"
@@ -207,12 +212,11 @@ async def test_an_edge_the_cloud_has_overtaken_is_stopped() -> None:
 
 
 async def test_an_edge_stopped_for_the_cloud_finishes_its_draft_when_the_cloud_fails() -> None:
-    edge = ScriptedBackend("edge", words(SLOW_DRAFT), delay_s=0.03)
+    edge = ScriptedBackend("edge", words(SLOW_DRAFT), gaps=EDGE_GAPS)
     cloud = ScriptedBackend(
         "cloud",
-        words(FAST_CLOUD)[:4],
-        delay_s=0.001,
-        gaps=[0.001, 0.001, 0.001, 0.2],
+        words(FAST_CLOUD)[:10],
+        gaps=[0.03] + [0.001] * 8 + [0.2],
         error=CloudStalled("quiet"),
     )
     shown, events = await run(Backends(edge, cloud))

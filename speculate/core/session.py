@@ -34,10 +34,14 @@ SideState = Literal["off", "running", "done", "failed"]
 
 @dataclass(frozen=True, slots=True)
 class SessionConfig:
-    """Coalescing and cost parameters (prices in USD per million tokens)."""
+    """Coalescing, the overtaken edge, and cost parameters (prices in USD per million
+    tokens)."""
 
     coalesce_s: float = 0.016
     coalesce_chars: int = 96
+    # The edge stops once the cloud has passed all of its draft, if the draft has at least
+    # this many tokens: a draft the user has begun to read is never cut off at its start.
+    overtaken_after_tokens: int = 8
     edge_usd_per_mtok: float = 0.0
     cloud_usd_per_mtok_in: float = 0.0
     cloud_usd_per_mtok_out: float = 0.0
@@ -215,6 +219,7 @@ class Session:
         if (
             self.route == "speculative"
             and self.edge == "running"
+            and self.stats["draft_tokens"] >= self.config.overtaken_after_tokens
             and self._aligner.tail_offset >= len(self.draft)
         ):
             # Everything the edge has written is covered: what it writes next would be

@@ -306,7 +306,7 @@ def test_cloud_only_text_goes_out_as_it_arrives_not_a_word_at_a_time() -> None:
 
 
 def test_the_edge_stops_once_the_cloud_has_passed_its_whole_draft() -> None:
-    s = session("speculative")
+    s = session("speculative", overtaken_after_tokens=1)
     events = s.start() + s.receive_draft("The sky is blue", 0.0)
     events += s.receive_cloud("The sky ", 0.1)
     assert s.edge == "running"  # " is blue" of the draft is still ahead of the cloud
@@ -323,8 +323,17 @@ def test_the_edge_stops_once_the_cloud_has_passed_its_whole_draft() -> None:
     assert shown.text == "The sky is blue because light scatters."
 
 
+def test_a_short_draft_is_never_cut_off_at_its_start() -> None:
+    s = session("speculative")  # the default: the draft must have 8 tokens first
+    s.start()
+    s.receive_draft("The", 0.0)
+    s.receive_cloud("The sky is blue because ", 0.1)
+    assert s.edge == "running"
+    assert not s.edge_overtaken
+
+
 def test_an_edge_stopped_for_the_cloud_goes_on_if_the_cloud_fails() -> None:
-    s = session("speculative")
+    s = session("speculative", overtaken_after_tokens=1)
     events = s.start() + s.receive_draft("One two", 0.0) + s.receive_cloud("One two three ", 0.1)
     assert s.edge_overtaken
     events += s.cloud_failed(CloudUnreachable("gone"), 0.2)
