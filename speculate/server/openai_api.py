@@ -29,7 +29,7 @@ from speculate.core.protocol import Done, Draft, Error, to_dict
 from speculate.core.request import SpeculateRequest
 from speculate.core.text import ShownText
 from speculate.engine.eventlog import EventLog
-from speculate.errors import Forbidden, Unavailable, UnknownModel, UpstreamFailed
+from speculate.errors import BadRequest, Unavailable, UnknownModel, UpstreamFailed
 from speculate.server.errors import client_address, read_json
 from speculate.server.limits import admit, fit_to_windows
 from speculate.server.openai_fields import (
@@ -65,15 +65,15 @@ def _check_route(state: AppState, job: SpeculateRequest) -> None:
     decision = state.orchestrator.decide(job)
     if decision.route == "cloud":
         return
-    if decision.private_kinds:  # a policy, not a malformed request
-        raise Forbidden(f"tools need the cloud, but {decision.reason}", code="kept_on_device")
-    if decision.basis:  # the cloud is wanted but away (its circuit is open)
+    if decision.basis:  # the cloud is wanted but away (its circuit is open): try later
         raise Unavailable(
             "tools need the cloud, and it is unavailable right now",
             code="cloud_unavailable",
             retry_after_s=state.settings.cloud.circuit_probe_base_s,
         )
-    raise Unavailable(f"tools need the cloud, but {decision.reason}", code="no_cloud")
+    # Privacy keeps it on the device, or there is no cloud: this request cannot be served.
+    code = "kept_on_device" if decision.private_kinds else "no_cloud"
+    raise BadRequest(f"tools need the cloud, but {decision.reason}", code=code, param="tools")
 
 
 def _usage(done: Done) -> dict[str, int]:

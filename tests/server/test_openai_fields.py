@@ -290,8 +290,9 @@ def test_tools_with_personal_data_kept_on_the_device_are_refused(url: str) -> No
     private = [{"role": "user", "content": "Mail jane.doe@example.com the time."}]
     body = {"model": "speculate", "messages": private, "tools": SAMPLES["tools"]}
     response = httpx.post(f"{url}/v1/chat/completions", json=body)
-    assert response.status_code == 403
+    assert response.status_code == 400
     assert response.json()["error"]["code"] == "kept_on_device"
+    assert response.json()["error"]["param"] == "tools"
     assert "privacy" in response.json()["error"]["message"]
 
 
