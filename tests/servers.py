@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from speculate.backends.standin import free_port
-from speculate.bench.children import wait_ready
+from speculate.bench.children import stop_child, wait_ready
 from speculate.bench.inprocess import serve_app
 from speculate.settings import Settings
 
@@ -29,13 +29,7 @@ class ServerProcess:
             return handle.read()
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        stop_child(self.process)
 
 
 def wait_until_ok(

@@ -33,6 +33,21 @@ class GenerationParams:
     response_format: dict[str, Any] | None = None  # OpenAI's; a JSON format constrains output
     # Sent to the cloud as given (tools, tool_choice, user, ...); an edge never sees them.
     cloud_fields: dict[str, Any] = field(default_factory=dict)
+
+    def sampler_settings(self) -> dict[str, Any]:
+        """The sampler settings the request set (llama-cpp-python and OpenAI-compatible
+        servers use the same names); only those set: a hosted endpoint may refuse a
+        field it does not know."""
+        settings = {
+            "top_p": self.top_p,
+            "top_k": self.top_k,
+            "min_p": self.min_p,
+            "seed": self.seed,
+            "presence_penalty": self.presence_penalty,
+            "frequency_penalty": self.frequency_penalty,
+        }
+        return {name: value for name, value in settings.items() if value is not None}
+
     # Who asks (the client's address): turns on a shared model go round the clients.
     client: str = ""
     # Report the entropy (nats) of the first this many tokens in ``usage.extra["entropy"]``,

@@ -77,19 +77,6 @@ def _entropy_recorder(entropies: list[float], limit: int) -> Callable[[Any, Any]
     return record
 
 
-def sampling_options(params: GenerationParams) -> dict[str, Any]:
-    """The sampler settings a request set, under llama-cpp-python's names."""
-    options = {
-        "top_p": params.top_p,
-        "top_k": params.top_k,
-        "min_p": params.min_p,
-        "seed": params.seed,
-        "presence_penalty": params.presence_penalty,
-        "frequency_penalty": params.frequency_penalty,
-    }
-    return {name: value for name, value in options.items() if value is not None}
-
-
 def json_grammar(response_format: dict[str, Any] | None) -> Any:
     """A llama.cpp grammar for OpenAI's ``response_format``: any JSON object for
     ``json_object``, the schema's shape for ``json_schema``; None for plain text."""
@@ -292,7 +279,7 @@ class LlamaCppEdge:
             "max_tokens": params.max_tokens,
             "temperature": params.temperature,
             "stop": list(params.stop),
-            **sampling_options(params),
+            **params.sampler_settings(),
         }
         grammar = json_grammar(params.response_format)
         if grammar is not None:

@@ -45,19 +45,14 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 
 def request_options(params: GenerationParams) -> dict[str, Any]:
-    """The sampling fields a request set, as an OpenAI-compatible server takes them
-    (only those set: a hosted endpoint may refuse a field it does not know)."""
-    options: dict[str, Any] = {
-        "top_p": params.top_p,
-        "top_k": params.top_k,
-        "min_p": params.min_p,
-        "seed": params.seed,
-        "presence_penalty": params.presence_penalty,
-        "frequency_penalty": params.frequency_penalty,
-        "stop": list(params.stop) or None,
-        "response_format": params.response_format,
-    }
-    return {name: value for name, value in options.items() if value is not None}
+    """What a request asks of an OpenAI-compatible server besides length and
+    temperature: its sampler settings, stop sequences and response format, those set."""
+    options: dict[str, Any] = params.sampler_settings()
+    if params.stop:
+        options["stop"] = list(params.stop)
+    if params.response_format is not None:
+        options["response_format"] = params.response_format
+    return options
 
 
 # A hosted endpoint that refuses one of these wants the settings that leave it out.

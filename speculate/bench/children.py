@@ -39,6 +39,17 @@ def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, timeout_s:
         time.sleep(0.2)
 
 
+def stop_child(process: subprocess.Popen[bytes]) -> None:
+    """Terminate, then kill if it has not gone within 20 s."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
 class Child:
     """A server process that is ready on entry and stopped on exit."""
 
@@ -72,13 +83,8 @@ class Child:
         return self
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        if self.process is not None:
+            stop_child(self.process)
 
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
