@@ -3,8 +3,8 @@
 A model's server usually honours ``stop`` itself, but not always at the same place: a
 stop string may span two tokens, two chunks, or the seam where an answer paused and
 continued.  :class:`StopCutter` sees every piece in order, holds back the tail that
-could still become a stop sequence, and ends the text just before the first one, so
-the text shown equals the whole answer cut at its first stop, however it was split.
+could still become a stop sequence, and ends the text just before the first one to
+complete, so the text shown is the same however the answer was split.
 """
 
 from __future__ import annotations
@@ -27,10 +27,12 @@ class StopCutter:
         if not self.stops:
             return piece
         text = self._held + piece
-        cut = min((i for i in (text.find(s) for s in self.stops) if i >= 0), default=-1)
-        if cut >= 0:
+        # The stop that completes first (as a model's server stops: when one appears),
+        # whatever size the pieces are; of two ending together, the longer.
+        found = [(i + len(s), i) for s in self.stops if (i := text.find(s)) >= 0]
+        if found:
             self.stopped, self._held = True, ""
-            return text[:cut]
+            return text[: min(found)[1]]
         keep = self._open_tail(text)
         self._held = text[len(text) - keep :] if keep else ""
         return text[: len(text) - keep]

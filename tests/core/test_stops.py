@@ -11,8 +11,12 @@ from speculate.core.stops import StopCutter
 
 
 def cut(text: str, stops: list[str]) -> str:
-    found = [i for i in (text.find(s) for s in stops if s) if i >= 0]
-    return text[: min(found)] if found else text
+    """The text up to the stop that completes first, read one character at a time."""
+    for end in range(1, len(text) + 1):
+        starts = [end - len(s) for s in stops if s and text[:end].endswith(s)]
+        if starts:
+            return text[: min(starts)]
+    return text
 
 
 def through(cutter: StopCutter, pieces: list[str]) -> str:
@@ -59,3 +63,9 @@ def test_any_split_gives_the_text_cut_at_its_first_stop(
     cutter = StopCutter(stops)
     assert through(cutter, pieces) == cut(text, stops)
     assert cutter.stopped == any(s in text for s in stops)
+
+
+def test_overlapping_stops_cut_where_the_first_one_completes() -> None:
+    # "a" completes before "bab" could: the same in one piece as in three.
+    assert through(StopCutter(["bab", "a"]), ["babb"]) == "b"
+    assert through(StopCutter(["bab", "a"]), ["ba", "b", "b"]) == "b"
