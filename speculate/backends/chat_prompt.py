@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from speculate.core.chat import Message
+from speculate.core.trim import Window
 from speculate.errors import ConfigError
 
 
@@ -60,9 +61,24 @@ class ChatPrompt:
         prompt = self.render(messages).encode("utf-8")
         return len(self._llama.tokenize(prompt, add_bos=True, special=True))
 
+    def window(self, tokens: int, name: str) -> Window:
+        """A window of ``tokens`` counted with this model's tokenizer and template."""
+        return Window(tokens, self.count_tokens, name, self.token_bound)
+
+    def token_bound(self, messages: list[Message]) -> int:
+        """Never fewer than :meth:`count_tokens`, without tokenizing: no token of a
+        byte-level BPE or of SentencePiece with byte fallback is shorter than one byte
+        of the rendered prompt, except BOS and SentencePiece's leading space."""
+        return len(self.render(messages).encode("utf-8")) + 2
+
     def render(self, messages: list[Message]) -> str:
         """The prompt text for ``/v1/completions`` (which adds BOS itself if the model
         wants one), ending where the assistant's answer begins."""
+        return self.render_with_stops(messages)[0]
+
+    def render_with_stops(self, messages: list[Message]) -> tuple[str, list[str]]:
+        """The prompt text and the stop strings the chat endpoint would add for this
+        format (a turn's end written as text, where it is not the model's EOS token)."""
         if self._jinja is not None:
             result = self._jinja(messages=cast(Any, messages))  # llama_cpp's TypedDicts
         else:
@@ -72,4 +88,6 @@ class ChatPrompt:
         # model wants one. Never twice.
         if result.added_special and self.adds_bos and prompt.startswith(self.bos_text):
             prompt = prompt[len(self.bos_text) :]
-        return prompt
+        stop = result.stop
+        stops = [stop] if isinstance(stop, str) else list(stop or [])
+        return prompt, stops

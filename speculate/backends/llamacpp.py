@@ -163,7 +163,7 @@ class LlamaCppEdge:
 
     def window(self) -> Window:
         """The edge's context window, counted with its own tokenizer and chat template."""
-        return Window(self.n_ctx, self._chat_prompt.count_tokens, "the edge model")
+        return self._chat_prompt.window(self.n_ctx, "the edge model")
 
     def _prompt_tokens(self, prompt: str) -> list[int]:
         return list(self._llama.tokenize(prompt.encode("utf-8"), add_bos=True, special=True))
@@ -278,7 +278,6 @@ class LlamaCppEdge:
             "stream": True,
             "max_tokens": params.max_tokens,
             "temperature": params.temperature,
-            "stop": list(params.stop),
             **params.sampler_settings(),
         }
         grammar = json_grammar(params.response_format)
@@ -287,10 +286,12 @@ class LlamaCppEdge:
         if params.confidence_tokens:
             entropies = usage.extra.setdefault("entropy", [])
             kwargs["logits_processor"] = [_entropy_recorder(entropies, params.confidence_tokens)]
-        # llama-cpp-python types its stream as a union with the non-stream response.
-        chunks: Any
-        prompt = self._chat_prompt.render(messages)
-        if prefix is not None:  # continue the answer: the chat's own prompt, then the prefix
+        # The chat's prompt as the chat endpoint would build it (then the answer so far,
+        # to continue it), tokenized once here and handed to llama.cpp as tokens: the
+        # tokenizer is a real share of a short prompt's time to first token.
+        prompt, chat_stops = self._chat_prompt.render_with_stops(messages)
+        kwargs["stop"] = [*chat_stops, *params.stop]
+        if prefix is not None:
             prompt += prefix
         # Another conversation's evaluated prompt is kept before this one overwrites it,
         # and this one's is brought back if it was kept; llama-cpp-python then evaluates
@@ -300,17 +301,15 @@ class LlamaCppEdge:
         first_turn = usage.prompt_tokens == 0
         if first_turn:
             usage.prompt_tokens, usage.cached_tokens = len(tokens), held
-        if prefix is None:
-            chunks = self._llama.create_chat_completion(messages=messages, **kwargs)
-        else:
-            chunks = self._llama.create_completion(prompt=prompt, **kwargs)
+        # llama-cpp-python types its stream as a union with the non-stream response.
+        chunks: Any = self._llama.create_completion(prompt=tokens, **kwargs)
         try:
             for chunk in chunks:
                 if stop.is_set():
                     usage.finish_reason = "cancelled"
                     break
                 choice = chunk["choices"][0]
-                text = choice["delta"].get("content") if "delta" in choice else choice["text"]
+                text = choice["text"]
                 if text:
                     usage.completion_tokens += 1
                     deliver(str(text))

@@ -115,16 +115,25 @@ def run(
             httpx.AsyncClient(timeout=120) as client,
             websockets.connect(ws_url(url), compression=None) as socket,
         ):
-            for i in range(requests + 2):  # two warm-up rounds, not recorded
-                d = await anyio.to_thread.run_sync(
+            async def first_direct() -> float:
+                stamps = await anyio.to_thread.run_sync(
                     direct, PROMPT, max_tokens, settings.edge.temperature
                 )
-                s, _, _, _ = await via_sse(client, url, short)
-                w = await via_ws(socket, short)
+                return stamps[0]
+
+            async def first_sse() -> float:
+                return (await via_sse(client, url, short))[0]
+
+            paths = {"direct": first_direct, "sse": first_sse, "ws": lambda: via_ws(socket, short)}
+            names = list(paths)
+            for i in range(requests + 2):  # two warm-up rounds, not recorded
+                # Rotated order: llama.cpp's threads spin a while after each answer, so
+                # whichever path runs right after another one's decode pays for it.
+                order = names[i % 3 :] + names[: i % 3]
+                firsts = {name: await paths[name]() for name in order}
                 if i >= 2:
-                    ttft["direct"].append(d[0])
-                    ttft["sse"].append(s)
-                    ttft["ws"].append(w)
+                    for name, first in firsts.items():
+                        ttft[name].append(first)
             for _ in range(relay_runs):
                 stamps = await anyio.to_thread.run_sync(direct, LONG_PROMPT, relay_tokens, 0.0)
                 relay["direct"].append((len(stamps) - 1) / (stamps[-1] - stamps[0]))

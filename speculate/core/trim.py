@@ -44,13 +44,17 @@ class Window:
     tokens: int
     count: Callable[[list[Message]], int]
     name: str = "model"  # for messages: "the edge model", "the cloud model"
+    # Optional: a cheap number never below ``count`` (the rendered prompt's bytes, say).
+    # A chat it shows to fit is not counted: tokenizing costs a short prompt's first
+    # token a millisecond or more.
+    bound: Callable[[list[Message]], int] | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Fitted:
     messages: list[Message]
     dropped_turns: int
-    prompt_tokens: int
+    prompt_tokens: int  # as counted, or the window's bound when that showed it fits
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +102,8 @@ def fit(messages: list[Message], window: Window, max_tokens: int) -> Fitted:
     """``messages`` with as few of the oldest turns dropped as make the prompt fit in
     ``window.tokens - max_tokens`` (rounded to whole blocks of turns, see above)."""
     budget = window.tokens - max_tokens
+    if window.bound is not None and (at_most := window.bound(messages)) <= budget:
+        return Fitted(messages, 0, at_most)
     total = window.count(messages)
     if total <= budget:
         return Fitted(messages, 0, total)

@@ -251,13 +251,12 @@ async def build_edge(settings: EdgeSettings) -> LlamaCppEdge | DeviceServerEdge:
             ),
             base_url=settings.base_url,
         )
-        counter = byte_bound
+        window = Window(settings.n_ctx, byte_bound, "the edge model")
         if settings.chat_template_model:
             path = models.resolve(settings.chat_template_model)
             prompt = await anyio.to_thread.run_sync(ChatPrompt.of_model, path)
             client.scoring = LlamaCppScoring(prompt)
-            counter = prompt.count_tokens
-        window = Window(settings.n_ctx, counter, "the edge model")
+            window = prompt.window(settings.n_ctx, "the edge model")
         log.info("edge: the OpenAI-compatible server at %s", settings.base_url)
         return DeviceServerEdge(client, window)
     path = models.resolve(settings.model)
@@ -288,11 +287,11 @@ async def cloud_window_of(settings: CloudSettings, standin: StandInServer | None
     name = "the cloud model"
     if standin is not None:
         prompt = await anyio.to_thread.run_sync(ChatPrompt.of_model, standin.model_path)
-        return Window(settings.standin.n_ctx, prompt.count_tokens, name)
+        return prompt.window(settings.standin.n_ctx, name)
     if settings.n_ctx is None:
         return None
     if settings.chat_template_model:
         path = models.resolve(settings.chat_template_model)
         prompt = await anyio.to_thread.run_sync(ChatPrompt.of_model, path)
-        return Window(settings.n_ctx, prompt.count_tokens, name)
+        return prompt.window(settings.n_ctx, name)
     return Window(settings.n_ctx, byte_bound, name)

@@ -211,6 +211,18 @@ async def test_the_configured_options_reach_llama_cpp() -> None:
     assert window.tokens == 1024
 
 
+@pytest.mark.parametrize(
+    "content",
+    ["Hi", "Héllo, 日本語 and emoji 🎉🎉🎉?", "<|im_start|>assistant\n", "x" * 300 + " ü" * 50],
+)
+def test_the_window_bound_is_never_below_the_count(edge: LlamaCppEdge, content: str) -> None:
+    window = edge.window()
+    chat = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": content}]
+    assert window.bound is not None
+    assert window.bound(chat) >= window.count(chat)
+    assert window.bound(chat[1:]) >= window.count(chat[1:])
+
+
 async def test_the_prompt_counted_is_the_prompt_evaluated(edge: LlamaCppEdge) -> None:
     chat = [
         {"role": "system", "content": "Be brief."},

@@ -35,6 +35,28 @@ def test_a_conversation_that_fits_is_sent_whole() -> None:
     assert fitted.prompt_tokens == words(messages)
 
 
+def test_a_chat_the_bound_shows_to_fit_is_not_counted() -> None:
+    counted: list[int] = []
+
+    def counting(messages: list[Message]) -> int:
+        counted.append(1)
+        return words(messages)
+
+    def characters(messages: list[Message]) -> int:  # >= words() for these chats
+        return sum(2 + len(m["content"]) for m in messages)
+
+    short = chat(2)
+    window = Window(1000, counting, bound=characters)
+    fitted = fit(short, window, max_tokens=100)
+    assert (fitted.messages, fitted.dropped_turns, counted) == (short, 0, [])
+    assert fitted.prompt_tokens == characters(short)
+    # Past the bound it counts, and trims by the count, not the bound.
+    long = chat(30)
+    fitted = fit(long, window, max_tokens=100)
+    assert counted
+    assert words(fitted.messages) <= 900 < characters(fitted.messages)
+
+
 def test_the_oldest_turns_go_and_the_system_message_and_last_turn_stay() -> None:
     messages = chat(30)  # 30 turns of 24 tokens + system 4 + last 4 = 728 tokens
     window = Window(600, words)
