@@ -115,6 +115,7 @@ def run(
             httpx.AsyncClient(timeout=120) as client,
             websockets.connect(ws_url(url), compression=None) as socket,
         ):
+
             async def first_direct() -> float:
                 stamps = await anyio.to_thread.run_sync(
                     direct, PROMPT, max_tokens, settings.edge.temperature
@@ -124,7 +125,10 @@ def run(
             async def first_sse() -> float:
                 return (await via_sse(client, url, short))[0]
 
-            paths = {"direct": first_direct, "sse": first_sse, "ws": lambda: via_ws(socket, short)}
+            async def first_ws() -> float:
+                return await via_ws(socket, short)
+
+            paths = {"direct": first_direct, "sse": first_sse, "ws": first_ws}
             names = list(paths)
             for i in range(requests + 2):  # two warm-up rounds, not recorded
                 # Rotated order: llama.cpp's threads spin a while after each answer, so
