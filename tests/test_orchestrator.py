@@ -112,6 +112,44 @@ async def test_coalescing_flushes_after_the_interval_without_new_tokens() -> Non
     assert shown.text == "abc"
 
 
+async def test_a_reader_gets_what_arrived_meanwhile_in_one_batch_and_stops_at_done() -> None:
+    log = EventLog("r")
+    drafts = [Draft(request_id="r", seq=i, text=f"w{i}") for i in (1, 2, 3)]
+    log.extend(drafts[:1])
+    batches = log.batches()
+    assert await anext(batches) == drafts[:1]
+    log.extend(drafts[1:2])
+    log.extend(drafts[2:])  # two extends before the reader asks again: one batch
+    assert await anext(batches) == drafts[1:]
+    end = Done(request_id="r", seq=5, text="w1w2w3x", final_source="edge")
+    later = Draft(request_id="r", seq=6, text="never read")
+    log.extend([Draft(request_id="r", seq=4, text="x"), end, later])
+    assert [e.seq for e in await anext(batches)] == [4, 5]  # cut at done
+    with pytest.raises(StopAsyncIteration):
+        await anext(batches)
+    # Resumed after seq 2: the rest, one event at a time through follow().
+    assert [e.seq async for e in log.follow(2)] == [3, 4, 5]
+
+
+async def test_a_waiting_reader_wakes_for_the_next_event() -> None:
+    log = EventLog("r")
+    got: list[int] = []
+
+    async def read() -> None:
+        async for batch in log.batches():
+            got.extend(e.seq for e in batch)
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as group:
+            group.start_soon(read)
+            await anyio.wait_all_tasks_blocked()
+            log.extend([Draft(request_id="r", seq=1, text="a")])
+            await anyio.wait_all_tasks_blocked()
+            assert got == [1]
+            log.extend([Done(request_id="r", seq=2, text="a", final_source="edge")])
+    assert got == [1, 2]
+
+
 def test_registry_forgets_the_longest_finished_first() -> None:
     from speculate.engine.eventlog import RequestRegistry
 

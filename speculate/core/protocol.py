@@ -12,6 +12,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import orjson
+
 Route = Literal["speculative", "verify", "edge", "cloud", "cache"]
 FinalSource = Literal["cloud", "edge"]
 ErrorSource = Literal["edge", "cloud", "server", "client"]
@@ -209,14 +211,22 @@ def to_dict(event: Event) -> dict[str, Any]:
     )
 
 
+def encode_json_bytes(event: Event) -> bytes:
+    # orjson: compact UTF-8 (non-Latin answers stay short), never a raw newline (so
+    # always a single SSE data line), and a tenth of json.dumps's time per event.
+    return orjson.dumps(to_dict(event))
+
+
 def encode_json(event: Event) -> str:
-    # ensure_ascii=False keeps non-Latin answers compact; json never emits a raw newline,
-    # so the result is always a single SSE data line.
-    return json.dumps(to_dict(event), ensure_ascii=False, separators=(",", ":"))
+    return encode_json_bytes(event).decode()
 
 
 def encode_sse(event: Event) -> bytes:
-    return f"id: {event.seq}\nevent: {event.type}\ndata: {encode_json(event)}\n\n".encode()
+    return b"id: %d\nevent: %s\ndata: %s\n\n" % (
+        event.seq,
+        event.type.encode(),
+        encode_json_bytes(event),
+    )
 
 
 class ProtocolError(ValueError):

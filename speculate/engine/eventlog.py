@@ -7,27 +7,28 @@ Each transport (SSE, WebSocket, a resumed connection) follows the log from the
 
 from __future__ import annotations
 
-import itertools
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import anyio
 
 from speculate.core.protocol import Event, StreamEnd, ends
 from speculate.core.summary import RunSummary, summarize
 
-_FINISH_CLOCK = itertools.count(1)
-
 
 class EventLog:
-    def __init__(self, request_id: str) -> None:
+    def __init__(
+        self, request_id: str, on_finish: Callable[[EventLog], None] | None = None
+    ) -> None:
         self.request_id = request_id
         self.events: list[Event] = []
         self.finished = False
-        self.finished_order = 0  # when it finished, relative to the other logs
         self.awaiting_refinement = False  # ended with queued + a provisional done
         self._end = StreamEnd()
-        self._changed = anyio.Event()
+        self._on_finish = on_finish
+        # Made when a reader waits and set by the next extend: a wake-up per batch of
+        # events, and none at all while nobody waits.
+        self._changed: anyio.Event | None = None
 
     def extend(self, events: list[Event]) -> None:
         if not events:
@@ -36,33 +37,51 @@ class EventLog:
         for event in events:
             end = self._end.see(event)
             self.awaiting_refinement = end == "provisional"  # until the next event
-            if end == "final":
+            if end == "final" and not self.finished:
                 self.finished = True
-                self.finished_order = next(_FINISH_CLOCK)
-        changed, self._changed = self._changed, anyio.Event()
-        changed.set()
+                if self._on_finish is not None:
+                    self._on_finish(self)
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
 
     def summary(self) -> RunSummary:
         """What the request came to so far (read off its events)."""
         return summarize(self.request_id, self.events)
 
+    async def batches(
+        self, after: int = 0, *, through_refinement: bool = False
+    ) -> AsyncIterator[list[Event]]:
+        """Every event with ``seq > after``, live, in batches of what has arrived by the
+        time the reader asks (so a transport can write them in one go), until the
+        stream's next ``done`` (or fatal error).  ``through_refinement``: go on past a
+        provisional ``done`` until the queued refinement's final one (a WebSocket
+        client stays for it)."""
+        sent = max(0, after)
+        while True:
+            if sent < len(self.events):
+                batch = self.events[sent:]
+                if not through_refinement:
+                    for index, event in enumerate(batch):
+                        if ends(event):
+                            yield batch[: index + 1]
+                            return
+                sent += len(batch)
+                yield batch
+                continue
+            if self.finished:
+                return
+            if self._changed is None:
+                self._changed = anyio.Event()
+            await self._changed.wait()
+
     async def follow(
         self, after: int = 0, *, through_refinement: bool = False
     ) -> AsyncIterator[Event]:
-        """Every event with ``seq > after``, live, until the stream's next ``done`` (or
-        fatal error).  ``through_refinement``: go on past a provisional ``done`` until
-        the queued refinement's final one (a WebSocket client stays for it)."""
-        sent = max(0, after)
-        while True:
-            while sent < len(self.events):
-                sent += 1
-                event = self.events[sent - 1]
+        """:meth:`batches`, one event at a time."""
+        async for batch in self.batches(after, through_refinement=through_refinement):
+            for event in batch:
                 yield event
-                if ends(event) and not through_refinement:
-                    return
-            if self.finished:
-                return
-            await self._changed.wait()
 
 
 class RequestRegistry:
@@ -70,12 +89,12 @@ class RequestRegistry:
 
     def __init__(self, keep_finished: int = 1000) -> None:
         self._logs: OrderedDict[str, EventLog] = OrderedDict()
+        self._finished: OrderedDict[str, None] = OrderedDict()  # in the order they finished
         self._keep = keep_finished
 
     def create(self, request_id: str) -> EventLog:
-        log = EventLog(request_id)
+        log = EventLog(request_id, self._log_finished)
         self._logs[request_id] = log
-        self._evict()
         return log
 
     def restore(self, request_id: str, events: list[Event]) -> EventLog:
@@ -90,11 +109,10 @@ class RequestRegistry:
     def get(self, request_id: str) -> EventLog | None:
         return self._logs.get(request_id)
 
-    def _evict(self) -> None:
+    def _log_finished(self, log: EventLog) -> None:
         """Forget the requests that finished longest ago, beyond ``keep_finished``."""
-        finished = [log for log in self._logs.values() if log.finished]
-        if len(finished) <= self._keep:
-            return
-        finished.sort(key=lambda log: log.finished_order)
-        for log in finished[: len(finished) - self._keep]:
-            del self._logs[log.request_id]
+        self._finished[log.request_id] = None
+        while len(self._finished) > self._keep:
+            oldest, _ = self._finished.popitem(last=False)
+            if self._logs.get(oldest) is not None and self._logs[oldest].finished:
+                del self._logs[oldest]

@@ -11,6 +11,7 @@ running requests get a grace period to finish, then end with a fatal
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -55,6 +56,7 @@ class Jobs:
         self.max_running = max_running
         self._group: TaskGroup | None = None
         self._running: dict[str, _Job] = {}
+        self._per_client: Counter[str] = Counter()  # admission asks this per request
         self._idle = anyio.Event()
         self.draining = False
         self._drain_requested = anyio.Event()
@@ -66,7 +68,7 @@ class Jobs:
 
     def running_for(self, client: str) -> int:
         """How many requests of this client are running."""
-        return sum(1 for job in self._running.values() if job.client == client)
+        return self._per_client[client]
 
     @property
     def full(self) -> bool:
@@ -98,6 +100,7 @@ class Jobs:
             request.client,
         )
         self._running[request.request_id] = job
+        self._per_client[request.client] += 1
         self._idle = anyio.Event()
         self._group.start_soon(self._run, request, job)
         self._group.start_soon(self._reap, job, start_grace_s if attached else job.grace_s)
@@ -160,7 +163,10 @@ class Jobs:
             with job.scope:
                 await self.orchestrator.run(request, job.log, job.stop)
         finally:
-            self._running.pop(request.request_id, None)
+            if self._running.pop(request.request_id, None) is not None:
+                self._per_client[request.client] -= 1
+                if not self._per_client[request.client]:
+                    del self._per_client[request.client]
             job.touch()
             if not self._running:
                 self._idle.set()

@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any, Literal
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -199,7 +200,7 @@ async def _stream(
             "choices": choices,
             **extra,
         }
-        return {"data": json.dumps(payload, ensure_ascii=False)}
+        return {"data": orjson.dumps(payload).decode()}
 
     shown, sent, reasoning = ShownText(), 0, body.draft_as_reasoning
     yield chunk({"role": "assistant", "content": ""})

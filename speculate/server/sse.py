@@ -1,20 +1,20 @@
 """``POST /v1/speculate`` and ``GET /v1/speculate/{id}/events``: the SSE transport.
 
-One task group per response (sse-starlette's): the orchestrator, the sender, the
-keep-alive pings and a ``receive()`` listener that notices the client leaving.  When
-the client leaves, the group is cancelled and so is the request.
+One task group per response (sse-starlette's): the sender, the keep-alive pings and a
+``receive()`` listener that notices the client leaving.  When the client leaves, the
+group is cancelled; the request's last reader is gone and so is the request.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
 
-import anyio
 from sse_starlette import EventSourceResponse
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.types import Message, Send
 
 from speculate.core.protocol import encode_sse
 from speculate.engine.eventlog import EventLog
@@ -28,8 +28,20 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 async def _frames(log: EventLog, after: int) -> AsyncIterator[bytes]:
-    async for event in log.follow(after):
-        yield encode_sse(event)
+    """What has arrived by each wake-up, as one write: a reader that fell behind catches
+    up in one send, not one per event."""
+    async for batch in log.batches(after):
+        yield b"".join(map(encode_sse, batch))
+
+
+async def _reading(
+    state: AppState, request_id: str, frames: AsyncIterator[Any]
+) -> AsyncIterator[Any]:
+    """``frames``, counting as the request's reader while the response sends them: a
+    client gone cancels the response, which ends this and so the reading at once."""
+    async with state.jobs.following(request_id):
+        async for frame in frames:
+            yield frame
 
 
 async def speculate(request: Request) -> Response:
@@ -53,6 +65,17 @@ async def speculate(request: Request) -> Response:
     return event_stream(state, _frames(log, 0), job.request_id, {"X-Request-ID": job.request_id})
 
 
+class _EventStream(EventSourceResponse):
+    """sse-starlette's response, sending each write straight on when no send timeout is
+    set (its default path opens a cancel scope per write, a fifth of a stream's CPU)."""
+
+    async def _send_with_timeout(self, send: Send, message: Message) -> None:
+        if self.send_timeout is None:
+            await send(message)
+        else:
+            await super()._send_with_timeout(send, message)
+
+
 def event_stream(
     state: AppState,
     frames: AsyncIterator[Any],
@@ -63,24 +86,12 @@ def event_stream(
 
     On SIGTERM sse-starlette would cut every stream at once; the shutdown grace lets
     our drain end each stream with its final event instead."""
-    return EventSourceResponse(
-        frames,
+    return _EventStream(
+        _reading(state, request_id, frames),
         ping=state.settings.server.sse_ping_s,
-        data_sender_callable=holding(state, request_id),
         headers=SSE_HEADERS | (headers or {}),
         shutdown_grace_period=state.settings.server.shutdown_grace_s + 1,
     )
-
-
-def holding(state: AppState, request_id: str) -> Callable[[], Coroutine[None, None, None]]:
-    """A task for the response's task group that counts as the request's reader until
-    the group ends (stream finished or client gone: sse-starlette's receive() listener)."""
-
-    async def hold() -> None:
-        async with state.jobs.following(request_id):
-            await anyio.sleep_forever()
-
-    return hold
 
 
 async def follow(request: Request) -> Response:
