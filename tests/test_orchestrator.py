@@ -264,3 +264,26 @@ async def test_an_edge_stopped_for_the_cloud_finishes_its_draft_when_the_cloud_f
     assert edge.opened == 2  # stopped for the cloud, then asked to continue
     errors = [e for e in events if isinstance(e, Error)]
     assert [(e.source, e.code, e.fatal) for e in errors] == [("cloud", "cloud_stalled", False)]
+
+
+def test_the_answer_cache_key_names_every_sampling_field_set_and_only_those() -> None:
+    from speculate.core.request import Sampling
+
+    edge, cloud = ScriptedBackend("edge", words("a")), ScriptedBackend("cloud", words("a"))
+    orchestrator = Orchestrator(Settings(), Backends(edge, cloud))
+    sampling = Sampling(top_k=5, stop=("\n", "User:"), response_format={"type": "json_object"})
+    asked = SpeculateRequest(
+        messages=[{"role": "user", "content": "q"}],
+        max_tokens=16,
+        temperature=0.5,
+        sampling=sampling,
+    )
+    plain = SpeculateRequest(
+        messages=[{"role": "user", "content": "q"}], max_tokens=16, temperature=0.5
+    )
+    # The key's form is stored in answer caches on disk: it must not drift.
+    assert orchestrator.answer_variant(asked) == (
+        f"{cloud.model_name}|max_tokens=16|temperature=0.5|"
+        '{"response_format":{"type":"json_object"},"stop":["\\n","User:"],"top_k":5}'
+    )
+    assert orchestrator.answer_variant(plain) == f"{cloud.model_name}|max_tokens=16|temperature=0.5"
