@@ -102,3 +102,42 @@ def test_numerics_suite_compares_batched_and_single_token_scoring() -> None:
         assert row["tokens"] > 0
         assert 0 <= row["max_logprob_diff"] < 5
         assert 0 <= row["top_choice_flips"] <= row["tokens"]
+
+
+def test_the_stand_in_gets_a_core_of_its_own_and_every_thread_of_it_moves() -> None:
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from speculate.bench.cores import split_off_one_core
+
+    mine = os.sched_getaffinity(0)
+    # A child with a second thread already running, as llama.cpp's pool is at load; it
+    # says so on stdout once the thread is up.
+    code = (
+        "import threading, time\n"
+        "threading.Thread(target=time.sleep, args=(30,)).start()\n"
+        "print('up', flush=True)\n"
+        "time.sleep(30)\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline() == b"up\n"
+        tasks = Path(f"/proc/{child.pid}/task")
+        assert len(list(tasks.iterdir())) == 2
+        split = split_off_one_core(child.pid)
+        if len(mine) < 2:
+            assert not split
+            return
+        assert split
+        last = max(mine)
+        for task in tasks.iterdir():
+            assert os.sched_getaffinity(int(task.name)) == {last}
+        assert os.sched_getaffinity(0) == mine - {last}
+    finally:
+        child.kill()
+        child.wait()
+        for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+            os.sched_setaffinity(int(task.name), mine)

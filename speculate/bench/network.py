@@ -24,6 +24,7 @@ from speculate.backends.llamacpp import LlamaCppEdge, default_threads
 from speculate.backends.openai_compat import OpenAICompatCloud
 from speculate.backends.scoring import VLLMScoring
 from speculate.backends.standin import StandInServer
+from speculate.bench.cores import split_off_one_core
 from speculate.bench.inprocess import quiet_settings, serving
 from speculate.core.protocol import SSEDecoder
 from speculate.engine.context import Backends
@@ -111,9 +112,11 @@ def run_modes(
     row: Row,
     max_tokens: int = 48,
     repeats: int = 1,
+    cloud_elsewhere: bool = False,
 ) -> list[dict[str, Any]]:
     """Ask every prompt in every mode behind every RTT; one ``row(rtt, mode, answers)``
-    each.  Real models: SmolLM2 edge, a SmolLM2 stand-in that can score drafts."""
+    each.  Real models: SmolLM2 edge, a SmolLM2 stand-in that can score drafts.
+    ``cloud_elsewhere``: the stand-in on a core of its own (:mod:`speculate.bench.cores`)."""
     settings = quiet_settings()
     path = models.resolve(settings.edge.model)
     edge = LlamaCppEdge(path, model_name=settings.edge.model, n_threads=default_threads())
@@ -123,6 +126,8 @@ def run_modes(
 
     async def main() -> None:
         await standin.start()
+        if cloud_elsewhere and standin.process is not None:
+            split_off_one_core(standin.process.pid)
         try:
             for rtt in rtts_ms:
                 proxy = DelayProxy(standin.port, rtt / 2000)
@@ -160,7 +165,9 @@ def median_ms(values: list[float]) -> float:
     return round(statistics.median(values) * 1000, 1)
 
 
-def run(rtts_ms: tuple[int, ...] = (0, 30, 100, 300)) -> list[dict[str, Any]]:
+def run(
+    rtts_ms: tuple[int, ...] = (0, 30, 100, 300), *, cloud_elsewhere: bool = False
+) -> list[dict[str, Any]]:
     def row(rtt: int, mode: str, answers: list[Answer]) -> dict[str, Any]:
         return {
             "rtt_ms": rtt,
@@ -169,4 +176,5 @@ def run(rtts_ms: tuple[int, ...] = (0, 30, 100, 300)) -> list[dict[str, Any]]:
             "final_ms": median_ms([a.final_s for a in answers]),
         }
 
-    return run_modes(rtts_ms, ("speculative", "verify", "cloud", "edge"), row)
+    modes = ("speculative", "verify", "cloud", "edge")
+    return run_modes(rtts_ms, modes, row, cloud_elsewhere=cloud_elsewhere)
