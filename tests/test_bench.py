@@ -127,15 +127,16 @@ def test_the_stand_in_gets_a_core_of_its_own_and_every_thread_of_it_moves() -> N
         assert child.stdout.readline() == b"up\n"
         tasks = Path(f"/proc/{child.pid}/task")
         assert len(list(tasks.iterdir())) == 2
-        split = split_off_one_core(child.pid)
-        if len(mine) < 2:
-            assert not split
-            return
-        assert split
-        last = max(mine)
-        for task in tasks.iterdir():
-            assert os.sched_getaffinity(int(task.name)) == {last}
-        assert os.sched_getaffinity(0) == mine - {last}
+        with split_off_one_core(child.pid) as split:
+            if len(mine) < 2:
+                assert not split
+                return
+            assert split
+            last = max(mine)
+            for task in tasks.iterdir():
+                assert os.sched_getaffinity(int(task.name)) == {last}
+            assert os.sched_getaffinity(0) == mine - {last}
+        assert os.sched_getaffinity(0) == mine  # given back
     finally:
         child.kill()
         child.wait()

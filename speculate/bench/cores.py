@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 __all__ = ["pin", "split_off_one_core"]
@@ -23,14 +24,19 @@ def pin(pid: int, cpus: set[int]) -> None:
             os.sched_setaffinity(int(task.name), cpus)
 
 
-def split_off_one_core(pid: int) -> bool:
-    """``pid`` gets the last core, this process the others; False where that cannot be
-    (one core, or no affinity on this platform), and then nothing changes."""
-    if not hasattr(os, "sched_setaffinity"):
-        return False
-    cpus = sorted(os.sched_getaffinity(0))
-    if len(cpus) < 2:
-        return False
+@contextlib.contextmanager
+def split_off_one_core(pid: int) -> Iterator[bool]:
+    """``pid`` on the last core, this process on the others, until the block ends (then
+    this process gets its cores back).  Yields False where that cannot be (one core, or
+    no affinity on this platform), and then nothing changes."""
+    if not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2:
+        yield False
+        return
+    mine = os.sched_getaffinity(0)
+    cpus = sorted(mine)
     pin(pid, {cpus[-1]})
     pin(os.getpid(), set(cpus[:-1]))
-    return True
+    try:
+        yield True
+    finally:
+        pin(os.getpid(), mine)

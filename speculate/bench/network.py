@@ -8,6 +8,7 @@ the client records when it first sees text and when it has the final answer.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import statistics
 import time
@@ -126,36 +127,40 @@ def run_modes(
 
     async def main() -> None:
         await standin.start()
-        if cloud_elsewhere and standin.process is not None:
-            split_off_one_core(standin.process.pid)
         try:
-            for rtt in rtts_ms:
-                proxy = DelayProxy(standin.port, rtt / 2000)
-                async with anyio.create_task_group() as group:
-                    port = await group.start(proxy.serve)
-                    cloud = OpenAICompatCloud(
-                        settings.cloud,
-                        base_url=f"http://127.0.0.1:{port}/v1",
-                        model="standin",
-                        scoring=scoring,
-                    )
-                    with serving(Backends(edge, cloud), settings) as url:
-                        async with httpx.AsyncClient(timeout=120) as client:
-                            for mode in modes:  # warm-up
-                                await ask(client, url, PROMPTS[-1], mode, max_tokens)
-                            # Rounds, so that a slow spell of the machine hits every mode;
-                            # never the same prompt twice in a row (the stand-in's and the
-                            # edge's prefix caches would answer it early).
-                            answers: dict[str, list[Answer]] = {mode: [] for mode in modes}
-                            for _ in range(repeats):
-                                for mode in modes:
-                                    for prompt in PROMPTS:
-                                        answer = await ask(client, url, prompt, mode, max_tokens)
-                                        answers[mode].append(answer)
-                            rows.extend(row(rtt, mode, answers[mode]) for mode in modes)
-                    group.cancel_scope.cancel()
+            with contextlib.ExitStack() as cores:
+                if cloud_elsewhere and standin.process is not None:
+                    cores.enter_context(split_off_one_core(standin.process.pid))
+                await ask_all()
         finally:
             await standin.stop()
+
+    async def ask_all() -> None:
+        for rtt in rtts_ms:
+            proxy = DelayProxy(standin.port, rtt / 2000)
+            async with anyio.create_task_group() as group:
+                port = await group.start(proxy.serve)
+                cloud = OpenAICompatCloud(
+                    settings.cloud,
+                    base_url=f"http://127.0.0.1:{port}/v1",
+                    model="standin",
+                    scoring=scoring,
+                )
+                with serving(Backends(edge, cloud), settings) as url:
+                    async with httpx.AsyncClient(timeout=120) as client:
+                        for mode in modes:  # warm-up
+                            await ask(client, url, PROMPTS[-1], mode, max_tokens)
+                        # Rounds, so that a slow spell of the machine hits every mode;
+                        # never the same prompt twice in a row (the stand-in's and the
+                        # edge's prefix caches would answer it early).
+                        answers: dict[str, list[Answer]] = {mode: [] for mode in modes}
+                        for _ in range(repeats):
+                            for mode in modes:
+                                for prompt in PROMPTS:
+                                    answer = await ask(client, url, prompt, mode, max_tokens)
+                                    answers[mode].append(answer)
+                        rows.extend(row(rtt, mode, answers[mode]) for mode in modes)
+                group.cancel_scope.cancel()
 
     anyio.run(main)
     return rows
@@ -177,4 +182,4 @@ def run(
         }
 
     modes = ("speculative", "verify", "cloud", "edge")
-    return run_modes(rtts_ms, modes, row, cloud_elsewhere=cloud_elsewhere)
+    return run_modes(rtts_ms, modes, row, repeats=2, cloud_elsewhere=cloud_elsewhere)

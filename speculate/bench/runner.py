@@ -226,7 +226,9 @@ def run(
         # The cloud on a core of its own, as a real cloud is elsewhere; then, beside it,
         # the two models sharing this machine's cores.
         results["network"] = network.run(cloud_elsewhere=True)
-        console.print(_table("cloud on its own core, median of 3 prompts", results["network"]))
+        console.print(
+            _table("cloud on its own core, median of 2 rounds x 3 prompts", results["network"])
+        )
         results["network_shared"] = network.run(cloud_elsewhere=False)
         console.print(_table("cloud sharing the cores", results["network_shared"]))
     save()
