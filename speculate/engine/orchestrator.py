@@ -162,7 +162,8 @@ class Orchestrator:
                 async with cloud.stream(request.cloud_messages, GenerationParams(1, 0.0)) as t:
                     async for _ in texts(t):
                         pass
-            except SpeculateError:
+            except SpeculateError as exc:
+                log.warning("prewarm: the cloud failed (%s): %s", exc.code, exc.message)
                 result["cloud"] = "failed"
             else:
                 result["cloud"] = "warmed"
