@@ -142,3 +142,21 @@ def test_the_stand_in_gets_a_core_of_its_own_and_every_thread_of_it_moves() -> N
         child.wait()
         for task in Path(f"/proc/{os.getpid()}/task").iterdir():
             os.sched_setaffinity(int(task.name), mine)
+
+
+async def test_the_in_app_profile_counts_every_event_and_times_the_primitives() -> None:
+    from speculate.bench import inapp
+
+    measured = await inapp.streams(count=4, tokens=3, tps=40, rounds=2)
+    # start, one draft per token (25 ms apart: none coalesced), commit, done
+    assert measured["events_per_stream"] == 6
+    assert measured["cpu_us_per_event"] > 0
+    assert measured["cpu_us_per_request"] > measured["cpu_us_per_event"]
+    parts = await inapp.primitives(samples=200)
+    assert set(parts) == {
+        "anyio_task_spawn_us",
+        "thread_handoff_us_p50",
+        "event_through_log_to_reader_us",
+        "same_event_in_one_task_us",
+    }
+    assert all(value > 0 for value in parts.values())

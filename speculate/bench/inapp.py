@@ -1,0 +1,188 @@
+"""The app's own CPU per event and per request, with no socket and no client process.
+
+``python -m speculate.bench.inapp`` drives the ASGI app directly (fake models, the SSE
+route, a ``send`` that only counts) so that what is measured is speculate's Python and
+nothing of uvicorn's or the load client's: ``--tokens 1`` against ``--tokens 40`` splits
+the request's fixed cost from the per-event cost.  ``--primitives`` times what the request
+path is made of: an anyio task spawn, a thread hand-off, one event through an event log to
+a waiting reader.  A tool for profiling (run it under ``py-spy`` or ``cProfile``), not a
+suite: the capacity suite measures the server as users run it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import time
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import anyio.to_thread
+
+from speculate.bench.fake import FakeBackend
+from speculate.bench.inprocess import quiet_settings
+from speculate.core.protocol import Done, Draft, encode_sse
+from speculate.engine.context import Backends
+from speculate.engine.eventlog import EventLog
+from speculate.server import create_app
+
+Message = dict[str, Any]
+
+
+async def _lifespan(app: Any) -> tuple[asyncio.Queue[Message], asyncio.Task[None]]:
+    messages: asyncio.Queue[Message] = asyncio.Queue()
+    started = asyncio.Event()
+    await messages.put({"type": "lifespan.startup"})
+
+    async def send(message: Message) -> None:
+        if message["type"] == "lifespan.startup.complete":
+            started.set()
+
+    task = asyncio.ensure_future(app({"type": "lifespan"}, messages.get, send))
+    await started.wait()
+    return messages, task
+
+
+async def _one(app: Any, body: bytes, counter: list[int]) -> None:
+    """One ``POST /v1/speculate`` read to its end."""
+    finished, delivered = asyncio.Event(), False
+
+    async def receive() -> Message:
+        nonlocal delivered
+        if not delivered:
+            delivered = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await finished.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        if message["type"] == "http.response.body":
+            counter[0] += message.get("body", b"").count(b"\n\n")
+            if not message.get("more_body"):
+                finished.set()
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v1/speculate",
+        "raw_path": b"/v1/speculate",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"127.0.0.1:8000"), (b"content-type", b"application/json")],
+        "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 8000),
+    }
+    await app(scope, receive, send)
+
+
+async def streams(count: int, tokens: int, tps: float, rounds: int) -> dict[str, float]:
+    """``count`` concurrent streams of ``tokens`` fake tokens, ``rounds`` times; medians
+    of the rounds after the first."""
+    settings = quiet_settings()
+    limits = settings.server
+    limits.max_concurrent_streams = limits.max_streams_per_client = count * 2
+    limits.max_connections = count * 2
+    backends = Backends(
+        edge=FakeBackend("fake-edge", tps, 1), cloud=FakeBackend("fake-cloud", tps * 2, 2)
+    )
+    app = create_app(settings, backends)
+    lifespan, task = await _lifespan(app)
+    body = json.dumps(
+        {"messages": [{"role": "user", "content": "go"}], "mode": "edge", "max_tokens": tokens}
+    ).encode()
+    per_event, per_request = [], []
+    for _ in range(rounds):
+        counter = [0]
+        cpu = time.process_time()
+        await asyncio.gather(*(_one(app, body, counter) for _ in range(count)))
+        cpu = time.process_time() - cpu
+        per_event.append(cpu / counter[0] * 1e6)
+        per_request.append(cpu / count * 1e6)
+    await lifespan.put({"type": "lifespan.shutdown"})
+    await task
+    return {
+        "events_per_stream": counter[0] / count,
+        "cpu_us_per_event": round(statistics.median(per_event[1:] or per_event), 1),
+        "cpu_us_per_request": round(statistics.median(per_request[1:] or per_request)),
+    }
+
+
+async def primitives(samples: int = 2000) -> dict[str, float]:
+    """Microseconds for the pieces a request's path is made of."""
+
+    async def nothing() -> None:
+        pass
+
+    started = time.perf_counter()
+    for _ in range(samples // 10):
+        async with anyio.create_task_group() as group:
+            for _ in range(10):
+                group.start_soon(nothing)
+    spawn = (time.perf_counter() - started) / samples * 1e6
+
+    handoffs = []
+    for _ in range(samples // 10):
+        before = time.perf_counter()
+        inside = await anyio.to_thread.run_sync(time.perf_counter)
+        handoffs.append((inside - before) * 1e6)
+
+    log = EventLog("r")
+    drafts = [Draft(request_id="r", seq=i + 1, text=" w") for i in range(samples)]
+
+    async def reader() -> None:
+        async for batch in log.batches():
+            b"".join(map(encode_sse, batch))
+
+    async def producer() -> None:
+        for draft in drafts:
+            log.extend([draft])
+            await anyio.lowlevel.checkpoint()
+        log.extend([Done(request_id="r", seq=samples + 1, text="", final_source="edge")])
+
+    started = time.perf_counter()
+    async with anyio.create_task_group() as group:
+        group.start_soon(reader)
+        group.start_soon(producer)
+    through_log = (time.perf_counter() - started) / samples * 1e6
+    started = time.perf_counter()
+    for draft in drafts:
+        encode_sse(draft)
+        await anyio.lowlevel.checkpoint()
+    one_task = (time.perf_counter() - started) / samples * 1e6
+    return {
+        "anyio_task_spawn_us": round(spawn, 1),
+        "thread_handoff_us_p50": round(statistics.median(handoffs), 1),
+        "event_through_log_to_reader_us": round(through_log, 1),
+        "same_event_in_one_task_us": round(one_task, 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--streams", type=int, default=200)
+    parser.add_argument("--tokens", type=int, default=40)
+    parser.add_argument("--tps", type=float, default=50.0, help="fake tokens per second")
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--primitives", action="store_true")
+    args = parser.parse_args()
+    run: Any = asyncio.run
+    try:
+        import uvloop
+
+        run = uvloop.run  # as uvicorn runs the app where uvloop builds
+    except ImportError:
+        pass
+    if args.primitives:
+        print(json.dumps(run(primitives())))
+    else:
+        print(json.dumps(run(streams(args.streams, args.tokens, args.tps, args.rounds))))
+
+
+if __name__ == "__main__":
+    main()
