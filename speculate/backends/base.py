@@ -34,6 +34,12 @@ class GenerationParams:
     # Sent to the cloud as given (tools, tool_choice, user, ...); an edge never sees them.
     cloud_fields: dict[str, Any] = field(default_factory=dict)
 
+    # Who asks (the client's address): turns on a shared model go round the clients.
+    client: str = ""
+    # Report the entropy (nats) of the first this many tokens in ``usage.extra["entropy"]``,
+    # for the router's confidence check; 0: none (it costs a pass over the vocabulary).
+    confidence_tokens: int = 0
+
     def sampler_settings(self) -> dict[str, Any]:
         """The sampler settings the request set (llama-cpp-python and OpenAI-compatible
         servers use the same names); only those set: a hosted endpoint may refuse a
@@ -47,12 +53,6 @@ class GenerationParams:
             "frequency_penalty": self.frequency_penalty,
         }
         return {name: value for name, value in settings.items() if value is not None}
-
-    # Who asks (the client's address): turns on a shared model go round the clients.
-    client: str = ""
-    # Report the entropy (nats) of the first this many tokens in ``usage.extra["entropy"]``,
-    # for the router's confidence check; 0: none (it costs a pass over the vocabulary).
-    confidence_tokens: int = 0
 
 
 @dataclass(slots=True)

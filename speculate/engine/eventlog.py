@@ -114,5 +114,4 @@ class RequestRegistry:
         self._finished[log.request_id] = None
         while len(self._finished) > self._keep:
             oldest, _ = self._finished.popitem(last=False)
-            if self._logs.get(oldest) is not None and self._logs[oldest].finished:
-                del self._logs[oldest]
+            self._logs.pop(oldest, None)
