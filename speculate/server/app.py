@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 import anyio
@@ -86,6 +86,28 @@ async def _reload_edge(state: AppState, config_path: Path) -> None:
         log.warning("SIGHUP: %s", exc.message)
 
 
+@contextmanager
+def _declared_asyncio() -> Iterator[None]:
+    """Tell sniffio, while the app runs, that this thread runs asyncio.
+
+    Where sniffio is installed (the OpenAI SDK brings it), anyio asks it for the event
+    loop's library on every task group, event, sleep and cancel scope, and sniffio finds
+    asyncio by looking up the current task each time: a tenth of the server's CPU per
+    streamed event.  Its documented per-thread name answers at once.  Without sniffio,
+    anyio asks asyncio directly, which is as cheap."""
+    try:
+        import sniffio
+    except ImportError:
+        yield
+        return
+    previous = sniffio.thread_local.name
+    sniffio.thread_local.name = "asyncio"
+    try:
+        yield
+    finally:
+        sniffio.thread_local.name = previous
+
+
 def create_app(
     settings: Settings | None = None,
     backends: Backends | None = None,
@@ -98,6 +120,12 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        with _declared_asyncio():
+            async with serving(app):
+                yield
+
+    @asynccontextmanager
+    async def serving(app: Starlette) -> AsyncIterator[None]:
         standin = None
         ready = backends
         if ready is None:
