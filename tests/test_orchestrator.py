@@ -150,6 +150,30 @@ async def test_a_waiting_reader_wakes_for_the_next_event() -> None:
     assert got == [1, 2]
 
 
+async def test_a_reader_cancelled_while_waiting_leaves_the_others_waiting() -> None:
+    # Each waiting reader waits on its own: one that leaves (its client gone) must not
+    # cancel or consume the wake-up of another reading the same request.
+    log = EventLog("r")
+    got: list[int] = []
+
+    async def read() -> None:
+        async for batch in log.batches():
+            got.extend(e.seq for e in batch)
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as group:
+            group.start_soon(read)  # stays
+            async with anyio.create_task_group() as leaving:
+                leaving.start_soon(read)
+                await anyio.wait_all_tasks_blocked()
+                leaving.cancel_scope.cancel()
+            log.extend([Draft(request_id="r", seq=1, text="a")])
+            await anyio.wait_all_tasks_blocked()
+            assert got == [1]  # the reader that stayed, once
+            log.extend([Done(request_id="r", seq=2, text="a", final_source="edge")])
+    assert got == [1, 2]
+
+
 def test_registry_forgets_the_longest_finished_first() -> None:
     from speculate.engine.eventlog import RequestRegistry
 
