@@ -160,3 +160,32 @@ async def test_the_in_app_profile_counts_every_event_and_times_the_primitives() 
         "same_event_in_one_task_us",
     }
     assert all(value > 0 for value in parts.values())
+
+
+async def test_the_lean_sse_client_reads_whole_streams_on_one_connection() -> None:
+    from speculate.bench.fake import FakeBackend
+    from speculate.bench.lean_sse import LeanSSE, LeanSSEError
+    from speculate.core.protocol import Done, decode_event
+    from speculate.engine.context import Backends
+    from speculate.server import create_app
+    from speculate.settings import Settings
+    from tests.servers import serve_in_thread
+
+    settings = Settings(store={"request_log": False})
+    backends = Backends(edge=FakeBackend("fake-edge", 400.0, 1))
+    body = {"messages": [{"role": "user", "content": "go"}], "mode": "edge", "max_tokens": 12}
+    with serve_in_thread(create_app(settings, backends), settings) as url:
+        async with LeanSSE(url) as client:
+            for _ in range(2):  # the second on the same keep-alive connection
+                events = [decode_event(m.data) async for m in client.post("/v1/speculate", body)]
+                assert [e.seq for e in events] == list(range(1, len(events) + 1))
+                done = events[-1]
+                assert isinstance(done, Done)
+                shown = ShownText()
+                for event in events:
+                    shown.apply(event)
+                assert shown.text == done.text
+                assert len(done.text.split()) == 12
+            with pytest.raises(LeanSSEError, match="400"):
+                async for _ in client.post("/v1/speculate", {"messages": []}):
+                    pass

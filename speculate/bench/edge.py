@@ -6,6 +6,9 @@ every column alike.  The server runs as a child process with the cloud disabled,
 so only the edge path is timed.
 
 1. Time to first draft token: the per-request difference ``server - direct``.
+   The SSE column is read by a lean client (:mod:`speculate.bench.lean_sse`), so that
+   what is added is the server's; ``sse_httpx`` is the same request through httpx, whose
+   own per-request cost shows beside it.
 2. Relay efficiency: tokens per second reaching the client (first draft event to
    ``done``) over the model's own rate (first to last token), greedy so both sides
    produce the same tokens.
@@ -25,6 +28,7 @@ import websockets
 from speculate.backends import models
 from speculate.backends.llamacpp import default_threads
 from speculate.bench.children import SpeculateServer
+from speculate.bench.lean_sse import LeanSSE
 from speculate.client import ws_url
 from speculate.core.protocol import SSEDecoder, decode_event
 from speculate.settings import Settings
@@ -94,6 +98,14 @@ def run(
         assert first is not None
         return first, last, time.perf_counter() - started, tokens
 
+    async def via_lean(client: LeanSSE, body: dict[str, Any]) -> float:
+        started, first = time.perf_counter(), None
+        async for message in client.post("/v1/speculate", body):
+            if message.event == "draft" and first is None:
+                first = time.perf_counter() - started
+        assert first is not None
+        return first
+
     async def via_ws(socket: websockets.ClientConnection, body: dict[str, Any]) -> float:
         started, first = time.perf_counter(), None
         await socket.send(json.dumps({"type": "speculate", **body}))
@@ -105,7 +117,7 @@ def run(
                 assert first is not None
                 return first
 
-    ttft: dict[str, list[float]] = {"direct": [], "sse": [], "ws": []}
+    ttft: dict[str, list[float]] = {"direct": [], "sse": [], "ws": [], "sse_httpx": []}
     relay: dict[str, list[float]] = {"direct": [], "server": [], "server_to_close": []}
     short = {"messages": PROMPT, "mode": "edge", "max_tokens": max_tokens}
     long = {"messages": LONG_PROMPT, "mode": "edge", "max_tokens": relay_tokens, "temperature": 0.0}
@@ -113,6 +125,7 @@ def run(
     async def measure(url: str) -> None:
         async with (
             httpx.AsyncClient(timeout=120) as client,
+            LeanSSE(url) as lean,
             websockets.connect(ws_url(url), compression=None) as socket,
         ):
 
@@ -123,17 +136,25 @@ def run(
                 return stamps[0]
 
             async def first_sse() -> float:
+                return await via_lean(lean, short)
+
+            async def first_httpx() -> float:
                 return (await via_sse(client, url, short))[0]
 
             async def first_ws() -> float:
                 return await via_ws(socket, short)
 
-            paths = {"direct": first_direct, "sse": first_sse, "ws": first_ws}
+            paths = {
+                "direct": first_direct,
+                "sse": first_sse,
+                "ws": first_ws,
+                "sse_httpx": first_httpx,
+            }
             names = list(paths)
             for i in range(requests + 2):  # two warm-up rounds, not recorded
                 # Rotated order: llama.cpp's threads spin a while after each answer, so
                 # whichever path runs right after another one's decode pays for it.
-                order = names[i % 3 :] + names[: i % 3]
+                order = names[i % len(names) :] + names[: i % len(names)]
                 firsts = {name: await paths[name]() for name in order}
                 if i >= 2:
                     for name, first in firsts.items():
