@@ -12,9 +12,8 @@ from __future__ import annotations
 import logging
 import statistics
 import time
-from collections.abc import Callable, Coroutine
 from dataclasses import replace
-from typing import Any, Literal
+from typing import Literal
 
 import anyio
 from anyio.abc import TaskGroup
@@ -32,7 +31,6 @@ from speculate.errors import SpeculateError, speculate_error_in
 from speculate.policy.privacy import Restorer, redact
 from speculate.policy.router import Decision
 
-Side = Callable[[], Coroutine[Any, Any, None]]  # one side of a request, run to its end
 log = logging.getLogger("speculate.engine.orchestrator")
 
 
@@ -98,14 +96,7 @@ class RequestRun:
         try:
             async with anyio.create_task_group() as group:
                 self.group = group
-                # The first side runs in this task rather than a new one: it starts
-                # now, not after whatever else the event loop has queued meanwhile
-                # (the response's own tasks among it), which is time to first token.
-                sides = self._due_sides()
-                for side in sides[1:]:
-                    group.start_soon(side)
-                if sides:
-                    await sides[0]()
+                self.start_sides()
         except Exception as exc:
             known = speculate_error_in(exc)  # a side's error that a task group wrapped
             if known is None:  # a bug: end the stream cleanly, details only in the log
@@ -123,24 +114,17 @@ class RequestRun:
     def start_sides(self) -> None:
         """Start whichever side the session now needs (a route can change mid-stream)."""
         assert self.group is not None
-        for side in self._due_sides():
-            self.group.start_soon(side)
-
-    def _due_sides(self) -> list[Side]:
-        """The sides the session needs that are not running, marked as started."""
         if self.session.route == "verify":
-            if self.edge_started:
-                return []
-            self.edge_started = self.cloud_started = True  # one task drives both, in rounds
-            return [self.verify_run().execute]
-        due: list[Side] = []
+            if not self.edge_started:  # one task drives both sides, in rounds
+                self.edge_started = self.cloud_started = True
+                self.group.start_soon(self.verify_run().execute)
+            return
         if self.session.edge == "running" and not self.edge_started:
             self.edge_started = True
-            due.append(self.edge_side)
+            self.group.start_soon(self.edge_side)
         if self.session.cloud_state == "running" and not self.cloud_started:
             self.cloud_started = True
-            due.append(self.cloud_side)
-        return due
+            self.group.start_soon(self.cloud_side)
 
     def verify_run(self) -> VerifyRun:
         """Verify mode's rounds, given exactly what they need."""
