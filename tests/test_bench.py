@@ -152,10 +152,13 @@ async def test_the_in_app_profile_counts_every_event_and_times_the_primitives() 
     assert measured["events_per_stream"] == 6
     assert measured["cpu_us_per_event"] > 0
     assert measured["cpu_us_per_request"] > measured["cpu_us_per_event"]
+    floor = await inapp.streams(count=4, tokens=3, tps=40, rounds=2, baseline=True)
+    assert floor["events_per_stream"] == 6  # the same frames
     parts = await inapp.primitives(samples=200)
     assert set(parts) == {
         "anyio_task_spawn_us",
         "thread_handoff_us_p50",
+        "thread_start_behind_2ms_of_loop_python_us_p50",
         "event_through_log_to_reader_us",
         "same_event_in_one_task_us",
     }

@@ -98,10 +98,12 @@ async def _measure(edge: LlamaCppEdge, repeats: int) -> list[dict[str, Any]]:
             partial = [*messages[:-1], {"role": "user", "content": "Give me tip"}]
             await edge.prewarm(fit(partial, edge.window(), ANSWER_TOKENS).messages)
             samples.setdefault("prewarm", []).append(await _first_token_ms(edge, messages))
-        fitted = fit(chat(turn), edge.window(), ANSWER_TOKENS)
+        window = edge.window()
+        fitted = fit(chat(turn), window, ANSWER_TOKENS)
         row: dict[str, Any] = {
             "turn": turn,
-            "prompt_tokens": fitted.prompt_tokens,
+            # Counted: the fit may only have checked a bound, which is never below it.
+            "prompt_tokens": window.count(fitted.messages),
             "dropped_turns": fitted.dropped_turns,
         }
         cold = statistics.median(ms for ms, _ in samples["cold"])

@@ -3,16 +3,19 @@
 ``python -m speculate.bench.inapp`` drives the ASGI app directly (fake models, the SSE
 route, a ``send`` that only counts) so that what is measured is speculate's Python and
 nothing of uvicorn's or the load client's: ``--tokens 1`` against ``--tokens 40`` splits
-the request's fixed cost from the per-event cost.  ``--primitives`` times what the request
-path is made of: an anyio task spawn, a thread hand-off, one event through an event log to
-a waiting reader.  A tool for profiling (run it under ``py-spy`` or ``cProfile``), not a
-suite: the capacity suite measures the server as users run it.
+the request's fixed cost from the per-event cost, and ``--baseline`` runs the capacity
+suite's minimal app in the same harness.  ``--primitives`` times what the request path is
+made of: an anyio task spawn, a thread hand-off (and one whose thread needs the GIL while
+the loop runs 2 ms of Python), one event through an event log to a waiting reader.  A
+tool for profiling (run it under ``py-spy`` or ``cProfile``), not a suite: the capacity
+suite measures the server as users run it.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import json
 import statistics
 import time
@@ -22,6 +25,7 @@ import anyio
 import anyio.lowlevel
 import anyio.to_thread
 
+from speculate.bench.baseline import baseline_app
 from speculate.bench.fake import FakeBackend
 from speculate.bench.inprocess import quiet_settings
 from speculate.core.protocol import Done, Draft, encode_sse
@@ -81,9 +85,12 @@ async def _one(app: Any, body: bytes, counter: list[int]) -> None:
     await app(scope, receive, send)
 
 
-async def streams(count: int, tokens: int, tps: float, rounds: int) -> dict[str, float]:
+async def streams(
+    count: int, tokens: int, tps: float, rounds: int, *, baseline: bool = False
+) -> dict[str, float]:
     """``count`` concurrent streams of ``tokens`` fake tokens, ``rounds`` times; medians
-    of the rounds after the first."""
+    of the rounds after the first.  ``baseline``: the capacity suite's minimal app
+    (:mod:`speculate.bench.baseline`) in the same harness, the floor to compare with."""
     settings = quiet_settings()
     limits = settings.server
     limits.max_concurrent_streams = limits.max_streams_per_client = count * 2
@@ -91,7 +98,7 @@ async def streams(count: int, tokens: int, tps: float, rounds: int) -> dict[str,
     backends = Backends(
         edge=FakeBackend("fake-edge", tps, 1), cloud=FakeBackend("fake-cloud", tps * 2, 2)
     )
-    app = create_app(settings, backends)
+    app = baseline_app(tps, tokens) if baseline else create_app(settings, backends)
     lifespan, task = await _lifespan(app)
     body = json.dumps(
         {"messages": [{"role": "user", "content": "go"}], "mode": "edge", "max_tokens": tokens}
@@ -131,6 +138,14 @@ async def primitives(samples: int = 2000) -> dict[str, float]:
         before = time.perf_counter()
         inside = await anyio.to_thread.run_sync(time.perf_counter)
         handoffs.append((inside - before) * 1e6)
+    behind_busy_loop = []  # the loop goes on with 2 ms of Python after handing work over
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        for _ in range(samples // 40):
+            before = time.perf_counter()
+            started = pool.submit(time.perf_counter)
+            while time.perf_counter() < before + 0.002:
+                pass
+            behind_busy_loop.append((started.result() - before) * 1e6)
 
     log = EventLog("r")
     drafts = [Draft(request_id="r", seq=i + 1, text=" w") for i in range(samples)]
@@ -158,6 +173,9 @@ async def primitives(samples: int = 2000) -> dict[str, float]:
     return {
         "anyio_task_spawn_us": round(spawn, 1),
         "thread_handoff_us_p50": round(statistics.median(handoffs), 1),
+        "thread_start_behind_2ms_of_loop_python_us_p50": round(
+            statistics.median(behind_busy_loop), 1
+        ),
         "event_through_log_to_reader_us": round(through_log, 1),
         "same_event_in_one_task_us": round(one_task, 1),
     }
@@ -170,6 +188,9 @@ def main() -> None:
     parser.add_argument("--tps", type=float, default=50.0, help="fake tokens per second")
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--primitives", action="store_true")
+    parser.add_argument(
+        "--baseline", action="store_true", help="the minimal app of the capacity suite instead"
+    )
     args = parser.parse_args()
     run: Any = asyncio.run
     try:
@@ -181,7 +202,8 @@ def main() -> None:
     if args.primitives:
         print(json.dumps(run(primitives())))
     else:
-        print(json.dumps(run(streams(args.streams, args.tokens, args.tps, args.rounds))))
+        measured = streams(args.streams, args.tokens, args.tps, args.rounds, baseline=args.baseline)
+        print(json.dumps(run(measured)))
 
 
 if __name__ == "__main__":
