@@ -142,10 +142,10 @@ async def primitives(samples: int = 2000) -> dict[str, float]:
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         for _ in range(samples // 40):
             before = time.perf_counter()
-            started = pool.submit(time.perf_counter)
+            began = pool.submit(time.perf_counter)
             while time.perf_counter() < before + 0.002:
                 pass
-            behind_busy_loop.append((started.result() - before) * 1e6)
+            behind_busy_loop.append((began.result() - before) * 1e6)
 
     log = EventLog("r")
     drafts = [Draft(request_id="r", seq=i + 1, text=" w") for i in range(samples)]
