@@ -156,6 +156,9 @@ async def test_the_in_app_profile_counts_every_event_and_times_the_primitives() 
     assert floor["events_per_stream"] == 6  # the same frames
     parts = await inapp.primitives(samples=200)
     assert set(parts) == {
+        "session_receive_draft_us",
+        "log_extend_us",
+        "encode_sse_us",
         "anyio_task_spawn_us",
         "thread_handoff_us_p50",
         "thread_start_behind_2ms_of_loop_python_us_p50",

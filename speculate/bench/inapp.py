@@ -5,8 +5,9 @@ route, a ``send`` that only counts) so that what is measured is speculate's Pyth
 nothing of uvicorn's or the load client's: ``--tokens 1`` against ``--tokens 40`` splits
 the request's fixed cost from the per-event cost, and ``--baseline`` runs the capacity
 suite's minimal app in the same harness.  ``--primitives`` times what the request path is
-made of: an anyio task spawn, a thread hand-off (and one whose thread needs the GIL while
-the loop runs 2 ms of Python), one event through an event log to a waiting reader.  A
+made of: the pure work of a draft event (session, log, encoding), an anyio task spawn, a
+thread hand-off (and one whose thread needs the GIL while the loop runs 2 ms of Python),
+one event through an event log to a waiting reader.  A
 tool for profiling (run it under ``py-spy`` or ``cProfile``), not a suite: the capacity
 suite measures the server as users run it.
 """
@@ -29,6 +30,7 @@ from speculate.bench.baseline import baseline_app
 from speculate.bench.fake import FakeBackend
 from speculate.bench.inprocess import quiet_settings
 from speculate.core.protocol import Done, Draft, encode_sse
+from speculate.core.session import Session
 from speculate.engine.context import Backends
 from speculate.engine.eventlog import EventLog
 from speculate.server import create_app
@@ -170,7 +172,26 @@ async def primitives(samples: int = 2000) -> dict[str, float]:
         encode_sse(draft)
         await anyio.lowlevel.checkpoint()
     one_task = (time.perf_counter() - started) / samples * 1e6
+    # The pure work of one draft event, apart: the session's bookkeeping, the log, encoding.
+    session = Session("p", route="edge", reason="bench", edge_model="fake", cloud_model=None)
+    session.start()
+    started, made = time.perf_counter(), []
+    for index in range(samples):
+        made.append(session.receive_draft(" word", 0.02 * index))  # 20 ms apart: each shown
+    receive_draft = (time.perf_counter() - started) / samples * 1e6
+    pure_log = EventLog("p")
+    started = time.perf_counter()
+    for events in made:
+        pure_log.extend(events)
+    extend = (time.perf_counter() - started) / samples * 1e6
+    started = time.perf_counter()
+    for events in made:
+        b"".join(map(encode_sse, events))
+    encode = (time.perf_counter() - started) / samples * 1e6
     return {
+        "session_receive_draft_us": round(receive_draft, 2),
+        "log_extend_us": round(extend, 2),
+        "encode_sse_us": round(encode, 2),
         "anyio_task_spawn_us": round(spawn, 1),
         "thread_handoff_us_p50": round(statistics.median(handoffs), 1),
         "thread_start_behind_2ms_of_loop_python_us_p50": round(
