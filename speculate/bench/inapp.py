@@ -7,9 +7,9 @@ the request's fixed cost from the per-event cost, and ``--baseline`` runs the ca
 suite's minimal app in the same harness.  ``--primitives`` times what the request path is
 made of: the pure work of a draft event (session, log, encoding), an anyio task spawn, a
 thread hand-off (and one whose thread needs the GIL while the loop runs 2 ms of Python),
-one event through an event log to a waiting reader.  A
-tool for profiling (run it under ``py-spy`` or ``cProfile``), not a suite: the capacity
-suite measures the server as users run it.
+one event through an event log to a waiting reader.  A tool for profiling (run it under
+``py-spy`` or ``cProfile``), not a suite: the capacity suite measures the server as users
+run it.
 """
 
 from __future__ import annotations
