@@ -7,10 +7,16 @@ drops can reconnect and ``resume``.  A request tied to its response (plain
 ``POST /v1/speculate``) is cancelled as soon as its reader leaves.  Shutdown drains:
 running requests get a grace period to finish, then end with a fatal
 ``server_shutdown`` error that their readers still receive.
+
+The grace periods are deadlines that one reaper task keeps for every request, so
+starting a request spawns no task beyond its run.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
+import math
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -34,12 +40,11 @@ class _Job:
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
     followers: int = 0
     generation: int = 0  # bumped whenever the number of readers changes
-    changed: anyio.Event = field(default_factory=anyio.Event)
 
-    def touch(self) -> None:
-        self.generation += 1
-        changed, self.changed = self.changed, anyio.Event()
-        changed.set()
+    @property
+    def unfollowed_since(self) -> int | None:
+        """The generation it has had no reader in, if it has none and still runs."""
+        return self.generation if self.followers == 0 and not self.log.finished else None
 
 
 class Jobs:
@@ -61,6 +66,11 @@ class Jobs:
         self.draining = False
         self._drain_requested = anyio.Event()
         self._drain_grace_s = 0.0
+        # (deadline, tie-break, job, generation): cancel the job at the deadline if it
+        # has had no reader since that generation.
+        self._deadlines: list[tuple[float, int, _Job, int]] = []
+        self._ticket = itertools.count()
+        self._earlier_deadline = anyio.Event()
 
     @property
     def running_count(self) -> int:
@@ -80,6 +90,7 @@ class Jobs:
         async with anyio.create_task_group() as group:
             self._group = group
             group.start_soon(self._drain_when_asked)
+            group.start_soon(self._reap)
             try:
                 yield
             finally:
@@ -103,7 +114,7 @@ class Jobs:
         self._per_client[request.client] += 1
         self._idle = anyio.Event()
         self._group.start_soon(self._run, request, job)
-        self._group.start_soon(self._reap, job, start_grace_s if attached else job.grace_s)
+        self._reap_after(job, start_grace_s if attached else job.grace_s)
         return job.log
 
     def cancel(self, request_id: str, reason: StopReason | None = None) -> bool:
@@ -149,14 +160,17 @@ class Jobs:
             yield
             return
         job.followers += 1
-        job.touch()
+        job.generation += 1
         try:
             yield
         finally:
             job.followers -= 1
-            job.touch()
-            if job.followers == 0 and not job.log.finished and self._group is not None:
-                self._group.start_soon(self._reap, job, job.grace_s)
+            job.generation += 1
+            if job.unfollowed_since is not None:
+                if job.grace_s <= 0:
+                    job.scope.cancel()  # tied to its response: no reader, no request
+                else:
+                    self._reap_after(job, job.grace_s)
 
     async def _run(self, request: SpeculateRequest, job: _Job) -> None:
         try:
@@ -167,16 +181,30 @@ class Jobs:
                 self._per_client[request.client] -= 1
                 if not self._per_client[request.client]:
                     del self._per_client[request.client]
-            job.touch()
+            job.generation += 1
             if not self._running:
                 self._idle.set()
 
-    async def _reap(self, job: _Job, grace_s: float) -> None:
+    def _reap_after(self, job: _Job, grace_s: float) -> None:
         """Cancel the job if it stays without readers for the whole grace period."""
-        generation = job.generation
-        with anyio.move_on_after(grace_s):
-            while job.generation == generation and not job.log.finished:
-                await job.changed.wait()
-            return  # a reader came (or went: that starts a fresh reaper), or it ended
-        if job.followers == 0:
-            job.scope.cancel()
+        deadline = anyio.current_time() + grace_s
+        soonest = self._deadlines[0][0] if self._deadlines else math.inf
+        heapq.heappush(self._deadlines, (deadline, next(self._ticket), job, job.generation))
+        if deadline < soonest:
+            self._earlier_deadline.set()
+
+    async def _reap(self) -> None:
+        """Keep every request's deadline: one task, asleep until the soonest is due or
+        an earlier one is added."""
+        while True:
+            soonest = self._deadlines[0][0] if self._deadlines else math.inf
+            with anyio.move_on_after(soonest - anyio.current_time()):
+                await self._earlier_deadline.wait()
+            self._earlier_deadline = anyio.Event()
+            now = anyio.current_time()
+            while self._deadlines and self._deadlines[0][0] <= now:
+                _, _, job, generation = heapq.heappop(self._deadlines)
+                # A reader that came (or came and went: that set a fresh deadline) since
+                # the deadline was set spares the job from this one.
+                if job.unfollowed_since == generation:
+                    job.scope.cancel()

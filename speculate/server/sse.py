@@ -1,20 +1,24 @@
 """``POST /v1/speculate`` and ``GET /v1/speculate/{id}/events``: the SSE transport.
 
-One task group per response (sse-starlette's): the sender, the keep-alive pings and a
-``receive()`` listener that notices the client leaving.  When the client leaves, the
-group is cancelled; the request's last reader is gone and so is the request.
+One task group per response: the response's own task sends, and one listener task
+notices the client leaving (and sends the keep-alive pings while it waits); whichever
+ends first cancels the other.  When the client leaves, the request's last reader is
+gone and so is the request.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
 
-from sse_starlette import EventSourceResponse
+import anyio
+from sse_starlette import EventSourceResponse, ServerSentEvent
+from sse_starlette.event import ensure_bytes
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.types import Message, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from speculate.core.protocol import encode_sse
 from speculate.engine.eventlog import EventLog
@@ -66,8 +70,55 @@ async def speculate(request: Request) -> Response:
 
 
 class _EventStream(EventSourceResponse):
-    """sse-starlette's response, sending each write straight on when no send timeout is
-    set (its default path opens a cancel scope per write, a fifth of a stream's CPU)."""
+    """sse-starlette's response (its headers, framing, HEAD answer and send path) run
+    as two tasks instead of its four.
+
+    Its pings and its shutdown watcher each hold a task for the whole stream: the
+    pings are sent by the task that waits for the client to leave (it is idle anyway),
+    and shutdown ends every stream through the requests' own drain (each gets its
+    final event).  Each write goes straight on when no send timeout is set (the
+    library's path opens a cancel scope per write, a fifth of a stream's CPU)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] == "HEAD":
+            await super().__call__(scope, receive, send)  # no stream to run
+            return
+        try:
+            async with anyio.create_task_group() as group:
+                group.start_soon(self._listen, receive, send, group.cancel_scope)
+                await self._stream_response(send)
+                group.cancel_scope.cancel()
+        except BaseExceptionGroup as failed:  # the one failure, as Starlette expects it
+            while isinstance(failed, BaseExceptionGroup) and len(failed.exceptions) == 1:
+                failed = failed.exceptions[0]
+            raise failed from None
+        if self.background is not None:
+            await self.background()
+
+    async def _listen(self, receive: Receive, send: Send, stream: anyio.CancelScope) -> None:
+        """Until the client leaves (then the stream is cancelled), a ping after every
+        ``ping_interval`` of waiting; a ``receive()`` cut short consumes no message."""
+        interval = self.ping_interval or math.inf
+        while self.active:
+            with anyio.move_on_after(interval):
+                if (await receive())["type"] == "http.disconnect":
+                    self.active = False
+                    stream.cancel()
+                continue
+            async with self._send_lock:
+                if self.active:
+                    await self._send_with_timeout(send, self._ping_frame())
+
+    def _ping_frame(self) -> Message:
+        if self.ping_message_factory is not None:
+            ping = self.ping_message_factory()
+        else:
+            ping = ServerSentEvent(comment="ping", sep=self.sep)
+        return {
+            "type": "http.response.body",
+            "body": ensure_bytes(ping, self.sep),
+            "more_body": True,
+        }
 
     async def _send_with_timeout(self, send: Send, message: Message) -> None:
         if self.send_timeout is None:
@@ -82,15 +133,11 @@ def event_stream(
     request_id: str,
     headers: dict[str, str] | None = None,
 ) -> EventSourceResponse:
-    """An SSE response that counts as the request's reader while it is open.
-
-    On SIGTERM sse-starlette would cut every stream at once; the shutdown grace lets
-    our drain end each stream with its final event instead."""
+    """An SSE response that counts as the request's reader while it is open."""
     return _EventStream(
         _reading(state, request_id, frames),
         ping=state.settings.server.sse_ping_s,
         headers=SSE_HEADERS | (headers or {}),
-        shutdown_grace_period=state.settings.server.shutdown_grace_s + 1,
     )
 
 
