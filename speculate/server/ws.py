@@ -5,6 +5,10 @@ The requests themselves run in the app's :class:`~speculate.engine.jobs.Jobs`, s
 socket that drops can be replaced by a new one that sends ``resume``; a request that
 nobody resumes within the grace period is cancelled.  The reader's ``receive()`` is
 how a disconnect is noticed.
+
+Sends take no lock: uvicorn writes each message whole, so the frames of a socket's
+concurrent requests interleave only between messages, and every event names its
+request.
 """
 
 from __future__ import annotations
@@ -42,7 +46,6 @@ class _Socket:
         self.state = state
         self.client = client
         self.started: list[str] = []  # requests this socket started
-        self.send_lock = anyio.Lock(fast_acquire=True)  # no checkpoint when free: one per event
 
     def end_streams(self, reason: str) -> None:
         """The socket was closed for a violation: its requests end now, with no grace
@@ -51,10 +54,6 @@ class _Socket:
         for request_id in self.started:
             self.state.jobs.cancel(request_id, stop)
 
-    async def send(self, text: str) -> None:
-        async with self.send_lock:
-            await self.websocket.send_text(text)
-
     async def forward(self, request_id: str, after: int) -> None:
         log = self.state.requests.get(request_id)
         if log is None:
@@ -62,9 +61,8 @@ class _Socket:
         try:
             async with self.state.jobs.following(request_id):
                 async for batch in log.batches(after, through_refinement=True):
-                    async with self.send_lock:  # a batch's frames go out together
-                        for event in batch:
-                            await self.websocket.send_text(encode_json(event))
+                    for event in batch:
+                        await self.websocket.send_text(encode_json(event))
         except (WebSocketDisconnect, OSError, RuntimeError):
             pass  # the socket is gone; the reader sees the disconnect and cancels the rest
 
@@ -77,7 +75,7 @@ class _Socket:
             source="client",
             fatal=True,
         )
-        await self.send(encode_json(event))
+        await self.websocket.send_text(encode_json(event))
 
     async def speculate(self, message: dict[str, Any], group: TaskGroup) -> None:
         client_id = message.get("request_id")
