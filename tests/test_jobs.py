@@ -31,7 +31,9 @@ def request() -> SpeculateRequest:
 async def jobs(resume_grace_s: float, delay_s: float) -> AsyncIterator[Jobs]:
     """Jobs over an edge that sends a word every ``delay_s``."""
     edge = ScriptedBackend("edge", words(ANSWER), delay_s=delay_s)
-    running = Jobs(Orchestrator(Settings(), Backends(edge, None)), RequestRegistry(), resume_grace_s)
+    running = Jobs(
+        Orchestrator(Settings(), Backends(edge, None)), RequestRegistry(), resume_grace_s
+    )
     async with running.running():
         yield running
 
@@ -48,7 +50,8 @@ async def test_a_request_nobody_follows_is_stopped_after_its_grace_period() -> N
     with anyio.fail_after(10):
         async with jobs(resume_grace_s=0.05, delay_s=1.0) as running:
             end = await ending(running.start(request()))
-    assert isinstance(end, Error) and end.code == "cancelled"
+    assert isinstance(end, Error)
+    assert end.code == "cancelled"
 
 
 async def test_a_request_whose_reader_stays_runs_to_its_end() -> None:
@@ -58,7 +61,8 @@ async def test_a_request_whose_reader_stays_runs_to_its_end() -> None:
             log = running.start(job)
             async with running.following(job.request_id):
                 end = await ending(log)
-    assert isinstance(end, Done) and end.text == ANSWER
+    assert isinstance(end, Done)
+    assert end.text == ANSWER
 
 
 async def test_an_attached_request_stops_the_moment_its_reader_leaves() -> None:
@@ -70,7 +74,8 @@ async def test_an_attached_request_stops_the_moment_its_reader_leaves() -> None:
                 async for _ in log.follow():
                     break  # the start event: it runs, and has had a reader
             end = await ending(log)
-    assert isinstance(end, Error) and end.code == "cancelled"
+    assert isinstance(end, Error)
+    assert end.code == "cancelled"
 
 
 async def test_a_shorter_grace_set_after_a_longer_one_is_kept() -> None:
@@ -83,4 +88,5 @@ async def test_a_shorter_grace_set_after_a_longer_one_is_kept() -> None:
             hasty = running.start(request(), attached=True, start_grace_s=0.05)
             end = await ending(hasty)
             assert not patient.finished
-    assert isinstance(end, Error) and end.code == "cancelled"
+    assert isinstance(end, Error)
+    assert end.code == "cancelled"
