@@ -195,3 +195,16 @@ async def test_the_lean_sse_client_reads_whole_streams_on_one_connection() -> No
             with pytest.raises(LeanSSEError, match="400"):
                 async for _ in client.post("/v1/speculate", {"messages": []}):
                     pass
+
+
+@pytest.mark.parametrize("transport", ["sse", "ws"])
+@pytest.mark.parametrize("server_kind", ["speculate", "baseline"])
+def test_the_capacity_client_counts_every_event_and_a_gap_between_drafts(
+    transport: str, server_kind: str
+) -> None:
+    from speculate.bench.capacity import measure
+
+    measured = measure(3, transport, tps=40, tokens=4, server_kind=server_kind)
+    assert measured["events"] == 3 * 7  # start, four drafts, commit, done per stream
+    assert measured["gap_ms_p50"] is not None  # drafts after the first are timed
+    assert measured["server_cpu_ms_per_1000_events"] > 0
