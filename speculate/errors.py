@@ -34,6 +34,8 @@ else formats errors.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import ClassVar, Literal
 
 Source = Literal["edge", "cloud", "server", "client"]
@@ -234,6 +236,22 @@ class UpstreamFailed(SpeculateError):
 
     code = "no_answer"
     http_status = 502
+
+
+@contextmanager
+def unwrapped() -> Iterator[None]:
+    """Give back the one exception a task group wrapped as itself: a caller (and
+    Starlette's exception handlers) expects what was raised, not a group of one.  A
+    group of several is raised as it is."""
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        failed: BaseException = group
+        while isinstance(failed, BaseExceptionGroup) and len(failed.exceptions) == 1:
+            failed = failed.exceptions[0]
+        if failed is group:
+            raise
+        raise failed from None
 
 
 def speculate_error_in(exc: BaseException) -> SpeculateError | None:

@@ -20,7 +20,7 @@ from speculate.backends.base import GenerationParams, TokenStream, texts
 from speculate.backends.openai_compat import OpenAICompatCloud
 from speculate.core.chat import Message
 from speculate.core.trim import Window
-from speculate.errors import CloudError, EdgeError, SpeculateError
+from speculate.errors import CloudError, EdgeError, SpeculateError, unwrapped
 
 
 class DeviceServerEdge:
@@ -60,24 +60,23 @@ class DeviceServerEdge:
                 "the edge server cannot continue a draft (verify mode): set "
                 "edge.chat_template_model to the GGUF it serves"
             )
-        try:
-            if prefix is None:
-                opened = self._client.stream(messages, params)
-            else:
-                opened = self._client.continue_from(messages, prefix, params)
-            async with opened as tokens, anyio.create_task_group() as group:
-                pumped = PumpedStream(tokens, f"the edge server at {self._client.base_url}")
-                group.start_soon(pumped.pump)
-                try:
-                    yield pumped
-                finally:
-                    group.cancel_scope.cancel()
-        except CloudError as exc:
-            raise EdgeError(f"the edge server at {self._client.base_url}: {exc.message}") from None
-        except BaseExceptionGroup as wrapped:  # give the caller back its own exception
-            if len(wrapped.exceptions) != 1:
-                raise
-            raise wrapped.exceptions[0] from None
+        with unwrapped():  # a task group's one exception, given back as itself
+            try:
+                if prefix is None:
+                    opened = self._client.stream(messages, params)
+                else:
+                    opened = self._client.continue_from(messages, prefix, params)
+                async with opened as tokens, anyio.create_task_group() as group:
+                    pumped = PumpedStream(tokens, f"the edge server at {self._client.base_url}")
+                    group.start_soon(pumped.pump)
+                    try:
+                        yield pumped
+                    finally:
+                        group.cancel_scope.cancel()
+            except CloudError as exc:
+                raise EdgeError(
+                    f"the edge server at {self._client.base_url}: {exc.message}"
+                ) from None
 
 
 class PumpedStream:

@@ -33,7 +33,7 @@ from speculate.backends.kv_states import SavedPrompts
 from speculate.backends.turns import FairTurns
 from speculate.core.chat import Message
 from speculate.core.trim import Window
-from speculate.errors import EdgeError, ModelCorrupt, SpeculateError
+from speculate.errors import EdgeError, ModelCorrupt, SpeculateError, unwrapped
 
 
 def handoff(send: MemoryObjectSendStream[str]) -> Callable[[str], None]:
@@ -201,19 +201,15 @@ class LlamaCppEdge:
         send, receive = anyio.create_memory_object_stream[str](max_buffer_size=math.inf)
         tokens = LlamaTokenStream(receive, Usage())
         stop = threading.Event()
-        try:
+        # The task group wraps what the caller raised inside the stream (the stream's
+        # own error among it): the caller gets its exception back.
+        with unwrapped():
             async with anyio.create_task_group() as group:
                 group.start_soon(self._run, messages, params, send, stop, tokens, prefix)
                 try:
                     yield tokens
                 finally:
                     stop.set()  # the worker sees it after the current token
-        except BaseExceptionGroup as wrapped:
-            # The task group wraps what the caller raised inside the stream (the
-            # stream's own error among it); give the caller back its exception.
-            if len(wrapped.exceptions) != 1:
-                raise
-            raise wrapped.exceptions[0] from None
         receive.close()
 
     async def _run(

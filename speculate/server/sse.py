@@ -22,7 +22,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from speculate.core.protocol import encode_sse
 from speculate.engine.eventlog import EventLog
-from speculate.errors import BadRequest, Conflict, NotFound
+from speculate.errors import BadRequest, Conflict, NotFound, unwrapped
 from speculate.server.errors import client_address, read_json
 from speculate.server.limits import admit, fit_to_windows
 from speculate.server.schemas import parse_speculate
@@ -83,15 +83,11 @@ class _EventStream(EventSourceResponse):
         if scope["type"] != "http" or scope["method"] == "HEAD":
             await super().__call__(scope, receive, send)  # no stream to run
             return
-        try:
+        with unwrapped():
             async with anyio.create_task_group() as group:
                 group.start_soon(self._listen, receive, send, group.cancel_scope)
                 await self._stream_response(send)
                 group.cancel_scope.cancel()
-        except BaseExceptionGroup as failed:  # the one failure, as Starlette expects it
-            while isinstance(failed, BaseExceptionGroup) and len(failed.exceptions) == 1:
-                failed = failed.exceptions[0]
-            raise failed from None
         if self.background is not None:
             await self.background()
 

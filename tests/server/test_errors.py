@@ -96,3 +96,14 @@ def test_the_error_a_task_group_wrapped_is_found() -> None:
     wrapped = ExceptionGroup("outer", [ExceptionGroup("inner", [ValueError("x"), edge])])
     assert errors.speculate_error_in(wrapped) is edge
     assert errors.speculate_error_in(ExceptionGroup("bug", [ValueError("x")])) is None
+
+
+def test_a_task_groups_one_exception_is_given_back_as_itself() -> None:
+    edge = errors.EdgeError("gone")
+    with pytest.raises(errors.EdgeError) as raised, errors.unwrapped():
+        raise ExceptionGroup("outer", [ExceptionGroup("inner", [edge])])
+    assert raised.value is edge
+    several = ExceptionGroup("two", [ValueError("a"), edge])
+    with pytest.raises(ExceptionGroup) as kept, errors.unwrapped():
+        raise several
+    assert kept.value is several  # more than one: nothing to choose, raised as it is
