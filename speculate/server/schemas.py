@@ -118,6 +118,8 @@ class ChatMessage(BaseModel):
 
 _NAME = {"anyOf": [{"type": "string", "maxLength": 256}, {"type": "null"}]}
 _NO_CALL_ID = _NAME  # only a tool's result names the call it answers; elsewhere ignored
+# Only an assistant turn calls tools; elsewhere no calls (null or, as some SDKs send, []).
+_NO_CALLS = {"anyOf": [{"type": "null"}, {"type": "array", "maxItems": 0}]}
 _TOOL_CALL = {
     "type": "object",
     "properties": {
@@ -144,7 +146,7 @@ MESSAGE_SCHEMA = {
                 "role": {"enum": ["system", "developer", "user"]},
                 "content": TEXT_PARTS_SCHEMA,
                 "name": _NAME,
-                "tool_calls": {"type": "null"},
+                "tool_calls": _NO_CALLS,
                 "tool_call_id": _NO_CALL_ID,
             },
             "required": ["role", "content"],
@@ -178,7 +180,7 @@ MESSAGE_SCHEMA = {
                 "content": TEXT_PARTS_SCHEMA,
                 "tool_call_id": {"type": "string", "minLength": 1, "maxLength": 256},
                 "name": _NAME,
-                "tool_calls": {"type": "null"},
+                "tool_calls": _NO_CALLS,
             },
             "required": ["role", "content", "tool_call_id"],
         },
