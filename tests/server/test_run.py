@@ -29,8 +29,26 @@ def test_settling_the_heap_freezes_what_start_up_built_and_spaces_young_collecti
     assert after == [run.YOUNG_COLLECTION_EVERY, *before[1:]]
 
 
-async def test_a_started_server_settles_its_heap_once(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_gil_goes_to_a_waiting_thread_after_a_fifth_of_a_millisecond() -> None:
+    code = (
+        "import sys\n"
+        "from speculate.server.run import hand_over_the_gil_sooner\n"
+        "before = sys.getswitchinterval()\n"
+        "hand_over_the_gil_sooner()\n"
+        "print(before, sys.getswitchinterval())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    before, after = map(float, out.stdout.split())
+    assert before == pytest.approx(0.005)  # CPython's default
+    assert after == pytest.approx(run.GIL_SWITCH_INTERVAL_S)
+    assert after < 0.001
+
+
+async def test_a_started_server_settles_its_heap_and_threads_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     settled: list[bool] = []
+    switched: list[bool] = []
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
         raise AssertionError("no request is made")
@@ -40,8 +58,9 @@ async def test_a_started_server_settles_its_heap_once(monkeypatch: pytest.Monkey
     server = DrainingServer(config)
     server.lifespan = config.lifespan_class(config)  # what uvicorn's serve() sets up
     monkeypatch.setattr(run, "settle_heap", lambda: settled.append(server.started))
+    monkeypatch.setattr(run, "hand_over_the_gil_sooner", lambda: switched.append(server.started))
     await server.startup()
     try:
-        assert settled == [True]  # after start-up, once
+        assert settled == switched == [True]  # after start-up, once
     finally:
         await server.shutdown()
