@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 import anyio
 import pytest
 
@@ -294,3 +297,35 @@ def test_the_answer_cache_key_names_every_sampling_field_set_and_only_those() ->
         '{"response_format":{"type":"json_object"},"stop":["\\n","User:"],"top_k":5}'
     )
     assert orchestrator.answer_variant(plain) == f"{cloud.model_name}|max_tokens=16|temperature=0.5"
+
+
+class _TaskRecording(ScriptedBackend):
+    """Notes the task each stream is opened in."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.tasks: list[asyncio.Task[object] | None] = []
+
+    def stream(self, *args: Any, **kwargs: Any) -> Any:
+        self.tasks.append(asyncio.current_task())
+        return super().stream(*args, **kwargs)
+
+
+@pytest.mark.parametrize("mode", ["edge", "cloud", "speculative"])
+async def test_a_requests_first_side_runs_in_the_runs_own_task(mode: str) -> None:
+    # No task switch between the request's start and its model: the first side (the
+    # edge where there is one) is driven by the run's own task, any other is spawned.
+    edge = _TaskRecording("edge", words(DRAFT), delay_s=0.001)
+    cloud = _TaskRecording("cloud", words(CLOUD), delay_s=0.002)
+    log = EventLog("r")
+    with anyio.fail_after(10):
+        await Orchestrator(Settings(), Backends(edge, cloud)).run(request(mode), log)
+        run_task = asyncio.current_task()
+    assert replay(log.events).done is not None
+    first, other = (cloud, edge) if mode == "cloud" else (edge, cloud)
+    assert first.tasks == [run_task]
+    if mode == "speculative":
+        assert other.tasks
+        assert other.tasks[0] is not run_task
+    else:
+        assert other.tasks == []

@@ -23,6 +23,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import anyio
+import anyio.lowlevel
 from anyio.abc import TaskGroup
 
 from speculate.core.request import SpeculateRequest
@@ -116,6 +117,14 @@ class Jobs:
         self._group.start_soon(self._run, request, job)
         self._reap_after(job, start_grace_s if attached else job.grace_s)
         return job.log
+
+    @staticmethod
+    async def first_step() -> None:
+        """Let the requests just started take their first step (hand the prompt to the
+        model, send the request to the cloud) before the caller goes on: a response's
+        headers, written right after, would otherwise go first and delay the first
+        token by their write."""
+        await anyio.lowlevel.checkpoint()
 
     def cancel(self, request_id: str, reason: StopReason | None = None) -> bool:
         job = self._running.get(request_id)

@@ -12,8 +12,9 @@ from __future__ import annotations
 import logging
 import statistics
 import time
+from collections.abc import Callable, Coroutine
 from dataclasses import replace
-from typing import Literal
+from typing import Any, Literal
 
 import anyio
 from anyio.abc import TaskGroup
@@ -32,6 +33,8 @@ from speculate.policy.privacy import Restorer, redact
 from speculate.policy.router import Decision
 
 log = logging.getLogger("speculate.engine.orchestrator")
+
+Side = Callable[[], Coroutine[Any, Any, None]]
 
 
 class RequestRun:
@@ -89,14 +92,18 @@ class RequestRun:
         )
 
     async def execute(self, cached: str | None = None) -> None:
-        self.emit(self.session.start())
+        start = self.session.start()
         if cached is not None:
+            self.emit(start)
             self.emit(self.session.answer_from_cache(cached, time.perf_counter()))
             return
         try:
             async with anyio.create_task_group() as group:
                 self.group = group
-                self.start_sides()
+                first = self.start_sides(first_here=True)
+                self.emit(start)
+                if first is not None:
+                    await first()
         except Exception as exc:
             known = speculate_error_in(exc)  # a side's error that a task group wrapped
             if known is None:  # a bug: end the stream cleanly, details only in the log
@@ -111,20 +118,29 @@ class RequestRun:
                 # Cancelled from outside: client gone, cancel message or shutdown.
                 self.emit(self.session.cancel(self.stop.code, self.stop.message, self.stop.source))
 
-    def start_sides(self) -> None:
-        """Start whichever side the session now needs (a route can change mid-stream)."""
+    def start_sides(self, *, first_here: bool = False) -> Side | None:
+        """Start whichever side the session now needs (a route can change mid-stream).
+
+        ``first_here``: the first side is not spawned but given back for the run's own
+        task to drive (the others are spawned), so a request's first token waits for no
+        task switch; a side that joins later is always spawned."""
         assert self.group is not None
+        sides: list[Side] = []
         if self.session.route == "verify":
             if not self.edge_started:  # one task drives both sides, in rounds
                 self.edge_started = self.cloud_started = True
-                self.group.start_soon(self.verify_run().execute)
-            return
-        if self.session.edge == "running" and not self.edge_started:
-            self.edge_started = True
-            self.group.start_soon(self.edge_side)
-        if self.session.cloud_state == "running" and not self.cloud_started:
-            self.cloud_started = True
-            self.group.start_soon(self.cloud_side)
+                sides.append(self.verify_run().execute)
+        else:
+            if self.session.edge == "running" and not self.edge_started:
+                self.edge_started = True
+                sides.append(self.edge_side)
+            if self.session.cloud_state == "running" and not self.cloud_started:
+                self.cloud_started = True
+                sides.append(self.cloud_side)
+        here = sides.pop(0) if first_here and sides else None
+        for side in sides:
+            self.group.start_soon(side)
+        return here
 
     def verify_run(self) -> VerifyRun:
         """Verify mode's rounds, given exactly what they need."""

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
+import anyio
+import pytest
 import sniffio
 
 from speculate.bench.fake import FakeBackend
@@ -19,3 +24,69 @@ async def test_the_app_names_its_event_loop_library_while_it_runs_and_only_then(
         assert sniffio.thread_local.name == "asyncio"
         assert sniffio.current_async_library() == "asyncio"
     assert sniffio.thread_local.name == before
+
+
+class _OrderedFake(FakeBackend):
+    """A fake model that notes when a request reaches it."""
+
+    def __init__(self, order: list[str]) -> None:
+        super().__init__("fake-edge", tokens_per_s=1000)
+        self.order = order
+
+    def stream(self, *args: Any, **kwargs: Any) -> Any:
+        self.order.append("model")
+        return super().stream(*args, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/speculate", {"mode": "edge"}),
+        ("/v1/chat/completions", {"model": "speculate-edge", "stream": True}),
+    ],
+)
+async def test_a_streamed_request_reaches_its_model_before_the_headers_are_written(
+    path: str, body: dict[str, Any]
+) -> None:
+    # The headers' write would otherwise sit between the request and its first token.
+    order: list[str] = []
+    settings = Settings(store={"request_log": False, "queue": False, "cache": False})
+    app = create_app(settings, Backends(edge=_OrderedFake(order)))
+    payload = json.dumps(
+        {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3, **body}
+    ).encode()
+    finished = anyio.Event()
+    asked = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal asked
+        if not asked:
+            asked = True
+            return {"type": "http.request", "body": payload, "more_body": False}
+        await finished.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            order.append(f"headers {message['status']}")
+        elif not message.get("more_body"):
+            finished.set()
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"127.0.0.1:8000"), (b"content-type", b"application/json")],
+        "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 8000),
+    }
+    async with app.router.lifespan_context(app):
+        with anyio.fail_after(10):
+            await app(scope, receive, send)
+    assert order == ["model", "headers 200"]
