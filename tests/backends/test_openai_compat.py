@@ -84,6 +84,30 @@ async def test_parses_chunks_usage_and_done_across_odd_chunking() -> None:
     assert sent["model"] == "m"
 
 
+@pytest.mark.parametrize(
+    "base", ["http://cloud.test/v1", "http://cloud.test/v1/", "https://cloud.test/openai/v1"]
+)
+async def test_requests_go_to_the_path_under_the_base_url_as_httpx_would_join_it(
+    base: str,
+) -> None:
+    # The client builds each path's full URL once instead of letting httpx join it per
+    # request: the two must agree.
+    asked: list[httpx.URL] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        asked.append(request.url)
+        return httpx.Response(200, text=chunk("ok", "stop") + "data: [DONE]\n\n")
+
+    client = OpenAICompatCloud(
+        CloudSettings(), base_url=base, model="m", transport=httpx.MockTransport(handler)
+    )
+    for _ in range(2):
+        pieces, _ = await drain(client)
+        assert pieces == ["ok"]
+    joined = httpx.AsyncClient(base_url=base).build_request("POST", "/chat/completions").url
+    assert asked == [joined, joined]
+
+
 async def test_api_key_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TEST_CLOUD_KEY", "sk-test")
     seen: list[httpx.Request] = []
