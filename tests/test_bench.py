@@ -208,3 +208,25 @@ def test_the_capacity_client_counts_every_event_and_a_gap_between_drafts(
     assert measured["events"] == 3 * 7  # start, four drafts, commit, done per stream
     assert measured["gap_ms_p50"] is not None  # drafts after the first are timed
     assert measured["server_cpu_ms_per_1000_events"] > 0
+
+
+def test_the_capacity_search_confirms_a_failing_level_before_it_stops(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Scripted p99s per level: 500 fails one run of three (noise), 1000 fails two of
+    # three (its limit), 750 holds.
+    from speculate.bench import capacity
+
+    script = {250: [10.0], 500: [90.0, 20.0, 30.0], 1000: [80.0, 20.0, 70.0], 750: [40.0]}
+    calls: list[int] = []
+
+    def measure(level: int, transport: str, **_: object) -> dict[str, object]:
+        p99 = script[level][sum(1 for c in calls if c == level)]
+        calls.append(level)
+        return {"streams": level, "extra_delay_ms_p99": p99, "server_cpu_ms_per_1000_events": 1}
+
+    monkeypatch.setattr(capacity, "measure", measure)
+    found = capacity.limit("sse", "speculate")
+    assert calls == [250, 500, 500, 500, 1000, 1000, 1000, 750]
+    assert (found["streams_held"], found["first_failed"]) == (750, 1000)
+    assert len(found["runs"]) == len(calls)
