@@ -19,8 +19,9 @@ import os
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +113,32 @@ class LlamaTokenStream:
             raise
 
 
+@dataclass(eq=False)
+class _Answer:
+    """One request's answer as the decoding thread works on it, turn by turn."""
+
+    messages: list[Message]
+    params: GenerationParams
+    prefix: str | None
+    usage: Usage
+    deliver: Callable[[str], None]
+    stop: threading.Event = field(default_factory=threading.Event)
+    generated: list[str] = field(default_factory=list)
+
+    def keep(self, text: str) -> None:  # on the decoding thread
+        self.generated.append(text)
+        self.deliver(text)
+
+
+async def _finished(turn: asyncio.Future[bool]) -> bool:
+    """The turn's outcome, once its thread is done with the model.  Not abandonable: a
+    cancelled request waits (one token at most, its stop flag is set by then) until the
+    thread has stopped touching the model, then is cancelled."""
+    with anyio.CancelScope(shield=True):
+        paused = await asyncio.shield(turn)
+    return paused
+
+
 class LlamaCppEdge:
     """An :class:`~speculate.backends.base.EdgeBackend` over llama-cpp-python."""
 
@@ -155,6 +182,9 @@ class LlamaCppEdge:
         self._chat_prompt = ChatPrompt(self._llama)
         self.saved_prompts = SavedPrompts(prompt_cache_bytes)
         self._turns = FairTurns()
+        # One thread decodes: turns make the model one request's at a time anyway, and a
+        # turn handed to it from the event loop starts without waiting for a task.
+        self._decoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edge-decode")
 
     @property
     def waiting(self) -> int:
@@ -200,54 +230,56 @@ class LlamaCppEdge:
     ) -> AsyncIterator[LlamaTokenStream]:
         send, receive = anyio.create_memory_object_stream[str](max_buffer_size=math.inf)
         tokens = LlamaTokenStream(receive, Usage())
-        stop = threading.Event()
+        answer = _Answer(messages, params, prefix, tokens.usage, handoff(send))
+        self._turns.enter(params.client)
+        first_turn = self._first_turn_now(answer)
         # The task group wraps what the caller raised inside the stream (the stream's
         # own error among it): the caller gets its exception back.
         with unwrapped():
             async with anyio.create_task_group() as group:
-                group.start_soon(self._run, messages, params, send, stop, tokens, prefix)
+                group.start_soon(self._run, answer, send, tokens, first_turn)
                 try:
                     yield tokens
                 finally:
-                    stop.set()  # the worker sees it after the current token
+                    answer.stop.set()  # the worker sees it after the current token
         receive.close()
+
+    def _first_turn_now(self, answer: _Answer) -> asyncio.Future[bool] | None:
+        """If the model is free, its decoding thread starts on the answer here, in the
+        caller's own task: a request's first token then waits for no task switch (the
+        response's headers and its ``start`` event are written while the prompt is
+        evaluated, not before).  None when the answer must wait its turn."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # not asyncio: the turn is taken in _run
+            return None
+        if not self._turns.try_acquire(answer.params.client):
+            return None
+        answer.usage.queue_ms = 0.0
+        return loop.run_in_executor(self._decoder, self._turn, answer)
 
     async def _run(
         self,
-        messages: list[Message],
-        params: GenerationParams,
+        answer: _Answer,
         send: MemoryObjectSendStream[str],
-        stop: threading.Event,
         tokens: LlamaTokenStream,
-        prefix: str | None,
+        first_turn: asyncio.Future[bool] | None,
     ) -> None:
         """Generate in turns: each turn ends when the answer does, or when another
         client has waited while this one held the model for a slice; the next turn
         continues the answer from the text generated so far."""
-        usage, deliver = tokens.usage, handoff(send)
-        generated: list[str] = []
-
-        def keep(text: str) -> None:  # on the decoding thread
-            generated.append(text)
-            deliver(text)
-
-        queued_at = time.perf_counter()
-        self._turns.enter(params.client)
+        client, queued_at = answer.params.client, time.perf_counter()
         with send:
             try:
-                while not stop.is_set():
-                    await self._turns.acquire(params.client)
-                    if not generated:
-                        usage.queue_ms = round((time.perf_counter() - queued_at) * 1000, 3)
+                while first_turn is not None or not answer.stop.is_set():
+                    turn, first_turn = first_turn, None
+                    if turn is None:
+                        await self._turns.acquire(client)
+                        if not answer.generated:
+                            waited = time.perf_counter() - queued_at
+                            answer.usage.queue_ms = round(waited * 1000, 3)
                     try:
-                        so_far = "".join(generated)
-                        left = replace(params, max_tokens=params.max_tokens - len(generated))
-                        start = prefix + so_far if prefix is not None else so_far or None
-                        # Not abandonable: a cancelled request waits (one token at most)
-                        # until the thread has stopped touching the model.
-                        paused = await anyio.to_thread.run_sync(
-                            self._generate, messages, left, stop, usage, keep, start
-                        )
+                        paused = await (self._decode(answer) if turn is None else _finished(turn))
                     finally:
                         self._turns.release()
                     if not paused:
@@ -257,7 +289,26 @@ class LlamaCppEdge:
             except Exception as exc:  # llama.cpp raises plain errors; map them once, here
                 tokens.error = EdgeError(f"edge generation failed: {exc}")
             finally:
-                self._turns.leave(params.client)
+                self._turns.leave(client)
+
+    async def _decode(self, answer: _Answer) -> bool:
+        """One turn on the decoding thread, waited for to its end."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            # Not abandonable: a cancelled request waits (one token at most) until the
+            # thread has stopped touching the model.
+            return await anyio.to_thread.run_sync(self._turn, answer)
+        return await _finished(loop.run_in_executor(self._decoder, self._turn, answer))
+
+    def _turn(self, answer: _Answer) -> bool:
+        """One turn of ``answer`` (on the decoding thread), continuing from what it has
+        generated so far; True if it gave way to another client before the end."""
+        so_far = "".join(answer.generated)
+        left = replace(answer.params, max_tokens=answer.params.max_tokens - len(answer.generated))
+        prefix = answer.prefix
+        start = prefix + so_far if prefix is not None else so_far or None
+        return self._generate(answer.messages, left, answer.stop, answer.usage, answer.keep, start)
 
     def _generate(
         self,

@@ -68,9 +68,15 @@ class FairTurns:
             for name, queue in list(self._queues.items())
         )
 
-    async def acquire(self, client: str) -> None:
+    def try_acquire(self, client: str) -> bool:
+        """Take the model at once if it is free and nobody waits for it."""
         if self.holder is None and not self.waiting:
             self._grant(client)
+            return True
+        return False
+
+    async def acquire(self, client: str) -> None:
+        if self.try_acquire(client):
             return
         waiter = _Waiter(client)
         self._queues.setdefault(client, deque()).append(waiter)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import math
 import statistics
+import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import anyio
 import pytest
@@ -50,6 +52,27 @@ async def test_leaving_the_stream_stops_generation_within_a_token(edge: LlamaCpp
         # The context has exited: the worker thread has let go of the model.
     assert tokens.usage.finish_reason == "cancelled"
     assert tokens.usage.completion_tokens <= 3 + 1
+
+
+async def test_a_free_model_starts_decoding_before_the_caller_lets_any_task_run(
+    edge: LlamaCppEdge, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The first turn goes to the decoding thread from the caller's own task: the caller
+    # blocks the event loop below, so a turn that waited for a task would never start.
+    started = threading.Event()
+    generate = edge._generate
+
+    def noting(*args: Any) -> bool:
+        started.set()
+        return generate(*args)
+
+    monkeypatch.setattr(edge, "_generate", noting)
+    params = GenerationParams(max_tokens=4, temperature=0.0)
+    with anyio.fail_after(60):
+        async with edge.stream(MESSAGES, params) as tokens:
+            assert started.wait(timeout=30)
+            assert await tokens.receive()
+    assert tokens.usage.queue_ms == 0.0
 
 
 async def test_the_event_loop_stays_responsive_while_decoding(edge: LlamaCppEdge) -> None:
