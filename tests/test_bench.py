@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from speculate.bench import diffcost, wire
@@ -154,7 +156,9 @@ async def test_the_in_app_profile_counts_every_event_and_times_the_primitives() 
     assert measured["cpu_us_per_request"] > measured["cpu_us_per_event"]
     floor = await inapp.streams(count=4, tokens=3, tps=40, rounds=2, baseline=True)
     assert floor["events_per_stream"] == 6  # the same frames
+    interval = sys.getswitchinterval()
     parts = await inapp.primitives(samples=200)
+    assert sys.getswitchinterval() == interval  # the server's interval only while measured
     assert set(parts) == {
         "session_receive_draft_us",
         "log_extend_us",
@@ -162,6 +166,7 @@ async def test_the_in_app_profile_counts_every_event_and_times_the_primitives() 
         "anyio_task_spawn_us",
         "thread_handoff_us_p50",
         "thread_start_behind_2ms_of_loop_python_us_p50",
+        "same_with_the_servers_gil_switch_interval_us_p50",
         "event_through_log_to_reader_us",
         "same_event_in_one_task_us",
     }

@@ -6,7 +6,8 @@ nothing of uvicorn's or the load client's: ``--tokens 1`` against ``--tokens 40`
 the request's fixed cost from the per-event cost, and ``--baseline`` runs the capacity
 suite's minimal app in the same harness.  ``--primitives`` times what the request path is
 made of: the pure work of a draft event (session, log, encoding), an anyio task spawn, a
-thread hand-off (and one whose thread needs the GIL while the loop runs 2 ms of Python),
+thread hand-off (and one whose thread needs the GIL while the loop runs 2 ms of Python,
+with CPython's GIL switch interval and with the server's),
 one event through an event log to a waiting reader.  A tool for profiling (run it under
 ``py-spy`` or ``cProfile``), not a suite: the capacity suite measures the server as users
 run it.
@@ -19,6 +20,7 @@ import asyncio
 import concurrent.futures
 import json
 import statistics
+import sys
 import time
 from typing import Any
 
@@ -34,6 +36,7 @@ from speculate.core.session import Session
 from speculate.engine.context import Backends
 from speculate.engine.eventlog import EventLog
 from speculate.server import create_app
+from speculate.server.run import GIL_SWITCH_INTERVAL_S
 
 Message = dict[str, Any]
 
@@ -140,14 +143,22 @@ async def primitives(samples: int = 2000) -> dict[str, float]:
         before = time.perf_counter()
         inside = await anyio.to_thread.run_sync(time.perf_counter)
         handoffs.append((inside - before) * 1e6)
-    behind_busy_loop = []  # the loop goes on with 2 ms of Python after handing work over
+    # The loop goes on with 2 ms of Python after handing work over: how long the thread
+    # waits for the GIL, with CPython's switch interval and with the server's.
+    behind_busy_loop: dict[str, list[float]] = {"default": [], "served": []}
+    default_interval = sys.getswitchinterval()
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        for _ in range(samples // 40):
-            before = time.perf_counter()
-            began = pool.submit(time.perf_counter)
-            while time.perf_counter() < before + 0.002:
-                pass
-            behind_busy_loop.append((began.result() - before) * 1e6)
+        for interval, waits in zip(
+            (default_interval, GIL_SWITCH_INTERVAL_S), behind_busy_loop.values(), strict=True
+        ):
+            sys.setswitchinterval(interval)
+            for _ in range(samples // 40):
+                before = time.perf_counter()
+                began = pool.submit(time.perf_counter)
+                while time.perf_counter() < before + 0.002:
+                    pass
+                waits.append((began.result() - before) * 1e6)
+    sys.setswitchinterval(default_interval)
 
     log = EventLog("r")
     drafts = [Draft(request_id="r", seq=i + 1, text=" w") for i in range(samples)]
@@ -195,7 +206,10 @@ async def primitives(samples: int = 2000) -> dict[str, float]:
         "anyio_task_spawn_us": round(spawn, 1),
         "thread_handoff_us_p50": round(statistics.median(handoffs), 1),
         "thread_start_behind_2ms_of_loop_python_us_p50": round(
-            statistics.median(behind_busy_loop), 1
+            statistics.median(behind_busy_loop["default"]), 1
+        ),
+        "same_with_the_servers_gil_switch_interval_us_p50": round(
+            statistics.median(behind_busy_loop["served"]), 1
         ),
         "event_through_log_to_reader_us": round(through_log, 1),
         "same_event_in_one_task_us": round(one_task, 1),

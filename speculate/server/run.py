@@ -87,11 +87,13 @@ def hand_over_the_gil_sooner() -> None:
     of another thread's Python, not 5 ms.
 
     The edge model decodes on a thread that runs llama-cpp-python's own Python between
-    tokens; a token it hands to the event loop waited for that Python to reach the next
-    call into llama.cpp, up to CPython's 5 ms switch interval (a quarter of the handovers
-    took more than a millisecond on a 2-core machine), and the decoding thread waited as
-    long behind the loop's Python when a request started.  Switching more often costs
-    only when two threads both run Python, a few microseconds per switch."""
+    tokens; a token it hands to the event loop waits for that Python to reach the next
+    call into llama.cpp, up to the switch interval, and the decoding thread waits as long
+    behind the loop's Python when a request starts (``python -m speculate.bench.inapp
+    --primitives``: a thread started while the loop runs 2 ms of Python began after
+    ~2.08 ms with CPython's interval, ~0.4 ms with this one, on a 2-core machine).
+    Switching more often costs only when two threads both run Python, a few
+    microseconds per switch."""
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
 
 
