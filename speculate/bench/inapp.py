@@ -22,6 +22,7 @@ import json
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -55,8 +56,9 @@ async def _lifespan(app: Any) -> tuple[asyncio.Queue[Message], asyncio.Task[None
     return messages, task
 
 
-async def _one(app: Any, body: bytes, counter: list[int]) -> None:
-    """One ``POST /v1/speculate`` read to its end."""
+async def post(app: Any, path: str, body: bytes, seen: Callable[[Message], None]) -> None:
+    """One JSON ``POST`` to ``path`` run through the ASGI app to the end of its answer,
+    every message the app sends shown to ``seen``; the client stays until then."""
     finished, delivered = asyncio.Event(), False
 
     async def receive() -> Message:
@@ -68,10 +70,9 @@ async def _one(app: Any, body: bytes, counter: list[int]) -> None:
         return {"type": "http.disconnect"}
 
     async def send(message: Message) -> None:
-        if message["type"] == "http.response.body":
-            counter[0] += message.get("body", b"").count(b"\n\n")
-            if not message.get("more_body"):
-                finished.set()
+        seen(message)
+        if message["type"] == "http.response.body" and not message.get("more_body"):
+            finished.set()
 
     scope = {
         "type": "http",
@@ -79,8 +80,8 @@ async def _one(app: Any, body: bytes, counter: list[int]) -> None:
         "http_version": "1.1",
         "method": "POST",
         "scheme": "http",
-        "path": "/v1/speculate",
-        "raw_path": b"/v1/speculate",
+        "path": path,
+        "raw_path": path.encode(),
         "query_string": b"",
         "root_path": "",
         "headers": [(b"host", b"127.0.0.1:8000"), (b"content-type", b"application/json")],
@@ -88,6 +89,16 @@ async def _one(app: Any, body: bytes, counter: list[int]) -> None:
         "server": ("127.0.0.1", 8000),
     }
     await app(scope, receive, send)
+
+
+async def _one(app: Any, body: bytes, counter: list[int]) -> None:
+    """One ``POST /v1/speculate`` read to its end, its events counted."""
+
+    def count(message: Message) -> None:
+        if message["type"] == "http.response.body":
+            counter[0] += message.get("body", b"").count(b"\n\n")
+
+    await post(app, "/v1/speculate", body, count)
 
 
 async def streams(

@@ -10,6 +10,7 @@ import pytest
 import sniffio
 
 from speculate.bench.fake import FakeBackend
+from speculate.bench.inapp import post
 from speculate.engine.context import Backends
 from speculate.server import create_app
 from speculate.settings import Settings
@@ -55,38 +56,12 @@ async def test_a_streamed_request_reaches_its_model_before_the_headers_are_writt
     payload = json.dumps(
         {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3, **body}
     ).encode()
-    finished = anyio.Event()
-    asked = False
 
-    async def receive() -> dict[str, Any]:
-        nonlocal asked
-        if not asked:
-            asked = True
-            return {"type": "http.request", "body": payload, "more_body": False}
-        await finished.wait()
-        return {"type": "http.disconnect"}
-
-    async def send(message: dict[str, Any]) -> None:
+    def seen(message: dict[str, Any]) -> None:
         if message["type"] == "http.response.start":
             order.append(f"headers {message['status']}")
-        elif not message.get("more_body"):
-            finished.set()
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"host", b"127.0.0.1:8000"), (b"content-type", b"application/json")],
-        "client": ("127.0.0.1", 5000),
-        "server": ("127.0.0.1", 8000),
-    }
     async with app.router.lifespan_context(app):
         with anyio.fail_after(10):
-            await app(scope, receive, send)
+            await post(app, path, payload, seen)
     assert order == ["model", "headers 200"]
