@@ -37,7 +37,7 @@ from speculate.core.session import Session
 from speculate.engine.context import Backends
 from speculate.engine.eventlog import EventLog
 from speculate.server import create_app
-from speculate.server.run import GIL_SWITCH_INTERVAL_S
+from speculate.server.run import GIL_SWITCH_INTERVAL_S, settle_heap
 
 Message = dict[str, Any]
 
@@ -116,6 +116,7 @@ async def streams(
     )
     app = baseline_app(tps, tokens) if baseline else create_app(settings, backends)
     lifespan, task = await _lifespan(app)
+    settle_heap()  # as the server does once it has started
     body = json.dumps(
         {"messages": [{"role": "user", "content": "go"}], "mode": "edge", "max_tokens": tokens}
     ).encode()
