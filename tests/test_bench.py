@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import sys
 
+import anyio
 import pytest
+import websockets
 
 from speculate.bench import diffcost, wire
 from speculate.bench.capacity import streams_per_core
@@ -235,3 +238,49 @@ def test_the_capacity_search_confirms_a_failing_level_before_it_stops(
     assert calls == [250, 500, 500, 500, 1000, 1000, 1000, 750]
     assert (found["streams_held"], found["first_failed"]) == (750, 1000)
     assert len(found["runs"]) == len(calls)
+
+
+def test_the_first_token_rows_split_the_added_time_at_the_transports_floor() -> None:
+    from speculate.bench.edge import ttft_rows
+
+    # Seconds per round; the floor is paired with the server path round by round.
+    samples = {
+        "direct": [0.020, 0.030, 0.025],
+        "sse": [0.022, 0.0315, 0.0265],
+        "ws": [0.021, 0.031, 0.026],
+        "sse_httpx": [0.023, 0.033, 0.028],
+        "floor_sse": [0.001, 0.0005, 0.0008],
+        "floor_ws": [0.0007, 0.0009, 0.0004],
+    }
+    rows = ttft_rows(samples)
+    assert rows["sse"]["added_median_ms"] == 1.5  # 2.0, 1.5, 1.5
+    assert rows["sse"]["own_median_ms"] == 1.0  # 1.0, 1.0, 0.7
+    assert rows["ws"]["added_median_ms"] == 1.0
+    assert rows["ws"]["own_median_ms"] == 0.3  # 0.3, 0.1, 0.6
+    assert rows["sse_httpx"]["own_median_ms"] == 2.2  # against the SSE floor
+    for name in ("direct", "floor_sse", "floor_ws"):
+        assert rows[name]["added_median_ms"] is None
+        assert rows[name]["own_median_ms"] is None
+    assert rows["floor_ws"]["median_ms"] == 0.7
+    assert list(rows["direct"]) == list(rows["sse"])  # one table, the same columns
+
+
+async def test_the_minimal_server_answers_every_request_on_one_connection() -> None:
+    from speculate.bench.children import MinimalServer
+    from speculate.bench.lean_sse import LeanSSE
+    from speculate.client import ws_url
+    from speculate.core.protocol import decode_event
+
+    body = {"messages": [{"role": "user", "content": "go"}], "mode": "edge", "max_tokens": 1}
+    kinds = ["start", "draft", "commit", "done"]
+    with MinimalServer(tokens=1) as server:
+        async with LeanSSE(server.url) as client:
+            for _ in range(2):
+                events = [decode_event(m.data) async for m in client.post("/v1/speculate", body)]
+                assert [e.type for e in events] == kinds
+        async with websockets.connect(ws_url(server.url), compression=None) as socket:
+            for _ in range(2):  # a stream per message, as speculate's socket serves them
+                await socket.send(json.dumps({"type": "speculate", **body}))
+                with anyio.fail_after(10):
+                    got = [decode_event(str(await socket.recv())).type for _ in kinds]
+                assert got == kinds

@@ -65,7 +65,8 @@ def ws_frames(tokens: int) -> list[str]:
 
 def baseline_app(tps: float, tokens: int) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
     """The app: each stream sends start at once, then a draft every 1/tps seconds on a
-    fixed schedule (as the fake model produces its words), then commit and done."""
+    fixed schedule (as the fake model produces its words), then commit and done.  A
+    WebSocket carries one stream per message it receives."""
     sse, ws = sse_frames(tokens), ws_frames(tokens)
     interval = 1 / tps
 
@@ -99,11 +100,12 @@ def baseline_app(tps: float, tokens: int) -> Callable[[Scope, Receive, Send], Aw
         elif scope["type"] == "websocket":
             await receive()  # connect
             await send({"type": "websocket.accept"})
-            await receive()  # the request
-            started = anyio.current_time()
-            for index, text in enumerate(ws):
-                await anyio.sleep_until(due(index, started))
-                await send({"type": "websocket.send", "text": text})
-            await send({"type": "websocket.close", "code": 1000})
+            # One stream per request message, until the client leaves (as speculate's
+            # socket serves one request after another).
+            while (await receive())["type"] != "websocket.disconnect":
+                started = anyio.current_time()
+                for index, text in enumerate(ws):
+                    await anyio.sleep_until(due(index, started))
+                    await send({"type": "websocket.send", "text": text})
 
     return app

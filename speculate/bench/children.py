@@ -107,6 +107,19 @@ class SpeculateServer(Child):
         super().__init__(command, {**quiet, **env}, port)
 
 
+class MinimalServer(Child):
+    """The capacity suite's minimal app (:mod:`speculate.bench.baseline`) under the same
+    uvicorn settings: a stream's first frame goes out as soon as its request is read, so
+    the time a client waits for it is what the transport alone costs."""
+
+    ready_path = "/healthz"
+
+    def __init__(self, tokens: int = 1) -> None:
+        port = free_port()
+        command = [sys.executable, "-m", "speculate.bench.fakeserver", "--port", str(port)]
+        super().__init__([*command, "--baseline", str(tokens), "--tps", "1000"], {}, port)
+
+
 class LiteLLMProxy(Child):
     """LiteLLM's proxy serving ``alias`` from an OpenAI-compatible ``upstream`` (its /v1
     URL); ``url`` + "/v1" is what clients call, with ``LITELLM_MASTER_KEY``."""

@@ -8,7 +8,11 @@ so only the edge path is timed.
 1. Time to first draft token: the per-request difference ``server - direct``.
    The SSE column is read by a lean client (:mod:`speculate.bench.lean_sse`), so that
    what is added is the server's; ``sse_httpx`` is the same request through httpx, whose
-   own per-request cost shows beside it.
+   own per-request cost shows beside it.  The floor, in the same rounds: the capacity
+   suite's minimal app (:class:`~speculate.bench.children.MinimalServer`, same uvicorn
+   settings, nothing to compute) answering the same clients with its first frame; what
+   speculate adds beyond it (``own_median_ms``) is its own work and the model's thread
+   hand-offs, the rest is the socket and the two ends' libraries.
 2. Relay efficiency: tokens per second reaching the client (first draft event to
    ``done``) over the model's own rate (first to last token), greedy so both sides
    produce the same tokens.
@@ -27,7 +31,7 @@ import websockets
 
 from speculate.backends import models
 from speculate.backends.llamacpp import default_threads
-from speculate.bench.children import SpeculateServer
+from speculate.bench.children import MinimalServer, SpeculateServer
 from speculate.bench.lean_sse import LeanSSE
 from speculate.client import ws_url
 from speculate.core.protocol import SSEDecoder, decode_event
@@ -40,6 +44,34 @@ LONG_PROMPT = [{"role": "user", "content": "Write a long story about a lighthous
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+PATHS = ("direct", "sse", "ws", "sse_httpx", "floor_sse", "floor_ws")
+FLOOR_OF = {"sse": "floor_sse", "ws": "floor_ws", "sse_httpx": "floor_sse"}
+
+
+def ttft_rows(ttft: dict[str, list[float]]) -> dict[str, dict[str, float | None]]:
+    """Medians per path (seconds in, ms out), each server path's time added to the
+    direct call's in the same round, and what it adds beyond its transport's floor in
+    the same round (``own``)."""
+    rows = {}
+    for name, values in ttft.items():
+        row: dict[str, float | None] = {
+            "median_ms": round(statistics.median(values) * 1000, 3),
+            "p99_ms": round(percentile(values, 0.99) * 1000, 3),
+            "added_median_ms": None,
+            "added_p99_ms": None,
+            "own_median_ms": None,
+        }
+        if name in FLOOR_OF:
+            added = [(v - d) * 1000 for v, d in zip(values, ttft["direct"], strict=True)]
+            row["added_median_ms"] = round(statistics.median(added), 3)
+            row["added_p99_ms"] = round(percentile(added, 0.99), 3)
+            floor = ttft[FLOOR_OF[name]]
+            own = [a - f * 1000 for a, f in zip(added, floor, strict=True)]
+            row["own_median_ms"] = round(statistics.median(own), 3)
+        rows[name] = row
+    return rows
 
 
 class EdgeServer(SpeculateServer):
@@ -106,27 +138,39 @@ def run(
         assert first is not None
         return first
 
-    async def via_ws(socket: websockets.ClientConnection, body: dict[str, Any]) -> float:
+    async def via_ws(
+        socket: websockets.ClientConnection, body: dict[str, Any], first_of: str = "draft"
+    ) -> float:
         started, first = time.perf_counter(), None
         await socket.send(json.dumps({"type": "speculate", **body}))
         while True:
             event = decode_event(str(await socket.recv()))
-            if event.type == "draft" and first is None:
+            if event.type == first_of and first is None:
                 first = time.perf_counter() - started
             if event.type in ("done", "error"):
                 assert first is not None
                 return first
 
-    ttft: dict[str, list[float]] = {"direct": [], "sse": [], "ws": [], "sse_httpx": []}
+    async def floor_sse(client: LeanSSE) -> float:
+        """The minimal app's first frame (its ``start``), read to the stream's end."""
+        started, first = time.perf_counter(), None
+        async for _ in client.post("/v1/speculate", short):
+            first = time.perf_counter() - started if first is None else first
+        assert first is not None
+        return first
+
+    ttft: dict[str, list[float]] = {name: [] for name in PATHS}
     relay: dict[str, list[float]] = {"direct": [], "server": [], "server_to_close": []}
     short = {"messages": PROMPT, "mode": "edge", "max_tokens": max_tokens}
     long = {"messages": LONG_PROMPT, "mode": "edge", "max_tokens": relay_tokens, "temperature": 0.0}
 
-    async def measure(url: str) -> None:
+    async def measure(url: str, minimal: str) -> None:
         async with (
             httpx.AsyncClient(timeout=120) as client,
             LeanSSE(url) as lean,
             websockets.connect(ws_url(url), compression=None) as socket,
+            LeanSSE(minimal) as lean_floor,
+            websockets.connect(ws_url(minimal), compression=None) as socket_floor,
         ):
 
             async def first_direct() -> float:
@@ -144,11 +188,19 @@ def run(
             async def first_ws() -> float:
                 return await via_ws(socket, short)
 
+            async def first_floor_sse() -> float:
+                return await floor_sse(lean_floor)
+
+            async def first_floor_ws() -> float:
+                return await via_ws(socket_floor, short, first_of="start")
+
             paths = {
                 "direct": first_direct,
                 "sse": first_sse,
                 "ws": first_ws,
                 "sse_httpx": first_httpx,
+                "floor_sse": first_floor_sse,
+                "floor_ws": first_floor_ws,
             }
             names = list(paths)
             for i in range(requests + 2):  # two warm-up rounds, not recorded
@@ -168,18 +220,10 @@ def run(
                 relay["server"].append((tokens - 1) / (last - first))
                 relay["server_to_close"].append((tokens - 1) / (end - first))
 
-    with EdgeServer(config, threads) as server:
-        anyio.run(measure, server.url)
+    with EdgeServer(config, threads) as server, MinimalServer() as floor:
+        anyio.run(measure, server.url, floor.url)
 
-    rows = {}
-    for name, values in ttft.items():
-        added = [(v - d) * 1000 for v, d in zip(values, ttft["direct"], strict=True)]
-        rows[name] = {
-            "median_ms": round(statistics.median(values) * 1000, 3),
-            "p99_ms": round(percentile(values, 0.99) * 1000, 3),
-            "added_median_ms": round(statistics.median(added), 3),
-            "added_p99_ms": round(percentile(added, 0.99), 3),
-        }
+    rows = ttft_rows(ttft)
     direct_rate = statistics.median(relay["direct"])
     server_rate = statistics.median(relay["server"])
     to_close = statistics.median(relay["server_to_close"])

@@ -291,6 +291,9 @@ def run(
             summary["ttft_overhead_ms_p50"] = max(
                 ttft["sse"]["added_median_ms"], ttft["ws"]["added_median_ms"]
             )
+            summary["ttft_beyond_floor_ms_p50"] = max(
+                ttft["sse"]["own_median_ms"], ttft["ws"]["own_median_ms"]
+            )
             summary["relay_efficiency"] = results["edge"]["relay"]["efficiency"]
             summary["relay_efficiency_to_close"] = results["edge"]["relay"]["efficiency_to_close"]
         if "capacity" in results:
