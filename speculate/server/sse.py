@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
 from typing import Any
 
@@ -38,16 +39,6 @@ async def _frames(log: EventLog, after: int) -> AsyncIterator[bytes]:
         yield b"".join(map(encode_sse, batch))
 
 
-async def _reading(
-    state: AppState, request_id: str, frames: AsyncIterator[Any]
-) -> AsyncIterator[Any]:
-    """``frames``, counting as the request's reader while the response sends them: a
-    client gone cancels the response, which ends this and so the reading at once."""
-    async with state.jobs.following(request_id):
-        async for frame in frames:
-            yield frame
-
-
 async def speculate(request: Request) -> Response:
     state: AppState = request.app.state.speculate
     limits = state.settings.server
@@ -71,26 +62,59 @@ async def speculate(request: Request) -> Response:
 
 
 class _EventStream(EventSourceResponse):
-    """sse-starlette's response (its headers, framing, HEAD answer and send path) run
-    as two tasks instead of its four.
+    """sse-starlette's response (its headers, framing, pings, HEAD answer) run as two
+    tasks instead of its four, counting as the request's reader while it is open.
 
     Its pings and its shutdown watcher each hold a task for the whole stream: the
     pings are sent by the task that waits for the client to leave (it is idle anyway),
     and shutdown ends every stream through the requests' own drain (each gets its
-    final event).  Each write goes straight on when no send timeout is set (the
-    library's path opens a cancel scope per write, a fifth of a stream's CPU)."""
+    final event).  Each frame goes to ``send`` as it comes: the event frames are bytes
+    already, and no send timeout is set (the library's path opens a cancel scope,
+    encodes and logs per write, a fifth of a stream's CPU)."""
+
+    def __init__(
+        self,
+        frames: AsyncIterator[Any],
+        reader: AbstractAsyncContextManager[None],
+        *,
+        ping: float,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(frames, ping=ping, headers=headers)
+        self._reader = reader
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] == "HEAD":
             await super().__call__(scope, receive, send)  # no stream to run
             return
+        # A client gone cancels the response, and so ends the reading at once.
         with unwrapped():
-            async with anyio.create_task_group() as group:
+            async with self._reader, anyio.create_task_group() as group:
                 group.start_soon(self._listen, receive, send, group.cancel_scope)
                 await self._stream_response(send)
                 group.cancel_scope.cancel()
         if self.background is not None:
             await self.background()
+
+    async def _stream_response(self, send: Send) -> None:
+        await send(
+            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+        )
+        try:
+            async for data in self.body_iterator:
+                body = data if isinstance(data, bytes) else ensure_bytes(data, self.sep)
+                await send({"type": "http.response.body", "body": body, "more_body": True})
+        except BaseException:
+            # A failed write leaves the frames' generator at its yield: close it, so its
+            # cleanup runs before the error goes on (as sse-starlette's own loop does).
+            aclose = getattr(self.body_iterator, "aclose", None)
+            if aclose is not None:
+                with anyio.CancelScope(shield=True):
+                    await aclose()
+            raise
+        async with self._send_lock:
+            self.active = False
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def _listen(self, receive: Receive, send: Send, stream: anyio.CancelScope) -> None:
         """Until the client leaves (then the stream is cancelled), a ping after every
@@ -104,7 +128,7 @@ class _EventStream(EventSourceResponse):
                 continue
             async with self._send_lock:
                 if self.active:
-                    await self._send_with_timeout(send, self._ping_frame())
+                    await send(self._ping_frame())
 
     def _ping_frame(self) -> Message:
         if self.ping_message_factory is not None:
@@ -117,12 +141,6 @@ class _EventStream(EventSourceResponse):
             "more_body": True,
         }
 
-    async def _send_with_timeout(self, send: Send, message: Message) -> None:
-        if self.send_timeout is None:
-            await send(message)
-        else:
-            await super()._send_with_timeout(send, message)
-
 
 def event_stream(
     state: AppState,
@@ -132,7 +150,8 @@ def event_stream(
 ) -> EventSourceResponse:
     """An SSE response that counts as the request's reader while it is open."""
     return _EventStream(
-        _reading(state, request_id, frames),
+        frames,
+        state.jobs.following(request_id),
         ping=state.settings.server.sse_ping_s,
         headers=SSE_HEADERS | (headers or {}),
     )

@@ -2,45 +2,31 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Any
 
 import anyio
 import pytest
-from sse_starlette import EventSourceResponse
+from sse_starlette import ServerSentEvent
 
 from speculate.server.sse import _EventStream
-
-
-def test_the_per_write_hook_it_overrides_is_still_sse_starlettes() -> None:
-    # If an upgrade renamed it, the override would silently stop applying.
-    assert "_send_with_timeout" in vars(EventSourceResponse)
-    assert "_send_with_timeout" in vars(_EventStream)
 
 
 async def _frames() -> Any:
     yield b"data: x\n\n"
 
 
-async def test_without_a_send_timeout_writes_go_straight_to_send() -> None:
-    sent: list[dict[str, Any]] = []
+class Reader:
+    """Stands in for ``Jobs.following``: records when the response counts as a reader."""
 
-    async def send(message: Any) -> None:
-        sent.append(message)
+    def __init__(self, log: list[str]) -> None:
+        self.log = log
 
-    response = _EventStream(_frames(), ping=0)
-    message = {"type": "http.response.body", "body": b"data: x\n\n", "more_body": True}
-    await response._send_with_timeout(send, message)
-    assert sent == [message]
+    async def __aenter__(self) -> None:
+        self.log.append("reading")
 
-
-async def test_with_a_send_timeout_a_stuck_write_still_times_out() -> None:
-    async def stuck(message: Any) -> None:
-        await anyio.sleep_forever()
-
-    response = _EventStream(_frames(), ping=0, send_timeout=0.01)
-    message = {"type": "http.response.body", "body": b"", "more_body": True}
-    with anyio.fail_after(5), pytest.raises(TimeoutError):
-        await response._send_with_timeout(stuck, message)
+    async def __aexit__(self, *exc: object) -> None:
+        self.log.append("left")
 
 
 class Client:
@@ -55,7 +41,7 @@ class Client:
         await self.leave.wait()
         return {"type": "http.disconnect"}
 
-    async def send(self, message: dict[str, Any]) -> None:
+    async def send(self, message: Any) -> None:
         self.sent.append(message)
         if self.pings_before_leaving and len(self.pings()) >= self.pings_before_leaving:
             self.leave.set()
@@ -79,7 +65,7 @@ async def test_a_quiet_stream_is_kept_alive_by_pings_until_the_client_leaves() -
 
     client = Client(pings_before_leaving=3)
     with anyio.fail_after(10):
-        await _EventStream(quiet(), ping=0.01)(SCOPE, client.receive, client.send)
+        await _EventStream(quiet(), nullcontext(), ping=0.01)(SCOPE, client.receive, client.send)
         await closed.wait()  # leaving ended the stream (and so the request's reading)
     assert client.sent[0]["type"] == "http.response.start"
     assert client.sent[1]["body"] == b"data: first\r\n\r\n"
@@ -93,7 +79,7 @@ async def test_a_stream_that_ends_stops_listening_for_the_client() -> None:
 
     client = Client()  # never leaves
     with anyio.fail_after(10):
-        await _EventStream(two(), ping=0)(SCOPE, client.receive, client.send)
+        await _EventStream(two(), nullcontext(), ping=0)(SCOPE, client.receive, client.send)
     bodies = [m.get("body") for m in client.sent[1:]]
     assert bodies == [b"data: 1\r\n\r\n", b"data: 2\r\n\r\n", b""]
     assert client.sent[-1]["more_body"] is False
@@ -106,4 +92,73 @@ async def test_a_failing_send_raises_its_own_error_not_a_group() -> None:
 
     client = Client()
     with anyio.fail_after(10), pytest.raises(OSError, match="connection is gone"):
-        await _EventStream(_frames(), ping=0)(SCOPE, client.receive, send)
+        await _EventStream(_frames(), nullcontext(), ping=0)(SCOPE, client.receive, send)
+
+
+async def test_frames_go_out_as_they_come_and_other_items_are_framed_by_sse_starlette() -> None:
+    async def mixed() -> Any:
+        yield b"id: 1\r\ndata: {}\r\n\r\n"  # framed already: sent as it is
+        yield ServerSentEvent(data="chunk", event="message")  # the OpenAI route's kind
+
+    client = Client()
+    with anyio.fail_after(10):
+        await _EventStream(mixed(), nullcontext(), ping=0)(SCOPE, client.receive, client.send)
+    bodies = [m["body"] for m in client.sent[1:]]
+    assert bodies == [b"id: 1\r\ndata: {}\r\n\r\n", b"event: message\r\ndata: chunk\r\n\r\n", b""]
+
+
+async def test_the_response_counts_as_the_requests_reader_while_it_is_open() -> None:
+    log: list[str] = []
+
+    async def frames() -> Any:
+        for n in range(2):
+            log.append(f"frame {n}")
+            yield b"data: x\r\n\r\n"
+
+    client = Client()
+    with anyio.fail_after(10):
+        await _EventStream(frames(), Reader(log), ping=0)(SCOPE, client.receive, client.send)
+    assert log == ["reading", "frame 0", "frame 1", "left"]
+
+
+async def test_a_client_gone_mid_stream_stops_the_reading_and_closes_the_frames() -> None:
+    log: list[str] = []
+
+    async def endless() -> Any:
+        try:
+            while True:
+                yield b"data: x\r\n\r\n"
+                await anyio.sleep(0.001)
+        finally:
+            log.append("closed")
+
+    client = Client()
+
+    async def send(message: Any) -> None:
+        await client.send(message)
+        if len(client.sent) == 3:  # the headers and two frames: then the client leaves
+            client.leave.set()
+
+    with anyio.fail_after(10):
+        await _EventStream(endless(), Reader(log), ping=0)(SCOPE, client.receive, send)
+    assert log == ["reading", "closed", "left"]
+
+
+async def test_a_failed_write_closes_the_frames_generator_before_its_error_goes_on() -> None:
+    log: list[str] = []
+
+    async def frames() -> Any:
+        try:
+            yield b"data: x\r\n\r\n"
+            yield b"data: never\r\n\r\n"
+        finally:
+            log.append("closed")
+
+    async def send(message: Any) -> None:
+        if message["type"] == "http.response.body":
+            raise OSError("the connection is gone")
+
+    client = Client()
+    with anyio.fail_after(10), pytest.raises(OSError, match="connection is gone"):
+        await _EventStream(frames(), Reader(log), ping=0)(SCOPE, client.receive, send)
+    assert log == ["reading", "closed", "left"]
