@@ -265,6 +265,16 @@ def test_the_first_token_rows_split_the_added_time_at_the_transports_floor() -> 
     assert list(rows["direct"]) == list(rows["sse"])  # one table, the same columns
 
 
+def test_each_model_path_follows_the_floors_equally_often() -> None:
+    from speculate.bench.edge import PATHS, round_order
+
+    rounds = [round_order(i) for i in range(8)]
+    assert all(sorted(order) == sorted(PATHS) for order in rounds)
+    assert all(set(order[:2]) == {"floor_sse", "floor_ws"} for order in rounds)
+    after_floors = [order[2] for order in rounds]
+    assert sorted(after_floors) == sorted(["direct", "sse", "ws", "sse_httpx"] * 2)
+
+
 async def test_the_minimal_server_answers_every_request_on_one_connection() -> None:
     from speculate.bench.children import MinimalServer
     from speculate.bench.lean_sse import LeanSSE

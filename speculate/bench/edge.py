@@ -50,6 +50,17 @@ PATHS = ("direct", "sse", "ws", "sse_httpx", "floor_sse", "floor_ws")
 FLOOR_OF = {"sse": "floor_sse", "ws": "floor_ws", "sse_httpx": "floor_sse"}
 
 
+def round_order(i: int) -> list[str]:
+    """Round ``i``'s paths: the floors first (they run no model), then the model paths
+    rotated.  llama.cpp's threads spin a while after each answer, so whichever path runs
+    right after another one's decode pays for it: rotated, each model path comes first
+    after the floors (the only place no decode precedes it) equally often."""
+    floors = ["floor_sse", "floor_ws"] if i % 2 else ["floor_ws", "floor_sse"]
+    models = [name for name in PATHS if name not in floors]
+    turn = i % len(models)
+    return floors + models[turn:] + models[:turn]
+
+
 def ttft_rows(ttft: dict[str, list[float]]) -> dict[str, dict[str, float | None]]:
     """Medians per path (seconds in, ms out), each server path's time added to the
     direct call's in the same round, and what it adds beyond its transport's floor in
@@ -202,12 +213,8 @@ def run(
                 "floor_sse": first_floor_sse,
                 "floor_ws": first_floor_ws,
             }
-            names = list(paths)
             for i in range(requests + 2):  # two warm-up rounds, not recorded
-                # Rotated order: llama.cpp's threads spin a while after each answer, so
-                # whichever path runs right after another one's decode pays for it.
-                order = names[i % len(names) :] + names[: i % len(names)]
-                firsts = {name: await paths[name]() for name in order}
+                firsts = {name: await paths[name]() for name in round_order(i)}
                 if i >= 2:
                     for name, first in firsts.items():
                         ttft[name].append(first)
