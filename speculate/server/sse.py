@@ -69,8 +69,8 @@ class _EventStream(EventSourceResponse):
     pings are sent by the task that waits for the client to leave (it is idle anyway),
     and shutdown ends every stream through the requests' own drain (each gets its
     final event).  Each frame goes to ``send`` as it comes: the event frames are bytes
-    already, and no send timeout is set (the library's path opens a cancel scope,
-    encodes and logs per write, a fifth of a stream's CPU)."""
+    already, and the response takes no send timeout (none was ever set here; the
+    library's per-write path opened a cancel scope, encoded and logged every write)."""
 
     def __init__(
         self,
