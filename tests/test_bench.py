@@ -215,7 +215,9 @@ def test_the_capacity_client_counts_every_event_and_a_gap_between_drafts(
     measured = measure(3, transport, tps=40, tokens=4, server_kind=server_kind)
     assert measured["events"] == 3 * 7  # start, four drafts, commit, done per stream
     assert measured["gap_ms_p50"] is not None  # drafts after the first are timed
-    assert measured["server_cpu_ms_per_1000_events"] > 0
+    # The server's CPU comes from the kernel's clock ticks (10 ms each): a run of 21
+    # events may not cross one, so a zero is a reading, not a fault.
+    assert measured["server_cpu_ms_per_1000_events"] >= 0
 
 
 def test_the_capacity_search_confirms_a_failing_level_before_it_stops(
