@@ -215,9 +215,8 @@ def test_the_capacity_client_counts_every_event_and_a_gap_between_drafts(
     measured = measure(3, transport, tps=40, tokens=4, server_kind=server_kind)
     assert measured["events"] == 3 * 7  # start, four drafts, commit, done per stream
     assert measured["gap_ms_p50"] is not None  # drafts after the first are timed
-    # The server's CPU comes from the kernel's clock ticks (10 ms each): a run of 21
-    # events may not cross one, so a zero is a reading, not a fault.
-    assert measured["server_cpu_ms_per_1000_events"] >= 0
+    # The server's CPU is not asserted here: the kernel counts it in 10 ms ticks, which a
+    # run of 21 events may not cross.
 
 
 def test_the_capacity_search_confirms_a_failing_level_before_it_stops(
@@ -285,7 +284,7 @@ async def test_the_minimal_server_answers_every_request_on_one_connection() -> N
 
     body = {"messages": [{"role": "user", "content": "go"}], "mode": "edge", "max_tokens": 1}
     kinds = ["start", "draft", "commit", "done"]
-    with MinimalServer(tokens=1) as server:
+    with MinimalServer(tokens=1) as server, anyio.fail_after(30):
         async with LeanSSE(server.url) as client:
             for _ in range(2):
                 events = [decode_event(m.data) async for m in client.post("/v1/speculate", body)]
@@ -293,6 +292,5 @@ async def test_the_minimal_server_answers_every_request_on_one_connection() -> N
         async with websockets.connect(ws_url(server.url), compression=None) as socket:
             for _ in range(2):  # a stream per message, as speculate's socket serves them
                 await socket.send(json.dumps({"type": "speculate", **body}))
-                with anyio.fail_after(10):
-                    got = [decode_event(str(await socket.recv())).type for _ in kinds]
+                got = [decode_event(str(await socket.recv())).type for _ in kinds]
                 assert got == kinds

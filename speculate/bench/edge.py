@@ -141,10 +141,10 @@ def run(
         assert first is not None
         return first, last, time.perf_counter() - started, tokens
 
-    async def via_lean(client: LeanSSE, body: dict[str, Any]) -> float:
+    async def via_lean(client: LeanSSE, body: dict[str, Any], first_of: str = "draft") -> float:
         started, first = time.perf_counter(), None
         async for message in client.post("/v1/speculate", body):
-            if message.event == "draft" and first is None:
+            if message.event == first_of and first is None:
                 first = time.perf_counter() - started
         assert first is not None
         return first
@@ -161,14 +161,6 @@ def run(
             if event.type in ("done", "error"):
                 assert first is not None
                 return first
-
-    async def floor_sse(client: LeanSSE) -> float:
-        """The minimal app's first frame (its ``start``), read to the stream's end."""
-        started, first = time.perf_counter(), None
-        async for _ in client.post("/v1/speculate", short):
-            first = time.perf_counter() - started if first is None else first
-        assert first is not None
-        return first
 
     ttft: dict[str, list[float]] = {name: [] for name in PATHS}
     relay: dict[str, list[float]] = {"direct": [], "server": [], "server_to_close": []}
@@ -200,7 +192,7 @@ def run(
                 return await via_ws(socket, short)
 
             async def first_floor_sse() -> float:
-                return await floor_sse(lean_floor)
+                return await via_lean(lean_floor, short, first_of="start")
 
             async def first_floor_ws() -> float:
                 return await via_ws(socket_floor, short, first_of="start")
