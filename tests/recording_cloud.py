@@ -31,6 +31,7 @@ class Reply:
 class RecordingCloud:
     reply: Reply = field(default_factory=Reply)
     bodies: list[dict[str, Any]] = field(default_factory=list)
+    peers: list[tuple[str, int]] = field(default_factory=list)  # each request's client socket
     url: str = ""
 
     def app(self) -> Starlette:
@@ -40,6 +41,8 @@ class RecordingCloud:
         async def chat(request: Request) -> Response:
             body = await request.json()
             self.bodies.append(body)
+            assert request.client is not None
+            self.peers.append((request.client.host, request.client.port))
             if self.reply.refuse is not None:
                 return JSONResponse({"error": self.reply.refuse}, status_code=400)
             return StreamingResponse(self._chunks(), media_type="text/event-stream")

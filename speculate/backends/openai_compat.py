@@ -4,7 +4,9 @@ Four separate limits, because they fail differently: *connect* (nobody there),
 *first token* (connected, but queued or prefilling too long), *stall* (the stream went
 quiet mid-answer) and *total*.  Every failure becomes one
 :class:`~speculate.errors.CloudError` subclass.  Leaving the ``stream()`` context
-closes the HTTP response at once, so an answer nobody wants stops costing tokens.
+closes the HTTP response at once, so an answer nobody wants stops costing tokens; a
+finished answer's body is read to its end first, so its connection serves the next
+request.
 The transport is injectable: tests drive protocol edge cases with
 ``httpx.MockTransport`` and the real thing over sockets.
 """
@@ -79,6 +81,10 @@ def refusal(body: bytes) -> str:
     return message
 
 
+# How long the end of a finished answer's body may take to come after its ``[DONE]``.
+END_OF_BODY_WAIT_S = 0.25
+
+
 class CloudTokenStream:
     def __init__(self, response: httpx.Response, settings: CloudSettings, started: float) -> None:
         self.usage = Usage()
@@ -128,6 +134,22 @@ class CloudTokenStream:
             self._handle(message.data)
         if self._decoder.pending > s.max_chunk_bytes:
             raise CloudProtocolError(f"a cloud line exceeded {s.max_chunk_bytes} bytes")
+
+    async def read_to_end(self) -> None:
+        """After ``[DONE]``, read what is left of the body (its end is in the socket or on
+        its way), so the connection goes back to the pool for the next request: httpx
+        closes a connection whose response was not read to its end, and a new one costs a
+        TCP handshake, and a TLS one, one to three round trips to a remote cloud.  An
+        unfinished answer is not read on (it is closed to stop its cost); a body that
+        does not end soon is closed too."""
+        if not self._finished:
+            return
+        with anyio.move_on_after(END_OF_BODY_WAIT_S):
+            try:
+                async for _ in self._lines:
+                    pass
+            except httpx.HTTPError:
+                pass
 
     def _handle(self, data: str) -> None:
         if data.strip() == "[DONE]":
@@ -289,10 +311,12 @@ class OpenAICompatCloud:
         started = time.monotonic()
         request = self._post("/chat/completions", body)
         response = await self._open(request)
+        tokens = CloudTokenStream(response, self.settings, started)
         try:
-            yield CloudTokenStream(response, self.settings, started)
+            yield tokens
         finally:
             with anyio.CancelScope(shield=True):
+                await tokens.read_to_end()
                 await response.aclose()
 
     # -- verify mode -------------------------------------------------------------------
@@ -335,10 +359,12 @@ class OpenAICompatCloud:
         path, body = self.scoring.continue_request(self.model_name, messages, prefix, params)
         started = time.monotonic()
         response = await self._open(self._post(path, body))
+        tokens = CloudTokenStream(response, self.settings, started)
         try:
-            yield CloudTokenStream(response, self.settings, started)
+            yield tokens
         finally:
             with anyio.CancelScope(shield=True):
+                await tokens.read_to_end()
                 await response.aclose()
 
     def _post(self, path: str, body: dict[str, Any]) -> httpx.Request:

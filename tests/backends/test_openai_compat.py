@@ -22,6 +22,7 @@ from speculate.errors import (
     CloudUnreachable,
 )
 from speculate.settings import CloudSettings
+from tests.recording_cloud import Reply, recording_cloud
 
 PARAMS = GenerationParams(max_tokens=8, temperature=0.0)
 
@@ -238,3 +239,34 @@ async def test_a_hosted_reasoning_model_gets_the_shape_it_wants() -> None:
     assert sent["model"] == "o-mini"  # the body's own fields win over extra_body
     assert seen[0].headers["OpenAI-Organization"] == "org-1"
     await client.aclose()
+
+
+async def test_a_finished_answer_leaves_its_connection_for_the_next_request() -> None:
+    """Over real sockets: the body is read to its end after ``[DONE]``, so the next
+    request goes out on the same connection, without a new handshake."""
+    with recording_cloud(Reply(pieces=["Hello", " there"])) as server:
+        client = OpenAICompatCloud(CloudSettings(), base_url=server.url, model="recorded")
+        try:
+            for _ in range(3):
+                pieces, _usage = await drain(client)
+                assert pieces == ["Hello", " there"]
+        finally:
+            await client.aclose()
+    assert len(server.peers) == 3
+    assert len(set(server.peers)) == 1, server.peers
+
+
+async def test_an_unfinished_answer_is_not_read_on() -> None:
+    """Leaving before ``[DONE]`` closes the connection at once (the answer stops
+    costing tokens); the next request makes a new one."""
+    reply = Reply(pieces=["word "] * 50, gap_s=0.05)
+    with recording_cloud(reply) as server:
+        client = OpenAICompatCloud(CloudSettings(), base_url=server.url, model="recorded")
+        try:
+            for _ in range(2):
+                with anyio.fail_after(10):
+                    async with client.stream([{"role": "user", "content": "hi"}], PARAMS) as t:
+                        assert await t.receive() == "word "
+        finally:
+            await client.aclose()
+    assert len(set(server.peers)) == 2, server.peers
