@@ -18,6 +18,10 @@ against a vLLM deployment:
   argmax).
 - ``stream_options.include_usage``: a streamed answer ends with a ``usage`` chunk, as
   vLLM's does (``llama_cpp.server`` sends none), so prompt and completion tokens are known.
+  The prompt is counted as the answer ends, not before it starts: vLLM's count costs it
+  nothing, and counting first (the model's lock, the chat template, the tokenizer) held
+  back the first token by about a millisecond that a client asking for usage would pay
+  and one not asking would not.
 
 ``--reuse_prefix False`` starts every request from an empty KV cache.  llama.cpp's answer
 then depends on its tokens alone: with a reused prefix it also depends on the request
@@ -192,12 +196,20 @@ class VLLMShapes:
     """ASGI layer in front of ``llama_cpp.server``'s app (see the module docstring)."""
 
     def __init__(
-        self, app: ASGIApp, model: Callable[[], Any], *, reuse_prefix: bool = True
+        self,
+        app: ASGIApp,
+        model: Callable[[], Any],
+        *,
+        tokenizer: Callable[[], Any],
+        reuse_prefix: bool = True,
     ) -> None:
         """``model()``: an async context manager that holds the server's model lock and
-        gives the ``Llama``, so scoring takes its turn with generation."""
+        gives the ``Llama``, so scoring takes its turn with generation; ``tokenizer()``:
+        the same ``Llama`` without the lock, for what reads only its vocabulary and chat
+        template (counting a prompt), which generation does not change."""
         self.app = app
         self.model = model
+        self.tokenizer = tokenizer
         self.reuse_prefix = reuse_prefix
         self._prompt: Any = None
 
@@ -222,13 +234,11 @@ class VLLMShapes:
             return
         usage = body.get("stream") and (body.get("stream_options") or {}).get("include_usage")
         continuing = bool(body.get("continue_final_message"))
-        prompt, prompt_tokens = "", 0
-        if usage or continuing:  # the prompt text, rendered and counted once
-            messages = body.get("messages") or []
-            prompt, prompt_tokens = await self._prompt_of(messages, continuing, bool(usage))
+        messages = body.get("messages") or []
         if usage:
-            send = _with_usage(send, prompt_tokens)
+            send = _with_usage(send, functools.partial(self._count_prompt, messages, continuing))
         if continuing:
+            prompt = await self._prompt_of(messages, continuing)
             completion = {key: body[key] for key in CONTINUE_FIELDS if key in body}
             completion.update(model=body.get("model"), prompt=prompt)
             completion.setdefault("repeat_penalty", 1.0)
@@ -239,20 +249,23 @@ class VLLMShapes:
         body["response_format"] = _json_mode(body.get("response_format"))
         await self._replay(scope, receive, send, json.dumps(body).encode())
 
-    async def _prompt_of(
-        self, messages: list[Any], continuing: bool, count: bool
-    ) -> tuple[str, int]:
+    async def _prompt_of(self, messages: list[Any], continuing: bool) -> str:
         """The prompt text llama.cpp evaluates for this chat (an open assistant message
-        continued, or a new one begun) and, if ``count``, its length in tokens."""
+        continued, or a new one begun)."""
         async with self.model() as llama:
-            chat = self._chat_prompt(llama)
-            if continuing and messages:
-                text = chat.render(messages[:-1]) + str(messages[-1].get("content") or "")
-            else:
-                text = chat.render(messages)
-            if not count:
-                return text, 0
-            return text, len(llama.tokenize(text.encode("utf-8"), add_bos=True, special=True))
+            return self._render(llama, messages, continuing)
+
+    def _render(self, llama: Any, messages: list[Any], continuing: bool) -> str:
+        chat = self._chat_prompt(llama)
+        if continuing and messages:
+            return str(chat.render(messages[:-1]) + str(messages[-1].get("content") or ""))
+        return str(chat.render(messages))
+
+    def _count_prompt(self, messages: list[Any], continuing: bool) -> int:
+        """The prompt's length in tokens, as llama.cpp evaluated it."""
+        llama = self.tokenizer()
+        text = self._render(llama, messages, continuing)
+        return len(llama.tokenize(text.encode("utf-8"), add_bos=True, special=True))
 
     async def _score(self, body: dict[str, Any], send: Send) -> None:
         messages = body.get("messages")
@@ -296,14 +309,16 @@ class VLLMShapes:
         await self.app(dict(scope, headers=headers), replay, send)
 
 
-def _with_usage(send: Send, prompt_tokens: int) -> Send:
-    """``send`` with a usage chunk put before ``data: [DONE]`` (one token a chunk)."""
+def _with_usage(send: Send, count_prompt: Callable[[], int]) -> Send:
+    """``send`` with a usage chunk put before ``data: [DONE]`` (one token a chunk); the
+    prompt is counted then."""
     chunks = 0
 
     async def send_with_usage(message: Message) -> None:
         nonlocal chunks
         data = message.get("body", b"") if message["type"] == "http.response.body" else b""
         if b"data: [DONE]" in data:
+            prompt_tokens = count_prompt()
             usage = {
                 "prompt_tokens": prompt_tokens,
                 "completion_tokens": chunks,
@@ -374,11 +389,20 @@ def main() -> None:
         async with contextlib.asynccontextmanager(server_app.get_llama_proxy)() as proxy:
             yield proxy(alias)
 
+    def tokenizer() -> Any:  # the one model, loaded by create_app; no lock taken
+        assert server_app._llama_proxy is not None
+        return server_app._llama_proxy(alias)
+
     if not reuse_prefix:  # before serving: the one model, loaded by create_app
         assert server_app._llama_proxy is not None
         without_prefix_reuse(server_app._llama_proxy(alias))
     uvicorn.run(
-        VLLMShapes(app, model, reuse_prefix=reuse_prefix),
+        VLLMShapes(
+            app,
+            model,
+            tokenizer=tokenizer,
+            reuse_prefix=reuse_prefix,
+        ),
         host=os.getenv("HOST", server_settings.host),
         port=int(os.getenv("PORT", str(server_settings.port))),
         log_level="warning",
