@@ -7,7 +7,7 @@ connection) before returning, so cancellation never leaves work running behind.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -39,6 +39,10 @@ class GenerationParams:
     # Report the entropy (nats) of the first this many tokens in ``usage.extra["entropy"]``,
     # for the router's confidence check; 0: none (it costs a pass over the vocabulary).
     confidence_tokens: int = 0
+    # Called once the request has left for the model, by a backend that can tell (an HTTP
+    # one: its body is written, or a new connection is being made), so that a response's
+    # own first write waits for it rather than slipping in between.
+    on_sent: Callable[[], None] | None = field(default=None, compare=False, repr=False)
 
     def sampler_settings(self) -> dict[str, Any]:
         """The sampler settings the request set (llama-cpp-python and OpenAI-compatible

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -83,6 +83,31 @@ def refusal(body: bytes) -> str:
 
 # How long the end of a finished answer's body may take to come after its ``[DONE]``.
 END_OF_BODY_WAIT_S = 0.25
+
+
+Trace = Callable[[str, dict[str, Any]], Awaitable[None]]
+# httpcore's trace events (after a "connection.", "http11." or "http2." prefix) that mean
+# a request has left, or is waiting on the network before it can.
+SENT_EVENTS = (
+    "send_request_body.complete",
+    "connect_tcp.started",
+    "connect_unix_socket.started",
+)
+
+
+def telling_when_sent(on_sent: Callable[[], None]) -> Trace:
+    """An httpcore ``trace`` extension that calls ``on_sent`` once, when the request's
+    body is written or a new connection is begun (its handshake then waits on the
+    network, and the request goes out after it)."""
+    told = False
+
+    async def trace(event: str, info: dict[str, Any]) -> None:
+        nonlocal told
+        if not told and event.endswith(SENT_EVENTS):
+            told = True
+            on_sent()
+
+    return trace
 
 
 class CloudTokenStream:
@@ -309,7 +334,7 @@ class OpenAICompatCloud:
         if self.scoring is not None:
             body.update(self.scoring.sampling)
         started = time.monotonic()
-        request = self._post("/chat/completions", body)
+        request = self._post("/chat/completions", body, params)
         response = await self._open(request)
         tokens = CloudTokenStream(response, self.settings, started)
         try:
@@ -358,7 +383,7 @@ class OpenAICompatCloud:
             raise CloudError("this cloud cannot continue an answer (set cloud.flavor)")
         path, body = self.scoring.continue_request(self.model_name, messages, prefix, params)
         started = time.monotonic()
-        response = await self._open(self._post(path, body))
+        response = await self._open(self._post(path, body, params))
         tokens = CloudTokenStream(response, self.settings, started)
         try:
             yield tokens
@@ -367,14 +392,20 @@ class OpenAICompatCloud:
                 await tokens.read_to_end()
                 await response.aclose()
 
-    def _post(self, path: str, body: dict[str, Any]) -> httpx.Request:
-        """A POST of ``body`` to ``path`` under the base URL.  The full URL is built once
-        per path: httpx joins a relative one to the base URL on every request, two
-        thirds of building a request (80 of 120 microseconds)."""
+    def _post(
+        self, path: str, body: dict[str, Any], params: GenerationParams | None = None
+    ) -> httpx.Request:
+        """A POST of ``body`` to ``path`` under the base URL, telling ``params.on_sent``
+        when it has left.  The full URL is built once per path: httpx joins a relative
+        one to the base URL on every request, two thirds of building a request (80 of
+        120 microseconds)."""
         url = self._urls.get(path)
         if url is None:
             url = self._urls[path] = httpx.URL(self.base_url + path)
-        return self._client.build_request("POST", url, json=body)
+        request = self._client.build_request("POST", url, json=body)
+        if params is not None and params.on_sent is not None:
+            request.extensions["trace"] = telling_when_sent(params.on_sent)
+        return request
 
     async def _open(self, request: httpx.Request) -> httpx.Response:
         """Send the request; retry refused connections and 429/5xx answers, but only

@@ -65,6 +65,8 @@ class EventLog:
         self._on_finish = on_finish
         # Readers wake once per batch of events, and nothing is done while none waits.
         self._changed = _Wakeup()
+        self.underway = False  # the producer's first request has left for its model
+        self._went = _Wakeup()
 
     def extend(self, events: list[Event]) -> None:
         if not events:
@@ -75,9 +77,22 @@ class EventLog:
             self.awaiting_refinement = end == "provisional"  # until the next event
             if end == "final" and not self.finished:
                 self.finished = True
+                self.mark_underway()  # (or never will be)
                 if self._on_finish is not None:
                     self._on_finish(self)
         self._changed.set()
+
+    def mark_underway(self) -> None:
+        """The producer has sent its first request off (the cloud's is written, the
+        edge's prompt is with its model); idempotent."""
+        if not self.underway:
+            self.underway = True
+            self._went.set()
+
+    async def wait_underway(self) -> None:
+        """Until :meth:`mark_underway` (at once if it has been)."""
+        if not self.underway:
+            await self._went.wait()
 
     def summary(self) -> RunSummary:
         """What the request came to so far (read off its events)."""

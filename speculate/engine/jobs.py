@@ -23,13 +23,15 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import anyio
-import anyio.lowlevel
 from anyio.abc import TaskGroup
 
 from speculate.core.request import SpeculateRequest
 from speculate.engine.context import StopReason
 from speculate.engine.eventlog import EventLog, RequestRegistry
 from speculate.engine.orchestrator import Orchestrator
+
+# How long a response waits for its request's first step before writing its headers.
+FIRST_STEP_WAIT_S = 0.05
 
 
 @dataclass(eq=False)
@@ -119,12 +121,15 @@ class Jobs:
         return job.log
 
     @staticmethod
-    async def first_step() -> None:
-        """Let the requests just started take their first step (hand the prompt to the
-        model, send the request to the cloud) before the caller goes on: a response's
-        headers, written right after, would otherwise go first and delay the first
-        token by their write."""
-        await anyio.lowlevel.checkpoint()
+    async def first_step(log: EventLog) -> None:
+        """Let the request just started send its first request off (the prompt handed to
+        the edge model, the cloud request written) before the caller goes on: a
+        response's headers, written meanwhile, would slip in between the steps of an HTTP
+        client that yields to the loop a few times before it writes, and delay the
+        request by their write.  Waits at most ``FIRST_STEP_WAIT_S``: the headers do not
+        wait long for a peer that is slow to take a request."""
+        with anyio.move_on_after(FIRST_STEP_WAIT_S):
+            await log.wait_underway()
 
     def cancel(self, request_id: str, reason: StopReason | None = None) -> bool:
         job = self._running.get(request_id)
@@ -186,6 +191,7 @@ class Jobs:
             with job.scope:
                 await self.orchestrator.run(request, job.log, job.stop)
         finally:
+            job.log.mark_underway()  # nobody waits for a step that will not come
             if self._running.pop(request.request_id, None) is not None:
                 self._per_client[request.client] -= 1
                 if not self._per_client[request.client]:

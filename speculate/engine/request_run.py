@@ -78,9 +78,10 @@ class RequestRun:
 
     def params(self, side: Literal["edge", "cloud"]) -> GenerationParams:
         params = self.context.edge_params if side == "edge" else self.context.cloud_params
+        changes: dict[str, Any] = {"on_sent": self.events.mark_underway}
         if side == "edge" and self.may_escalate:  # measure the draft's confidence
-            params = replace(params, confidence_tokens=self.context.confidence_tokens)
-        return params
+            changes["confidence_tokens"] = self.context.confidence_tokens
+        return replace(params, **changes)
 
     @property
     def may_escalate(self) -> bool:
@@ -97,6 +98,8 @@ class RequestRun:
             self.emit(start)
             self.emit(self.session.answer_from_cache(cached, time.perf_counter()))
             return
+        if self.session.route == "verify":  # its rounds start with the edge, right here
+            self.events.mark_underway()
         try:
             async with anyio.create_task_group() as group:
                 self.group = group
@@ -212,6 +215,7 @@ class RequestRun:
         try:
             params = self.params("edge")
             async with self.backends.edge.stream(self.request.edge_messages, params, prefix) as raw:
+                self.events.mark_underway()  # the prompt is with the model
                 tokens = until_stop(raw, params.stop)
                 while True:
                     flush_at = session.next_flush_at
@@ -250,6 +254,7 @@ class RequestRun:
         try:
             params = self.params("cloud")
             async with cloud.stream(self.cloud_messages, params) as raw:
+                self.events.mark_underway()  # (if the backend did not say so sooner)
                 tokens = until_stop(raw, params.stop)
                 async for text in texts(tokens):
                     if restorer is not None:

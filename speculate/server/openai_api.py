@@ -111,7 +111,7 @@ async def chat_completions(request: Request) -> Response:
     job = await fit_to_windows(state, replace(job, client=client))
     _check_route(state, job)
     log = state.jobs.start(job, attached=True)
-    await state.jobs.first_step()
+    await state.jobs.first_step(log)
     limit = job.max_tokens or state.settings.edge.max_tokens
     if not body.stream:
         async with state.jobs.following(job.request_id):

@@ -57,7 +57,7 @@ async def speculate(request: Request) -> Response:
         )
     # Attached: the request ends when this response's reader goes away.
     log = state.jobs.start(job, attached=True)
-    await state.jobs.first_step()
+    await state.jobs.first_step(log)
     return event_stream(state, _frames(log, 0), job.request_id, {"X-Request-ID": job.request_id})
 
 

@@ -13,7 +13,7 @@ import anyio
 import httpx
 import pytest
 
-from speculate.backends.base import GenerationParams
+from speculate.backends.base import GenerationParams, texts
 from speculate.backends.openai_compat import OpenAICompatCloud
 from speculate.errors import (
     CloudError,
@@ -270,3 +270,18 @@ async def test_an_unfinished_answer_is_not_read_on() -> None:
         finally:
             await client.aclose()
     assert len(set(server.peers)) == 2, server.peers
+
+
+async def test_on_sent_is_told_once_when_the_request_has_left() -> None:
+    told: list[int] = []
+    with recording_cloud(Reply(pieces=["Hi"])) as server:
+        client = OpenAICompatCloud(CloudSettings(), base_url=server.url, model="recorded")
+        try:
+            params = GenerationParams(8, 0.0, on_sent=lambda: told.append(1))
+            with anyio.fail_after(10):
+                async with client.stream([{"role": "user", "content": "hi"}], params) as t:
+                    assert told == [1]  # before the answer's headers (the stream opens then)
+                    assert [piece async for piece in texts(t)] == ["Hi"]
+        finally:
+            await client.aclose()
+    assert len(told) == 1
