@@ -8,10 +8,15 @@ the stand-in).  Reported per path: time to the first content and to the whole an
 and the median of each round's difference to the direct call.  speculate is measured
 on ``/v1/chat/completions`` (model ``speculate-cloud``) and on ``/v1/speculate`` (mode
 ``cloud``, the first event that shows text).
+
+The stand-in has a core of its own (:mod:`speculate.bench.cores`), the gateways and the
+client share the rest: a real cloud runs elsewhere, and a gateway's own CPU must not be
+counted as the cloud decoding slower next to it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import statistics
 import time
@@ -25,6 +30,7 @@ from speculate.backends import models
 from speculate.backends.llamacpp import default_threads
 from speculate.backends.standin import StandInServer
 from speculate.bench.children import LITELLM_MASTER_KEY, LiteLLMProxy, SpeculateServer
+from speculate.bench.cores import split_off_one_core
 from speculate.bench.inprocess import quiet_settings
 
 PROMPT = [{"role": "user", "content": "Explain in three sentences why the sky is blue."}]
@@ -81,63 +87,69 @@ def _ms(seconds: float) -> float:
     return round(seconds * 1000, 2)
 
 
-def run(rounds: int = 20) -> dict[str, Any]:
+def run(rounds: int = 20, cloud_elsewhere: bool = True) -> dict[str, Any]:
     path = models.resolve(quiet_settings().edge.model)
     standin = StandInServer(path, alias="standin", n_threads=default_threads())
     samples: dict[str, list[tuple[float, float]]] = {}
+    pinned = False
 
     async def main() -> None:
+        nonlocal pinned
         base = await standin.start()
         try:
-            speculate_env = {
-                "SPECULATE_CLOUD__BASE_URL": base,
-                "SPECULATE_CLOUD__MODEL": "standin",
-                "SPECULATE_EDGE__N_THREADS": "1",
-            }
-            with (
-                LiteLLMProxy(base, alias="cloud") as proxy,
-                SpeculateServer(speculate_env) as ours,
-            ):
-                auth = {"Authorization": f"Bearer {LITELLM_MASTER_KEY}"}
-                async with httpx.AsyncClient(timeout=120) as client:
-                    paths: dict[str, Callable[[], AsyncIterator[str]]] = {
-                        "direct": lambda: _chat(client, base, "standin"),
-                        "litellm_proxy": lambda: _chat(client, f"{proxy.url}/v1", "cloud", auth),
-                        "speculate_chat": lambda: _chat(
-                            client, f"{ours.url}/v1", "speculate-cloud"
-                        ),
-                        "speculate_events": lambda: _events(client, ours.url),
-                    }
-                    names = list(paths)
-                    for name in names:
-                        samples[name] = []
-                    for i in range(WARMUP_ROUNDS + rounds):
-                        turn = i % len(names)
-                        for name in names[turn:] + names[:turn]:  # rotate: no fixed position
-                            measured = await _timed(paths[name]())
-                            if i >= WARMUP_ROUNDS:
-                                samples[name].append(measured)
+            with contextlib.ExitStack() as cores:
+                if cloud_elsewhere and standin.process is not None:
+                    # Before the gateways start: they inherit this process's cores.
+                    pinned = cores.enter_context(split_off_one_core(standin.process.pid))
+                await measure(base)
         finally:
             await standin.stop()
+
+    async def measure(base: str) -> None:
+        speculate_env = {
+            "SPECULATE_CLOUD__BASE_URL": base,
+            "SPECULATE_CLOUD__MODEL": "standin",
+            "SPECULATE_EDGE__N_THREADS": "1",
+        }
+        with (
+            LiteLLMProxy(base, alias="cloud") as proxy,
+            SpeculateServer(speculate_env) as ours,
+        ):
+            auth = {"Authorization": f"Bearer {LITELLM_MASTER_KEY}"}
+            async with httpx.AsyncClient(timeout=120) as client:
+                paths: dict[str, Callable[[], AsyncIterator[str]]] = {
+                    "direct": lambda: _chat(client, base, "standin"),
+                    "litellm_proxy": lambda: _chat(client, f"{proxy.url}/v1", "cloud", auth),
+                    "speculate_chat": lambda: _chat(client, f"{ours.url}/v1", "speculate-cloud"),
+                    "speculate_events": lambda: _events(client, ours.url),
+                }
+                names = list(paths)
+                for name in names:
+                    samples[name] = []
+                for i in range(WARMUP_ROUNDS + rounds):
+                    turn = i % len(names)
+                    for name in names[turn:] + names[:turn]:  # rotate: no fixed position
+                        measured = await _timed(paths[name]())
+                        if i >= WARMUP_ROUNDS:
+                            samples[name].append(measured)
 
     anyio.run(main)
     direct = samples["direct"]
     rows = []
     for name, values in samples.items():
-        rows.append(
-            {
-                "path": name,
-                "first_ms_p50": _ms(statistics.median(v[0] for v in values)),
-                "whole_ms_p50": _ms(statistics.median(v[1] for v in values)),
-                "added_first_ms_p50": _ms(
-                    statistics.median(v[0] - d[0] for v, d in zip(values, direct, strict=True))
-                ),
-                "added_whole_ms_p50": _ms(
-                    statistics.median(v[1] - d[1] for v, d in zip(values, direct, strict=True))
-                ),
-            }
-        )
-    return {"rounds": rounds, "max_tokens": MAX_TOKENS, "rows": rows}
+        row: dict[str, Any] = {
+            "path": name,
+            "first_ms_p50": _ms(statistics.median(v[0] for v in values)),
+            "whole_ms_p50": _ms(statistics.median(v[1] for v in values)),
+        }
+        for index, what in enumerate(("first", "whole")):
+            differences = [v[index] - d[index] for v, d in zip(values, direct, strict=True)]
+            row[f"added_{what}_ms_p50"] = _ms(statistics.median(differences))
+            # How much the rounds' differences spread: what a median of them can resolve.
+            low, _, high = statistics.quantiles(differences, n=4)
+            row[f"added_{what}_ms_iqr"] = _ms(high - low)
+        rows.append(row)
+    return {"rounds": rounds, "max_tokens": MAX_TOKENS, "cloud_on_own_core": pinned, "rows": rows}
 
 
 def added(results: dict[str, Any], path: str, what: str = "first") -> float:

@@ -211,7 +211,7 @@ def run(
         console.print(
             "[cyan]suite 7[/]: LiteLLM's proxy and speculate in front of the same cloud …"
         )
-        results["peer"] = peer.run(rounds=8 if quick else 20)
+        results["peer"] = peer.run(rounds=8 if quick else 40)
         console.print(
             _table(
                 "time to first content and whole answer; added: to calling the stand-in",
