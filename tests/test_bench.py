@@ -294,3 +294,25 @@ async def test_the_minimal_server_answers_every_request_on_one_connection() -> N
                 await socket.send(json.dumps({"type": "speculate", **body}))
                 got = [decode_event(str(await socket.recv())).type for _ in kinds]
                 assert got == kinds
+
+
+def test_peer_rows_pair_each_round_with_its_direct_call_and_give_the_spread() -> None:
+    from speculate.bench.peer import peer_rows
+
+    direct = [(0.010, 0.500), (0.020, 0.700), (0.015, 0.600), (0.012, 0.550)]
+    # A gateway that adds 1, 2, 3, 4 ms to the first content and 10, -10, 20, 0 ms to the
+    # whole answer, round by round (rounds differ more than the gateway does).
+    first_added, whole_added = (0.001, 0.002, 0.003, 0.004), (0.010, -0.010, 0.020, 0.0)
+    gateway = [
+        (d[0] + f, d[1] + w) for d, f, w in zip(direct, first_added, whole_added, strict=True)
+    ]
+    rows = {row["path"]: row for row in peer_rows({"direct": direct, "gateway": gateway})}
+    row = rows["gateway"]
+    assert row["added_first_ms_p50"] == 2.5
+    assert row["added_whole_ms_p50"] == 5.0
+    # statistics.quantiles (exclusive): quartiles of 1, 2, 3, 4 are 1.25 and 3.75.
+    assert row["added_first_ms_iqr"] == 2.5
+    assert row["added_whole_ms_iqr"] == 25.0  # of -10, 0, 10, 20: -7.5 and 17.5
+    assert row["first_ms_p50"] == 17.0  # its own times: 11, 22, 18, 16 ms
+    assert rows["direct"]["added_first_ms_p50"] == 0.0
+    assert rows["direct"]["added_whole_ms_iqr"] == 0.0

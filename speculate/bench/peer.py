@@ -36,6 +36,7 @@ from speculate.bench.inprocess import quiet_settings
 PROMPT = [{"role": "user", "content": "Explain in three sentences why the sky is blue."}]
 MAX_TOKENS = 32
 WARMUP_ROUNDS = 3
+Samples = dict[str, list[tuple[float, float]]]  # path -> per round (first, whole), seconds
 
 
 async def _timed(pieces: AsyncIterator[str]) -> tuple[float, float]:
@@ -90,7 +91,7 @@ def _ms(seconds: float) -> float:
 def run(rounds: int = 20, cloud_elsewhere: bool = True) -> dict[str, Any]:
     path = models.resolve(quiet_settings().edge.model)
     standin = StandInServer(path, alias="standin", n_threads=default_threads())
-    samples: dict[str, list[tuple[float, float]]] = {}
+    samples: Samples = {}
     pinned = False
 
     async def main() -> None:
@@ -134,6 +135,13 @@ def run(rounds: int = 20, cloud_elsewhere: bool = True) -> dict[str, Any]:
                             samples[name].append(measured)
 
     anyio.run(main)
+    rows = peer_rows(samples)
+    return {"rounds": rounds, "max_tokens": MAX_TOKENS, "cloud_on_own_core": pinned, "rows": rows}
+
+
+def peer_rows(samples: Samples) -> list[dict[str, Any]]:
+    """Per path: medians of its own times, and of each round's difference to the direct
+    call in that round, with the interquartile range of those differences."""
     direct = samples["direct"]
     rows = []
     for name, values in samples.items():
@@ -149,7 +157,7 @@ def run(rounds: int = 20, cloud_elsewhere: bool = True) -> dict[str, Any]:
             low, _, high = statistics.quantiles(differences, n=4)
             row[f"added_{what}_ms_iqr"] = _ms(high - low)
         rows.append(row)
-    return {"rounds": rounds, "max_tokens": MAX_TOKENS, "cloud_on_own_core": pinned, "rows": rows}
+    return rows
 
 
 def added(results: dict[str, Any], path: str, what: str = "first") -> float:
