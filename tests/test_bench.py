@@ -316,3 +316,16 @@ def test_peer_rows_pair_each_round_with_its_direct_call_and_give_the_spread() ->
     assert row["first_ms_p50"] == 17.0  # its own times: 11, 22, 18, 16 ms
     assert rows["direct"]["added_first_ms_p50"] == 0.0
     assert rows["direct"]["added_whole_ms_iqr"] == 0.0
+
+
+def test_the_network_rows_count_the_answers_that_stopped_the_edge_for_each_reason() -> None:
+    from speculate.bench.network import Answer, stopped
+
+    answers = [
+        Answer(0.1, 1.0, {"edge_stopped": "the cloud writes faster"}),
+        Answer(0.1, 1.0, {"edge_stopped": "overtaken by the cloud"}),
+        Answer(0.1, 1.0, {"edge_stopped": "the cloud writes faster"}),
+        Answer(0.1, 1.0, {}),
+    ]
+    assert stopped(answers, "the cloud writes faster") == 2
+    assert stopped(answers, "overtaken by the cloud") == 1

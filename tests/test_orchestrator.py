@@ -259,6 +259,20 @@ async def test_an_edge_the_cloud_has_overtaken_is_stopped() -> None:
     assert edge.streams[0].sent < len(edge.pieces)  # it stopped before its answer's end
 
 
+async def test_an_edge_the_cloud_writes_faster_than_is_stopped_before_it_is_covered() -> None:
+    # Two different answers: the cloud never covers the draft, but at a word per 2 ms it
+    # writes faster than the edge's word per 20 ms, so the edge's words would be replaced.
+    draft = " ".join(f"edge{i}" for i in range(60))
+    answer = " ".join(f"cloud{i}" for i in range(40))
+    edge = ScriptedBackend("edge", words(draft), gaps=[0.02] * 60)
+    cloud = ScriptedBackend("cloud", words(answer), gaps=[0.2] + [0.002] * 39)
+    shown, _ = await run(Backends(edge, cloud))
+    assert shown.done is not None
+    assert shown.done.final_source == "cloud"
+    assert shown.text == answer
+    assert shown.done.stats["edge_stopped"] == "the cloud writes faster"
+
+
 async def test_an_edge_stopped_for_the_cloud_finishes_its_draft_when_the_cloud_fails() -> None:
     edge = ScriptedBackend("edge", words(SLOW_DRAFT), gaps=EDGE_GAPS)
     cloud = ScriptedBackend(

@@ -170,6 +170,10 @@ def median_ms(values: list[float]) -> float:
     return round(statistics.median(values) * 1000, 1)
 
 
+def stopped(answers: list[Answer], reason: str) -> int:
+    return sum(1 for a in answers if a.stats.get("edge_stopped") == reason)
+
+
 def run(
     rtts_ms: tuple[int, ...] = (0, 30, 100, 300), *, cloud_elsewhere: bool = False
 ) -> list[dict[str, Any]]:
@@ -179,6 +183,9 @@ def run(
             "mode": mode,
             "first_text_ms": median_ms([a.first_s for a in answers]),
             "final_ms": median_ms([a.final_s for a in answers]),
+            # Of the answers, how many stopped the edge early, and why (speculative only).
+            "edge_stopped_covered": stopped(answers, "overtaken by the cloud"),
+            "edge_stopped_faster": stopped(answers, "the cloud writes faster"),
         }
 
     modes = ("speculative", "verify", "cloud", "edge")

@@ -42,6 +42,9 @@ class SessionConfig:
     # The edge stops once the cloud has passed all of its draft, if the draft has at least
     # this many tokens: a draft the user has begun to read is never cut off at its start.
     overtaken_after_tokens: int = 8
+    # ... or once the cloud writes faster than the edge, judged after this many of its
+    # tokens (fewer would judge a burst of the network, not the cloud's pace).
+    outpaced_after_cloud_tokens: int = 8
     edge_usd_per_mtok: float = 0.0
     cloud_usd_per_mtok_in: float = 0.0
     cloud_usd_per_mtok_out: float = 0.0
@@ -103,9 +106,14 @@ class Session:
         self.edge: SideState = "running" if route in (*both, "edge") else "off"
         self.cloud_state: SideState = "running" if route in (*both, "cloud") else "off"
         self.finished = False
-        # The cloud's text has passed the whole draft: the edge stops (its tokens would
-        # only be replaced), and starts again from its draft if the cloud then fails.
+        # The cloud's text has passed the whole draft, or it writes faster than the edge
+        # and will: the edge stops (its tokens would only be replaced), and starts again
+        # from its draft if the cloud then fails.
         self.edge_overtaken = False
+        # When each side's text began, and how long its first piece was: their pace is
+        # what each wrote after it, per second.
+        self._draft_began: tuple[float, int] | None = None
+        self._cloud_began: tuple[float, int] | None = None
         self.tool_calls: list[dict[str, Any]] | None = None  # the cloud's, if it called any
         self.stats: dict[str, Any] = {
             "draft_first_ms": None,
@@ -155,6 +163,7 @@ class Session:
         self.stats["draft_tokens"] += 1
         if self.stats["draft_first_ms"] is None:
             self.stats["draft_first_ms"] = self._ms(now)
+            self._draft_began = (now, len(self.draft))
         # Throttle, do not delay: a token after a quiet spell goes out at once; tokens
         # arriving within coalesce_s of the last send wait for the next one together.
         self._dirty = True
@@ -203,6 +212,7 @@ class Session:
         self.stats["cloud_tokens"] += 1
         if self.stats["cloud_first_ms"] is None:
             self.stats["cloud_first_ms"] = self._ms(now)
+            self._cloud_began = (now, len(self.cloud))
         if self.route == "cloud":
             # No draft to align with: nothing shown can change, so the text goes out as
             # it arrives, not a word at a time.
@@ -220,13 +230,34 @@ class Session:
             self.route == "speculative"
             and self.edge == "running"
             and self.stats["draft_tokens"] >= self.config.overtaken_after_tokens
-            and self._aligner.tail_offset >= len(self.draft)
         ):
-            # Everything the edge has written is covered: what it writes next would be
-            # replaced too, and it competes with the cloud for the device meanwhile.
-            self.edge, self.edge_overtaken = "done", True
-            self.stats["edge_stopped"] = "overtaken by the cloud"
+            # What the edge writes next would be replaced too, and it competes with the
+            # cloud for the device meanwhile: everything it has written is covered, or the
+            # cloud writes faster and so will cover whatever the edge adds.
+            if self._aligner.tail_offset >= len(self.draft):
+                self._stop_edge_for_cloud("overtaken by the cloud")
+            elif self._cloud_outpaces_edge(now):
+                self._stop_edge_for_cloud("the cloud writes faster")
         return events
+
+    def _stop_edge_for_cloud(self, reason: str) -> None:
+        self.edge, self.edge_overtaken = "done", True
+        self.stats["edge_stopped"] = reason
+
+    def _cloud_outpaces_edge(self, now: float) -> bool:
+        """Has the cloud written at least as many characters per second as the edge, each
+        since its first piece, once it has sent enough tokens to judge its pace by?"""
+        if self._draft_began is None or self._cloud_began is None:
+            return False
+        if self.stats["cloud_tokens"] < self.config.outpaced_after_cloud_tokens:
+            return False
+        (draft_at, draft_first), (cloud_at, cloud_first) = self._draft_began, self._cloud_began
+        if now <= cloud_at or now <= draft_at:
+            return False
+        # Compared crosswise, so no division: cloud chars / cloud time >= draft's.
+        cloud_chars = len(self.cloud) - cloud_first
+        draft_chars = len(self.draft) - draft_first
+        return cloud_chars * (now - draft_at) >= draft_chars * (now - cloud_at)
 
     def cloud_finished(
         self,

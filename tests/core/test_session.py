@@ -332,6 +332,75 @@ def test_a_short_draft_is_never_cut_off_at_its_start() -> None:
     assert not s.edge_overtaken
 
 
+def paced(
+    s: Session, draft_every: float, cloud_every: float, cloud_from: float, until: float
+) -> list[Event]:
+    """Feed ``s`` a draft token ("edge ", 5 characters) every ``draft_every`` s from 0 and a
+    cloud token ("cloud ", 6) every ``cloud_every`` s from ``cloud_from``, in time order,
+    while the edge runs; returns the events."""
+    events = s.start()
+    next_draft, next_cloud = 0.0, cloud_from
+    while min(next_draft, next_cloud) < until:
+        if next_draft <= next_cloud:
+            events += s.receive_draft("edge ", next_draft)
+            next_draft += draft_every
+        else:
+            events += s.receive_cloud("cloud ", next_cloud)
+            next_cloud += cloud_every
+    return events
+
+
+def test_the_edge_stops_once_the_cloud_writes_faster() -> None:
+    # 120 characters/s of draft against 300 of cloud: the draft is far ahead (its text is
+    # not the cloud's) but will be covered; after the cloud's 8th token the edge stops.
+    s = session("speculative")
+    paced(s, draft_every=1 / 24, cloud_every=1 / 50, cloud_from=0.5, until=0.5 + 8 / 50)
+    assert s.edge_overtaken
+    assert s.edge == "done"
+    assert s.stats["edge_stopped"] == "the cloud writes faster"
+    assert s.stats["cloud_tokens"] == 8
+    assert s.receive_draft("edge ", 0.7) == []  # a token still in flight is dropped
+
+
+def test_an_edge_that_writes_faster_than_the_cloud_goes_on() -> None:
+    s = session("speculative")  # 120 characters/s of draft against 60 of cloud
+    paced(s, draft_every=1 / 24, cloud_every=1 / 10, cloud_from=0.5, until=3.0)
+    assert s.stats["cloud_tokens"] == 25
+    assert s.edge == "running"
+    assert not s.edge_overtaken
+
+
+def test_the_cloud_is_not_judged_by_a_burst_of_fewer_than_eight_tokens() -> None:
+    s = session("speculative")
+    paced(s, draft_every=1 / 24, cloud_every=0.001, cloud_from=0.5, until=0.5 + 7 * 0.001)
+    assert s.stats["cloud_tokens"] == 7
+    assert s.edge == "running"
+    s.receive_cloud("cloud ", 0.5 + 7 * 0.001)  # the 8th, still far faster than the edge
+    assert s.stats["edge_stopped"] == "the cloud writes faster"
+
+
+def test_an_edge_that_has_barely_begun_is_not_stopped_for_a_faster_cloud() -> None:
+    s = session("speculative")  # a draft of fewer than 8 tokens is never cut off
+    paced(s, draft_every=0.2, cloud_every=0.001, cloud_from=0.0001, until=1.0)
+    assert s.stats["draft_tokens"] == 5
+    assert s.edge == "running"
+
+
+def test_an_edge_stopped_for_a_faster_cloud_goes_on_if_the_cloud_fails() -> None:
+    s = session("speculative")
+    events = paced(s, draft_every=1 / 24, cloud_every=1 / 50, cloud_from=0.5, until=0.67)
+    assert s.edge_overtaken
+    draft = s.draft
+    events += s.cloud_failed(CloudUnreachable("gone"), 0.7)
+    assert s.edge == "running"
+    assert "edge_stopped" not in s.stats
+    events += s.receive_draft("more", 0.75) + s.edge_finished(0.8)
+    shown = replay(events)
+    assert shown.done is not None
+    assert shown.done.final_source == "edge"
+    assert shown.text == draft + "more"
+
+
 def test_an_edge_stopped_for_the_cloud_goes_on_if_the_cloud_fails() -> None:
     s = session("speculative", overtaken_after_tokens=1)
     events = s.start() + s.receive_draft("One two", 0.0) + s.receive_cloud("One two three ", 0.1)
