@@ -329,3 +329,31 @@ def test_the_network_rows_count_the_answers_that_stopped_the_edge_for_each_reaso
     ]
     assert stopped(answers, "the cloud writes faster") == 2
     assert stopped(answers, "overtaken by the cloud") == 1
+
+
+def test_the_timeline_takes_each_steps_first_stamp_within_its_own_request() -> None:
+    from speculate.bench.timeline import rounds_of
+
+    stamps = [
+        ("token_on_loop", 0.5),  # the request before: not this one's
+        ("frame_read", 1.001),
+        ("token_on_loop", 1.010),
+        ("token_on_loop", 1.011),  # the second token: only the first counts
+        ("frame_read", 2.002),
+    ]
+    rounds = rounds_of(stamps, [(1.0, 1.012), (2.0, 2.020)])
+    assert rounds == [
+        {"frame_read": 1.0, "token_on_loop": 10.0, "client_has_draft": 12.0},
+        {"frame_read": 2.0, "client_has_draft": 20.0},
+    ]
+
+
+def test_the_timeline_stamps_every_step_of_a_real_request_in_causal_order() -> None:
+    from speculate.bench.timeline import STEPS, run
+
+    result = run(rounds=3)
+    assert result["rounds"] == 3
+    names = [name for name, _ in STEPS]
+    for steps in result["rounds_ms"]:
+        assert set(steps) == set(names)  # every step stamped, none missed
+        assert [steps[name] for name in names] == sorted(steps[name] for name in names)
