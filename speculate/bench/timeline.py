@@ -1,7 +1,8 @@
 """Where a WebSocket request's first draft token spends its time, step by step.
 
-``python -m speculate.bench.timeline [--rounds N] [--json]`` starts ``speculate serve``
-(cloud off, the edge on one thread, as the first-token suite runs it) with a stamp at each
+``python -m speculate.bench.timeline [--rounds N] [--json]`` starts the server that
+``speculate serve`` runs, in a child process (cloud off, the edge on one thread, as the
+first-token suite runs it) with a stamp at each
 step of the first token's way through the server, sends N requests of the suite's prompt
 over one WebSocket, one at a time, and prints each step's median time since the client sent
 its frame.  Every stamp is ``time.perf_counter``, which on Linux is the one system-wide
@@ -128,8 +129,11 @@ def _install_stamps(stamps: list[tuple[str, float]]) -> None:
 
 
 def serve(port: int, stamps_path: Path) -> int:
-    """``speculate serve`` with the stamps in; they are written out as the server exits."""
-    from speculate.cli.main import main
+    """The server ``speculate serve`` runs (its app, uvicorn settings and draining), with
+    the stamps in; they are written out as the server exits."""
+    from speculate.server import create_app
+    from speculate.server.run import DrainingServer, uvicorn_config
+    from speculate.settings import Settings
 
     stamps: list[tuple[str, float]] = []
     _install_stamps(stamps)
@@ -137,7 +141,9 @@ def serve(port: int, stamps_path: Path) -> int:
     # uvicorn raises the signal that stopped it again once it is done; as an exit, not
     # a kill, so that the stamps are written.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    return main(["serve", "--port", str(port)])
+    settings = Settings.load(None, server={"port": port})
+    DrainingServer(uvicorn_config(create_app(settings), settings)).run()
+    return 0
 
 
 class StampedServer(Child):
