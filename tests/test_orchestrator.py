@@ -260,12 +260,12 @@ async def test_an_edge_the_cloud_has_overtaken_is_stopped() -> None:
 
 
 async def test_an_edge_the_cloud_writes_faster_than_is_stopped_before_it_is_covered() -> None:
-    # Two different answers: the cloud never covers the draft, but at a word per 2 ms it
-    # writes faster than the edge's word per 20 ms, so the edge's words would be replaced.
+    # Two different answers: the cloud has not covered the draft when, at a word per 10 ms,
+    # it is judged to write faster than the edge's word per 20 ms.
     draft = " ".join(f"edge{i}" for i in range(60))
     answer = " ".join(f"cloud{i}" for i in range(40))
     edge = ScriptedBackend("edge", words(draft), gaps=[0.02] * 60)
-    cloud = ScriptedBackend("cloud", words(answer), gaps=[0.2] + [0.002] * 39)
+    cloud = ScriptedBackend("cloud", words(answer), gaps=[0.2] + [0.01] * 39)
     shown, _ = await run(Backends(edge, cloud))
     assert shown.done is not None
     assert shown.done.final_source == "cloud"

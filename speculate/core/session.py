@@ -43,8 +43,10 @@ class SessionConfig:
     # this many tokens: a draft the user has begun to read is never cut off at its start.
     overtaken_after_tokens: int = 8
     # ... or once the cloud writes faster than the edge, judged after this many of its
-    # tokens (fewer would judge a burst of the network, not the cloud's pace).
+    # tokens over at least this long: a burst that came in one read of the network says
+    # nothing of the cloud's pace.
     outpaced_after_cloud_tokens: int = 8
+    outpaced_after_s: float = 0.05
     edge_usd_per_mtok: float = 0.0
     cloud_usd_per_mtok_in: float = 0.0
     cloud_usd_per_mtok_out: float = 0.0
@@ -246,13 +248,15 @@ class Session:
 
     def _cloud_outpaces_edge(self, now: float) -> bool:
         """Has the cloud written at least as many characters per second as the edge, each
-        since its first piece, once it has sent enough tokens to judge its pace by?"""
+        since its first piece, once it has sent enough tokens over long enough to judge
+        its pace by?"""
         if self._draft_began is None or self._cloud_began is None:
             return False
-        if self.stats["cloud_tokens"] < self.config.outpaced_after_cloud_tokens:
-            return False
         (draft_at, draft_first), (cloud_at, cloud_first) = self._draft_began, self._cloud_began
-        if now <= cloud_at or now <= draft_at:
+        if (
+            self.stats["cloud_tokens"] < self.config.outpaced_after_cloud_tokens
+            or now - cloud_at < self.config.outpaced_after_s
+        ):
             return False
         # Compared crosswise, so no division: cloud chars / cloud time >= draft's.
         cloud_chars = len(self.cloud) - cloud_first
