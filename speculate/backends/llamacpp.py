@@ -37,16 +37,17 @@ from speculate.core.trim import Window
 from speculate.errors import EdgeError, ModelCorrupt, SpeculateError, unwrapped
 
 
+def _put(send: MemoryObjectSendStream[str], text: str) -> None:
+    """On the event loop: the token joins the answer's stream."""
+    with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+        send.send_nowait(text)  # the reader may have gone: drop the token
+
+
 def handoff(send: MemoryObjectSendStream[str]) -> Callable[[str], None]:
     """How the decoding thread hands a token to the event loop without waiting for it.
 
     On asyncio (uvicorn) ``call_soon_threadsafe`` queues the token and returns, so
     decoding never stalls on a busy loop; elsewhere anyio's blocking hop is used."""
-
-    def put(text: str) -> None:
-        with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
-            send.send_nowait(text)  # the reader may have gone: drop the token
-
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:  # not asyncio (trio): no loop to queue onto
@@ -54,9 +55,9 @@ def handoff(send: MemoryObjectSendStream[str]) -> Callable[[str], None]:
 
     def queue(text: str) -> None:
         if loop is None:
-            anyio.from_thread.run_sync(put, text)
+            anyio.from_thread.run_sync(_put, send, text)
         else:
-            loop.call_soon_threadsafe(put, text)
+            loop.call_soon_threadsafe(_put, send, text)
 
     return queue
 

@@ -48,7 +48,9 @@ STEPS: tuple[tuple[str, str], ...] = (
     ("thread_began", "the decoding thread has begun the turn"),
     ("prompt_to_llama", "the prompt's tokens are handed to llama.cpp"),
     ("first_token", "llama.cpp has given the first token"),
-    ("token_on_loop", "the event loop has the token"),
+    ("token_handed_over", "the decoding thread hands the token to the event loop"),
+    ("token_queued", "the event loop has woken and queued the token for the run"),
+    ("token_on_loop", "the run's task has the token"),
     ("draft_to_uvicorn", "the draft event's frame is handed to uvicorn to write"),
     ("client_has_draft", "the client has the draft event"),
 )
@@ -96,6 +98,8 @@ def _install_stamps(stamps: list[tuple[str, float]]) -> None:
     stamp(Orchestrator, "run", "run_began", when="called", awaited=True)
     stamp(llamacpp.LlamaCppEdge, "_first_turn_now", "handed_to_thread", when="called")
     stamp(llamacpp.LlamaCppEdge, "_turn", "thread_began", when="called")
+    stamp(llamacpp._Answer, "keep", "token_handed_over", when="called")
+    stamp(llamacpp, "_put", "token_queued", when="called")
     stamp(llamacpp.LlamaTokenStream, "receive", "token_on_loop", when="returned", awaited=True)
 
     create_completion = llama_cpp.Llama.create_completion
