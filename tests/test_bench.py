@@ -159,6 +159,16 @@ async def test_the_in_app_profile_counts_every_event_and_times_the_primitives() 
     assert measured["cpu_us_per_request"] > measured["cpu_us_per_event"]
     floor = await inapp.streams(count=4, tokens=3, tps=40, rounds=2, baseline=True)
     assert floor["events_per_stream"] == 6  # the same frames
+    hook = sys.getprofile()
+    counted = await inapp.streams(count=4, tokens=3, tps=40, rounds=2, count_python_calls=True)
+    floor = await inapp.streams(
+        count=4, tokens=3, tps=40, rounds=2, baseline=True, count_python_calls=True
+    )
+    assert sys.getprofile() is hook  # the counting hook is gone again
+    assert counted["events_per_stream"] == floor["events_per_stream"] == 6
+    # The minimal app only sends pre-encoded frames: fewer calls per event than speculate.
+    assert 0 < floor["python_calls_per_event"] < counted["python_calls_per_event"]
+    assert 0 < floor["c_calls_per_event"] < counted["c_calls_per_event"]
     interval = sys.getswitchinterval()
     parts = await inapp.primitives(samples=200)
     assert sys.getswitchinterval() == interval  # the server's interval only while measured
@@ -170,6 +180,8 @@ async def test_the_in_app_profile_counts_every_event_and_times_the_primitives() 
         "thread_handoff_us_p50",
         "thread_start_behind_2ms_of_loop_python_us_p50",
         "same_with_the_servers_gil_switch_interval_us_p50",
+        "token_to_loop_thread_sleeping_us_p50",
+        "token_to_loop_thread_in_python_us_p50",
         "event_through_log_to_reader_us",
         "same_event_in_one_task_us",
     }

@@ -7,7 +7,8 @@ the request's fixed cost from the per-event cost, and ``--baseline`` runs the ca
 suite's minimal app in the same harness.  ``--primitives`` times what the request path is
 made of: the pure work of a draft event (session, log, encoding), an anyio task spawn, a
 thread hand-off (and one whose thread needs the GIL while the loop runs 2 ms of Python,
-with CPython's GIL switch interval and with the server's),
+with CPython's GIL switch interval and with the server's), a token queued from a thread
+onto the loop (the thread asleep after it, or still running Python),
 one event through an event log to a waiting reader.  A tool for profiling (run it under
 ``py-spy`` or ``cProfile``), not a suite: the capacity suite measures the server as users
 run it.
@@ -102,11 +103,19 @@ async def _one(app: Any, body: bytes, counter: list[int]) -> None:
 
 
 async def streams(
-    count: int, tokens: int, tps: float, rounds: int, *, baseline: bool = False
+    count: int,
+    tokens: int,
+    tps: float,
+    rounds: int,
+    *,
+    baseline: bool = False,
+    count_python_calls: bool = False,
 ) -> dict[str, float]:
     """``count`` concurrent streams of ``tokens`` fake tokens, ``rounds`` times; medians
     of the rounds after the first.  ``baseline``: the capacity suite's minimal app
-    (:mod:`speculate.bench.baseline`) in the same harness, the floor to compare with."""
+    (:mod:`speculate.bench.baseline`) in the same harness, the floor to compare with.
+    ``count_python_calls``: one more round, under a profile hook that counts the calls
+    made per event (its CPU time is not one of the medians)."""
     settings = quiet_settings()
     limits = settings.server
     limits.max_concurrent_streams = limits.max_streams_per_client = count * 2
@@ -121,20 +130,38 @@ async def streams(
         {"messages": [{"role": "user", "content": "go"}], "mode": "edge", "max_tokens": tokens}
     ).encode()
     per_event, per_request = [], []
-    for _ in range(rounds):
+    calls = {"call": 0, "c_call": 0}
+
+    def count_calls(frame: Any, kind: str, arg: Any) -> None:
+        if kind in calls:
+            calls[kind] += 1
+
+    for index in range(rounds):
         counter = [0]
+        counting = count_python_calls and index == rounds - 1  # after the others' warm-up
+        if counting:
+            sys.setprofile(count_calls)
         cpu = time.process_time()
         await asyncio.gather(*(_one(app, body, counter) for _ in range(count)))
         cpu = time.process_time() - cpu
-        per_event.append(cpu / counter[0] * 1e6)
-        per_request.append(cpu / count * 1e6)
+        if counting:
+            sys.setprofile(None)
+        else:
+            per_event.append(cpu / counter[0] * 1e6)
+            per_request.append(cpu / count * 1e6)
     await lifespan.put({"type": "lifespan.shutdown"})
     await task
-    return {
+    result = {
         "events_per_stream": counter[0] / count,
         "cpu_us_per_event": round(statistics.median(per_event[1:] or per_event), 1),
         "cpu_us_per_request": round(statistics.median(per_request[1:] or per_request)),
     }
+    if count_python_calls:
+        # Python frames entered (a coroutine's every resumption counts) and calls into C,
+        # per event: the same on every machine, where CPU time moves by a tenth a run.
+        result["python_calls_per_event"] = round(calls["call"] / counter[0], 1)
+        result["c_calls_per_event"] = round(calls["c_call"] / counter[0], 1)
+    return result
 
 
 async def primitives(samples: int = 2000) -> dict[str, float]:
@@ -170,6 +197,30 @@ async def primitives(samples: int = 2000) -> dict[str, float]:
                 while time.perf_counter() < before + 0.002:
                     pass
                 waits.append((began.result() - before) * 1e6)
+    sys.setswitchinterval(default_interval)
+    # The other way, as a token goes: the thread queues it onto the loop, then sleeps (a
+    # decoding thread inside llama.cpp) or runs 0.2 ms of Python first (one still inside
+    # llama-cpp-python's own code between two tokens), with the server's switch interval.
+    loop = asyncio.get_running_loop()
+    to_loop: dict[str, list[float]] = {"sleeping": [], "busy": []}
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        for busy_s, waits in ((0.0, to_loop["sleeping"]), (0.0002, to_loop["busy"])):
+            for _ in range(samples // 40):
+                arrived: asyncio.Future[float] = loop.create_future()
+
+                def hand_over(busy_s: float = busy_s, arrived: Any = arrived) -> float:
+                    sent = time.perf_counter()
+                    loop.call_soon_threadsafe(arrived.set_result, sent)
+                    while time.perf_counter() < sent + busy_s:
+                        pass
+                    time.sleep(0.002)
+                    return sent
+
+                done = loop.run_in_executor(pool, hand_over)
+                sent = await arrived
+                waits.append((time.perf_counter() - sent) * 1e6)
+                await done
     sys.setswitchinterval(default_interval)
 
     log = EventLog("r")
@@ -223,6 +274,8 @@ async def primitives(samples: int = 2000) -> dict[str, float]:
         "same_with_the_servers_gil_switch_interval_us_p50": round(
             statistics.median(behind_busy_loop["served"]), 1
         ),
+        "token_to_loop_thread_sleeping_us_p50": round(statistics.median(to_loop["sleeping"]), 1),
+        "token_to_loop_thread_in_python_us_p50": round(statistics.median(to_loop["busy"]), 1),
         "event_through_log_to_reader_us": round(through_log, 1),
         "same_event_in_one_task_us": round(one_task, 1),
     }
@@ -238,6 +291,11 @@ def main() -> None:
     parser.add_argument(
         "--baseline", action="store_true", help="the minimal app of the capacity suite instead"
     )
+    parser.add_argument(
+        "--calls",
+        action="store_true",
+        help="also count the Python and C calls per event (one more round, profiled)",
+    )
     args = parser.parse_args()
     run: Any = asyncio.run
     try:
@@ -249,7 +307,14 @@ def main() -> None:
     if args.primitives:
         print(json.dumps(run(primitives())))
     else:
-        measured = streams(args.streams, args.tokens, args.tps, args.rounds, baseline=args.baseline)
+        measured = streams(
+            args.streams,
+            args.tokens,
+            args.tps,
+            args.rounds + args.calls,
+            baseline=args.baseline,
+            count_python_calls=args.calls,
+        )
         print(json.dumps(run(measured)))
 
 
