@@ -139,14 +139,16 @@ async def streams(
     for index in range(rounds):
         counter = [0]
         counting = count_python_calls and index == rounds - 1  # after the others' warm-up
+        hook = sys.getprofile()
         if counting:
             sys.setprofile(count_calls)
-        cpu = time.process_time()
-        await asyncio.gather(*(_one(app, body, counter) for _ in range(count)))
-        cpu = time.process_time() - cpu
-        if counting:
-            sys.setprofile(None)
-        else:
+        try:
+            cpu = time.process_time()
+            await asyncio.gather(*(_one(app, body, counter) for _ in range(count)))
+            cpu = time.process_time() - cpu
+        finally:
+            sys.setprofile(hook)
+        if not counting:
             per_event.append(cpu / counter[0] * 1e6)
             per_request.append(cpu / count * 1e6)
     await lifespan.put({"type": "lifespan.shutdown"})
