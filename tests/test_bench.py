@@ -188,6 +188,15 @@ async def test_the_in_app_profile_counts_every_event_and_times_the_primitives() 
     assert all(value > 0 for value in parts.values())
 
 
+def test_the_calls_per_event_are_counted_for_speculate_and_the_minimal_app() -> None:
+    from speculate.bench.inapp import calls_per_event
+
+    calls = calls_per_event(count=4, tokens=3, tps=40)
+    assert (calls["streams"], calls["tokens"]) == (4, 3)
+    assert 0 < calls["baseline_python_calls_per_event"] < calls["speculate_python_calls_per_event"]
+    assert 0 < calls["baseline_c_calls_per_event"] < calls["speculate_c_calls_per_event"]
+
+
 async def test_the_lean_sse_client_reads_whole_streams_on_one_connection() -> None:
     from speculate.bench.fake import FakeBackend
     from speculate.bench.lean_sse import LeanSSE, LeanSSEError

@@ -23,7 +23,7 @@ import json
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import anyio
@@ -283,6 +283,29 @@ async def primitives(samples: int = 2000) -> dict[str, float]:
     }
 
 
+def run_loop(main: Coroutine[Any, Any, Any]) -> Any:
+    """Run ``main`` on uvloop where it builds, as uvicorn runs the app."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)
+
+
+def calls_per_event(count: int = 200, tokens: int = 40, tps: float = 10.0) -> dict[str, float]:
+    """Python and C calls per SSE event of speculate and of the capacity suite's minimal
+    app, ``count`` streams of ``tokens`` fake tokens each (one counted round after two):
+    the per-event work as a count, the same on every machine."""
+    result: dict[str, float] = {"streams": count, "tokens": tokens}
+    for name, baseline in (("speculate", False), ("baseline", True)):
+        measured = run_loop(
+            streams(count, tokens, tps, 3, baseline=baseline, count_python_calls=True)
+        )
+        result[f"{name}_python_calls_per_event"] = measured["python_calls_per_event"]
+        result[f"{name}_c_calls_per_event"] = measured["c_calls_per_event"]
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--streams", type=int, default=200)
@@ -299,15 +322,8 @@ def main() -> None:
         help="also count the Python and C calls per event (one more round, profiled)",
     )
     args = parser.parse_args()
-    run: Any = asyncio.run
-    try:
-        import uvloop
-
-        run = uvloop.run  # as uvicorn runs the app where uvloop builds
-    except ImportError:
-        pass
     if args.primitives:
-        print(json.dumps(run(primitives())))
+        print(json.dumps(run_loop(primitives())))
     else:
         measured = streams(
             args.streams,
@@ -317,7 +333,7 @@ def main() -> None:
             baseline=args.baseline,
             count_python_calls=args.calls,
         )
-        print(json.dumps(run(measured)))
+        print(json.dumps(run_loop(measured)))
 
 
 if __name__ == "__main__":

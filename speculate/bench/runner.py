@@ -185,6 +185,18 @@ def run(
                 results["baseline"]["rows"],
             )
         )
+        from speculate.bench import inapp
+
+        console.print("[cyan]suite 3c[/]: calls per SSE event, in-process …")
+        results["calls"] = inapp.calls_per_event()
+        calls = results["calls"]
+        shown = {
+            "speculate, Python": calls["speculate_python_calls_per_event"],
+            "speculate, C": calls["speculate_c_calls_per_event"],
+            "minimal app, Python": calls["baseline_python_calls_per_event"],
+            "minimal app, C": calls["baseline_c_calls_per_event"],
+        }
+        console.print(_table("calls per SSE event (the same on every machine)", [shown]))
     save()
     if "latency" in chosen:
         from speculate.bench import latency
@@ -303,6 +315,10 @@ def run(
             summary["capacity_ratio_to_baseline"] = min(r["ratio_to_baseline"] for r in rows)
             summary["streams_per_core"] = min(r["speculate_streams_held"] for r in rows)
             summary["baseline_streams_per_core"] = min(r["baseline_streams_held"] for r in rows)
+        if "calls" in results:
+            calls = results["calls"]
+            summary["python_calls_per_event"] = calls["speculate_python_calls_per_event"]
+            summary["baseline_python_calls_per_event"] = calls["baseline_python_calls_per_event"]
         if "latency" in results:
             summary["correction_latency_ms_p50"] = results["latency"]["correction_latency_ms_p50"]
         if "peer" in results:
