@@ -57,6 +57,7 @@ STEPS: tuple[tuple[str, str], ...] = (
 __doc__ += "".join(f"\n- ``{name}``: {what}" for name, what in STEPS) + "\n"
 
 STAMPS_ENV = "SPECULATE_TIMELINE_STAMPS"
+ANSWER_TIMEOUT_S = 60.0  # one request's answer; a server that never ends it fails the run
 
 
 def _install_stamps(stamps: list[tuple[str, float]]) -> None:
@@ -191,12 +192,13 @@ def run(rounds: int = 40, max_tokens: int = 8) -> dict[str, Any]:
             for index in range(rounds + 2):  # two warm-up rounds, not kept
                 began, has_draft = time.perf_counter(), None
                 await socket.send(json.dumps(body))
-                while True:
-                    event = decode_event(str(await socket.recv()))
-                    if event.type == "draft" and has_draft is None:
-                        has_draft = time.perf_counter()
-                    if event.type in ("done", "error"):
-                        break
+                with anyio.fail_after(ANSWER_TIMEOUT_S):  # a few tokens: well under a second
+                    while True:
+                        event = decode_event(str(await socket.recv()))
+                        if event.type == "draft" and has_draft is None:
+                            has_draft = time.perf_counter()
+                        if event.type in ("done", "error"):
+                            break
                 if index >= 2 and has_draft is not None:
                     sent.append((began, has_draft))
                 # The first-token suite runs other paths between two requests to the
