@@ -294,12 +294,13 @@ def run_loop(main: Coroutine[Any, Any, Any]) -> Any:
 
 def calls_per_event(count: int = 200, tokens: int = 40, tps: float = 10.0) -> dict[str, float]:
     """Python and C calls per SSE event of speculate and of the capacity suite's minimal
-    app, ``count`` streams of ``tokens`` fake tokens each (one counted round after two):
+    app, ``count`` streams of ``tokens`` fake tokens each (one counted round after one to
+    warm up):
     the per-event work as a count, the same on every machine."""
     result: dict[str, float] = {"streams": count, "tokens": tokens}
     for name, baseline in (("speculate", False), ("baseline", True)):
         measured = run_loop(
-            streams(count, tokens, tps, 3, baseline=baseline, count_python_calls=True)
+            streams(count, tokens, tps, 2, baseline=baseline, count_python_calls=True)
         )
         result[f"{name}_python_calls_per_event"] = measured["python_calls_per_event"]
         result[f"{name}_c_calls_per_event"] = measured["c_calls_per_event"]
