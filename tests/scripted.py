@@ -56,7 +56,8 @@ class ScriptedBackend:
         )
         self.streams.append(stream)
         try:
-            yield stream
+            async with stream:
+                yield stream
         finally:
             self.closed += 1
 
@@ -125,13 +126,15 @@ class BookBackend:
             written = ""
             while prefix and pieces and len(written) < len(prefix):  # continue after prefix
                 written += pieces.pop(0)
-            yield FakeStream(pieces, script.draft_delay_s)
+            async with FakeStream(pieces, script.draft_delay_s) as stream:
+                yield stream
         else:
             script.cloud_calls += 1
             if script.flaky and script.cloud_calls % 2:
                 raise CloudUnreachable("scripted: the cloud is away")
             await anyio.sleep(script.cloud_start_s)  # the scripted network round trip
-            yield FakeStream(words(script.cloud), script.cloud_delay_s)
+            async with FakeStream(words(script.cloud), script.cloud_delay_s) as stream:
+                yield stream
 
     async def probe(self) -> dict[str, Any]:
         return {"state": "up", "rtt_ms": 1.0}

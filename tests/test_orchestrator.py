@@ -8,6 +8,7 @@ import pytest
 
 from speculate.core.protocol import Done, Draft, Error, Event
 from speculate.core.request import SpeculateRequest
+from speculate.core.session import Session
 from speculate.core.text import ShownText
 from speculate.core.trim import Window
 from speculate.engine.context import Backends
@@ -113,6 +114,27 @@ async def test_coalescing_flushes_after_the_interval_without_new_tokens() -> Non
     drafts = [e.text for e in events if isinstance(e, Draft)]
     assert drafts == ["a", "b", "c"]
     assert shown.text == "abc"
+
+
+async def test_a_failure_in_the_coalescing_timer_ends_the_stream_as_an_internal_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The timer runs as a loop callback, outside the run's task: its failure must still
+    # end the stream (one fatal error), not be logged by the loop and left hanging.
+    flush = Session.flush
+
+    def failing(self: Session, now: float) -> list[Event]:
+        if self.draft == "ab":  # "b" waits for the timer
+            raise RuntimeError("a bug in the flush")
+        return flush(self, now)
+
+    monkeypatch.setattr(Session, "flush", failing)
+    edge = ScriptedBackend("edge", ["a", "b", "c"], gaps=[0.0, 0.005, 5.0])
+    shown, _ = await run(Backends(edge, None), "edge")
+    assert shown.fatal is not None
+    assert shown.fatal.code == "internal_error"
+    assert "a bug" not in shown.fatal.message  # the details stay in the log
+    assert edge.streams[0].sent == 2  # the edge was left without waiting for "c"
 
 
 async def test_a_reader_gets_what_arrived_meanwhile_in_one_batch_and_stops_at_done() -> None:

@@ -7,6 +7,8 @@ connection) before returning, so cancellation never leaves work running behind.
 
 from __future__ import annotations
 
+import asyncio
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
@@ -17,6 +19,7 @@ import anyio
 from speculate.core.chat import Message
 from speculate.core.stops import StopCutter
 from speculate.core.verify import Scored
+from speculate.errors import SpeculateError
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +85,104 @@ class TokenStream(Protocol):
         ...
 
 
+# Given each piece of a followed stream on the event loop; True pauses the following
+# (the pieces after it wait for the next ``follow``).
+Listener = Callable[[str], bool | None]
+
+
+class TokenChannel:
+    """A token stream its backend feeds on the event loop (``put`` each piece, then
+    ``end``), read by awaiting :meth:`receive` or by :meth:`follow`.
+
+    Followed, a piece goes to the listener inside ``put`` itself: a token costs the loop
+    one callback on its way (the one a model's thread queues), where a reader's task
+    would be woken and its whole stack resumed for every token.  A follower that has been
+    cancelled is given nothing more, as a cancelled reader would take nothing more."""
+
+    def __init__(self, usage: Usage | None = None) -> None:
+        self.usage = usage if usage is not None else Usage()
+        self._pieces: deque[str] = deque()
+        self._listener: Listener | None = None
+        self._waiter: asyncio.Future[bool] | None = None  # the reader's, or the follower's
+        self._ended = False
+        self._error: SpeculateError | None = None
+
+    def put(self, piece: str) -> None:
+        if self._ended:
+            return
+        waiter, listener = self._waiter, self._listener
+        if waiter is None or waiter.done():
+            self._pieces.append(piece)  # nobody waits (or the follower is being cancelled)
+        elif listener is None:
+            self._pieces.append(piece)
+            waiter.set_result(False)
+        else:
+            try:
+                if listener(piece):
+                    waiter.set_result(False)  # paused
+            except Exception as exc:  # the follower's own failure: it ends its following
+                waiter.set_exception(exc)
+
+    def end(self, error: SpeculateError | None = None) -> None:
+        """No more pieces; ``error``: the stream failed (raised to its reader)."""
+        if self._ended:
+            return
+        self._ended, self._error = True, error
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(True)
+
+    async def _wait(self, listener: Listener | None) -> bool:
+        self._waiter = asyncio.get_running_loop().create_future()
+        self._listener = listener
+        try:
+            return await self._waiter
+        finally:
+            self._waiter = self._listener = None
+
+    def _raise_end(self) -> None:
+        if self._error is not None:
+            raise self._error
+        raise anyio.EndOfStream
+
+    async def receive(self) -> str:
+        while not self._pieces:
+            if self._ended:
+                self._raise_end()
+            await self._wait(None)
+        return self._pieces.popleft()
+
+    async def follow(self, listener: Listener) -> bool:
+        """Give every piece to ``listener`` as it comes; True at the stream's end, False
+        when the listener paused (the stream's error, and the listener's, raise here)."""
+        while True:
+            while self._pieces:
+                if listener(self._pieces.popleft()):
+                    return False
+            if self._ended:
+                try:
+                    self._raise_end()
+                except anyio.EndOfStream:
+                    return True
+            if not await self._wait(listener):
+                return False  # paused
+
+
+async def follow(tokens: TokenStream, listener: Listener) -> bool:
+    """Give each piece of ``tokens`` to ``listener`` until the end (True) or until the
+    listener pauses (False; the next call goes on from there): handed over by the stream
+    itself where it can (a :class:`TokenChannel`), else read one by one."""
+    follows = getattr(tokens, "follow", None)
+    if follows is not None:
+        return bool(await follows(listener))
+    while True:
+        try:
+            piece = await tokens.receive()
+        except anyio.EndOfStream:
+            return True
+        if listener(piece):
+            return False
+
+
 class StoppedStream:
     """A token stream that ends just before the first of the request's stop sequences,
     wherever the model's pieces split it (the model's server may not have stopped)."""
@@ -109,6 +210,29 @@ class StoppedStream:
             if text:
                 return text
         raise anyio.EndOfStream
+
+    async def follow(self, listener: Listener) -> bool:
+        """The pieces cut as :meth:`receive` cuts them, handed on as they come."""
+        paused = False
+
+        def cut(piece: str) -> bool:
+            nonlocal paused
+            text = self._cutter.feed(piece)
+            if self._cutter.stopped:
+                self._ended = True
+                self.usage.finish_reason = "stop"
+            paused = bool(text) and bool(listener(text))
+            return paused or self._ended
+
+        while not self._ended:
+            if await follow(self._tokens, cut):
+                self._ended = True
+                tail = self._cutter.finish()
+                if tail and listener(tail):
+                    return False
+            elif paused:
+                return False
+        return True
 
 
 def until_stop(tokens: TokenStream, stops: tuple[str, ...]) -> TokenStream:

@@ -12,9 +12,7 @@ a turn ends only once the thread has let go of the model.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import math
 import os
 import threading
 import time
@@ -26,9 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from speculate.backends.base import GenerationParams, Usage
+from speculate.backends.base import GenerationParams, TokenChannel, Usage
 from speculate.backends.chat_prompt import ChatPrompt
 from speculate.backends.kv_states import SavedPrompts
 from speculate.backends.turns import FairTurns
@@ -37,27 +34,19 @@ from speculate.core.trim import Window
 from speculate.errors import EdgeError, ModelCorrupt, SpeculateError, unwrapped
 
 
-def _put(send: MemoryObjectSendStream[str], text: str) -> None:
-    """On the event loop: the token joins the answer's stream."""
-    with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
-        send.send_nowait(text)  # the reader may have gone: drop the token
+def _put(tokens: TokenChannel, text: str) -> None:
+    """On the event loop: the token joins the answer's stream (its follower has it)."""
+    tokens.put(text)
 
 
-def handoff(send: MemoryObjectSendStream[str]) -> Callable[[str], None]:
-    """How the decoding thread hands a token to the event loop without waiting for it.
-
-    On asyncio (uvicorn) ``call_soon_threadsafe`` queues the token and returns, so
-    decoding never stalls on a busy loop; elsewhere anyio's blocking hop is used."""
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:  # not asyncio (trio): no loop to queue onto
-        loop = None
+def handoff(tokens: TokenChannel) -> Callable[[str], None]:
+    """How the decoding thread hands a token to the event loop without waiting for it:
+    ``call_soon_threadsafe`` queues the token and returns, so decoding never stalls on a
+    busy loop."""
+    loop = asyncio.get_running_loop()
 
     def queue(text: str) -> None:
-        if loop is None:
-            anyio.from_thread.run_sync(_put, send, text)
-        else:
-            loop.call_soon_threadsafe(_put, send, text)
+        loop.call_soon_threadsafe(_put, tokens, text)
 
     return queue
 
@@ -97,21 +86,6 @@ def json_grammar(response_format: dict[str, Any] | None) -> Any:
 
 def default_threads() -> int:
     return max(1, (os.cpu_count() or 2) // 2)
-
-
-class LlamaTokenStream:
-    def __init__(self, receive: MemoryObjectReceiveStream[str], usage: Usage) -> None:
-        self._receive = receive
-        self.usage = usage
-        self.error: SpeculateError | None = None
-
-    async def receive(self) -> str:
-        try:
-            return await self._receive.receive()
-        except anyio.EndOfStream:
-            if self.error is not None:
-                raise self.error from None
-            raise
 
 
 @dataclass(eq=False)
@@ -228,22 +202,20 @@ class LlamaCppEdge:
     @asynccontextmanager
     async def stream(
         self, messages: list[Message], params: GenerationParams, prefix: str | None = None
-    ) -> AsyncIterator[LlamaTokenStream]:
-        send, receive = anyio.create_memory_object_stream[str](max_buffer_size=math.inf)
-        tokens = LlamaTokenStream(receive, Usage())
-        answer = _Answer(messages, params, prefix, tokens.usage, handoff(send))
+    ) -> AsyncIterator[TokenChannel]:
+        tokens = TokenChannel()
+        answer = _Answer(messages, params, prefix, tokens.usage, handoff(tokens))
         self._turns.enter(params.client)
         first_turn = self._first_turn_now(answer)
         # The task group wraps what the caller raised inside the stream (the stream's
         # own error among it): the caller gets its exception back.
         with unwrapped():
             async with anyio.create_task_group() as group:
-                group.start_soon(self._run, answer, send, tokens, first_turn)
+                group.start_soon(self._run, answer, tokens, first_turn)
                 try:
                     yield tokens
                 finally:
                     answer.stop.set()  # the worker sees it after the current token
-        receive.close()
 
     def _first_turn_now(self, answer: _Answer) -> asyncio.Future[bool] | None:
         """If the model is free, its decoding thread starts on the answer here, in the
@@ -262,35 +234,36 @@ class LlamaCppEdge:
     async def _run(
         self,
         answer: _Answer,
-        send: MemoryObjectSendStream[str],
-        tokens: LlamaTokenStream,
+        tokens: TokenChannel,
         first_turn: asyncio.Future[bool] | None,
     ) -> None:
         """Generate in turns: each turn ends when the answer does, or when another
         client has waited while this one held the model for a slice; the next turn
         continues the answer from the text generated so far."""
         client, queued_at = answer.params.client, time.perf_counter()
-        with send:
-            try:
-                while first_turn is not None or not answer.stop.is_set():
-                    turn, first_turn = first_turn, None
-                    if turn is None:
-                        await self._turns.acquire(client)
-                        if not answer.generated:
-                            waited = time.perf_counter() - queued_at
-                            answer.usage.queue_ms = round(waited * 1000, 3)
-                    try:
-                        paused = await (self._decode(answer) if turn is None else _finished(turn))
-                    finally:
-                        self._turns.release()
-                    if not paused:
-                        return
-            except SpeculateError as exc:
-                tokens.error = exc
-            except Exception as exc:  # llama.cpp raises plain errors; map them once, here
-                tokens.error = EdgeError(f"edge generation failed: {exc}")
-            finally:
-                self._turns.leave(client)
+        error: SpeculateError | None = None
+        try:
+            while first_turn is not None or not answer.stop.is_set():
+                turn, first_turn = first_turn, None
+                if turn is None:
+                    await self._turns.acquire(client)
+                    if not answer.generated:
+                        waited = time.perf_counter() - queued_at
+                        answer.usage.queue_ms = round(waited * 1000, 3)
+                try:
+                    paused = await (self._decode(answer) if turn is None else _finished(turn))
+                finally:
+                    self._turns.release()
+                if not paused:
+                    return
+        except SpeculateError as exc:
+            error = exc
+        except Exception as exc:  # llama.cpp raises plain errors; map them once, here
+            error = EdgeError(f"edge generation failed: {exc}")
+        finally:
+            self._turns.leave(client)
+            # The thread's last token was queued before its turn's end was: it is in.
+            tokens.end(error)
 
     async def _decode(self, answer: _Answer) -> bool:
         """One turn on the decoding thread, waited for to its end."""

@@ -6,6 +6,7 @@ model's behaviour matters.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import random
 from collections.abc import AsyncIterator
@@ -15,7 +16,7 @@ from typing import Any
 
 import anyio
 
-from speculate.backends.base import GenerationParams, Usage
+from speculate.backends.base import GenerationParams, Listener, TokenChannel, Usage
 from speculate.core.chat import Message
 from speculate.errors import SpeculateError
 
@@ -54,7 +55,9 @@ WORDS = (
 @dataclass
 class FakeStream:
     """Hands out ``words`` on a fixed schedule, like a model decoding on its own thread:
-    a receive that is cancelled (to flush coalesced text) never pushes later words back.
+    a receive that is cancelled never pushes later words back.  Followed, the words come
+    from loop timers into a :class:`~speculate.backends.base.TokenChannel`, as a model's
+    thread hands its tokens over (a callback on the loop each, no task of its own).
 
     ``delay_s`` spaces the words evenly; ``gaps`` gives each word its own delay instead.
     ``error`` is raised after the last word in place of the normal end."""
@@ -71,8 +74,19 @@ class FakeStream:
     def __post_init__(self) -> None:
         gaps = self.gaps if self.gaps is not None else [self.delay_s] * len(self.words)
         self._due = list(itertools.accumulate(gaps))
+        self._pushed: TokenChannel | None = None
+        self._timer: asyncio.TimerHandle | None = None
+
+    def _next_word(self) -> str:
+        self.sent += 1
+        self.usage.completion_tokens = self.sent
+        if self.entropy is not None:
+            self.usage.extra.setdefault("entropy", []).append(self.entropy[self.sent - 1])
+        return self.words[self.sent - 1]
 
     async def receive(self) -> str:
+        if self._pushed is not None:
+            return await self._pushed.receive()
         if self.sent >= len(self.words):
             if self.error is not None:
                 raise self.error
@@ -80,11 +94,37 @@ class FakeStream:
         if self.started is None:
             self.started = anyio.current_time()
         await anyio.sleep_until(self.started + self._due[self.sent])
-        self.sent += 1
-        self.usage.completion_tokens = self.sent
-        if self.entropy is not None:
-            self.usage.extra.setdefault("entropy", []).append(self.entropy[self.sent - 1])
-        return self.words[self.sent - 1]
+        return self._next_word()
+
+    async def follow(self, listener: Listener) -> bool:
+        if self._pushed is None:
+            self._pushed = TokenChannel(self.usage)
+            if self.started is None:
+                self.started = asyncio.get_running_loop().time()  # anyio's current_time
+            self._schedule()
+        return await self._pushed.follow(listener)
+
+    def _schedule(self) -> None:
+        assert self._pushed is not None
+        assert self.started is not None
+        if self.sent >= len(self.words):
+            self._pushed.end(self.error)
+            return
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_at(self.started + self._due[self.sent], self._push)
+
+    def _push(self) -> None:
+        assert self._pushed is not None
+        self._pushed.put(self._next_word())
+        self._schedule()
+
+    async def __aenter__(self) -> FakeStream:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        """The stream's reader has gone: the words' timers stop."""
+        if self._timer is not None:
+            self._timer.cancel()
 
 
 @dataclass
@@ -107,7 +147,8 @@ class FakeBackend:
             + (rng.choice(WORDS) if rng.random() < 0.2 else WORDS[i % len(WORDS)])
             for i in range(params.max_tokens)
         ]
-        yield FakeStream(words, 1 / self.tokens_per_s)
+        async with FakeStream(words, 1 / self.tokens_per_s) as stream:
+            yield stream
 
     async def prewarm(self, messages: list[Message]) -> bool:
         return False  # nothing to evaluate ahead

@@ -49,8 +49,7 @@ STEPS: tuple[tuple[str, str], ...] = (
     ("prompt_to_llama", "the prompt's tokens are handed to llama.cpp"),
     ("first_token", "llama.cpp has given the first token"),
     ("token_handed_over", "the decoding thread hands the token to the event loop"),
-    ("token_queued", "the event loop has woken and queued the token for the run"),
-    ("token_on_loop", "the run's task has the token"),
+    ("token_on_loop", "the event loop has woken with the token (and gives it to the session)"),
     ("draft_to_uvicorn", "the draft event's frame is handed to uvicorn to write"),
     ("client_has_draft", "the client has the draft event"),
 )
@@ -100,8 +99,7 @@ def _install_stamps(stamps: list[tuple[str, float]]) -> None:
     stamp(llamacpp.LlamaCppEdge, "_first_turn_now", "handed_to_thread", when="called")
     stamp(llamacpp.LlamaCppEdge, "_turn", "thread_began", when="called")
     stamp(llamacpp._Answer, "keep", "token_handed_over", when="called")
-    stamp(llamacpp, "_put", "token_queued", when="called")
-    stamp(llamacpp.LlamaTokenStream, "receive", "token_on_loop", when="returned", awaited=True)
+    stamp(llamacpp, "_put", "token_on_loop", when="called")
 
     create_completion = llama_cpp.Llama.create_completion
 

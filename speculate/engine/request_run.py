@@ -9,6 +9,7 @@ cloud failure falls back to the edge and queues the refinement (stored durably
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import statistics
 import time
@@ -19,7 +20,7 @@ from typing import Any, Literal
 import anyio
 from anyio.abc import TaskGroup
 
-from speculate.backends.base import GenerationParams, TokenStream, texts, until_stop
+from speculate.backends.base import GenerationParams, TokenStream, follow, texts, until_stop
 from speculate.core.chat import Message
 from speculate.core.protocol import Event, Queued
 from speculate.core.refine import abandoned
@@ -181,23 +182,21 @@ class RequestRun:
             message = "the refinement could not be queued; the draft stands"
             self.events.extend(abandoned(self.events.events, "queue_full", message))
 
-    def judge(self, tokens: TokenStream) -> bool:
-        """Once enough draft tokens are in, escalate an unsure draft or stop holding back;
-        True once decided."""
+    def judge(self, tokens: TokenStream) -> bool | None:
+        """Once enough draft tokens are in, escalate an unsure draft or stop holding back:
+        None until then, True if the cloud must now be brought in, False if not."""
         judged, limit = self.context.confidence_tokens, self.context.max_entropy
         entropy: list[float] = tokens.usage.extra.get("entropy", [])
         if len(entropy) < judged:
-            return False
+            return None
         mean = statistics.fmean(entropy[:judged])
         self.session.stats["draft_entropy"] = round(mean, 3)
         self.emit(self.session.flush(time.perf_counter()))  # show all that was judged
         if mean > limit:
-            reason = f"draft entropy {mean:.2f} > {limit}"
-            self.emit(self.session.escalate(reason))
-            self.start_sides()
-        else:
-            self.emit(self.session.settle())
-        return True
+            self.emit(self.session.escalate(f"draft entropy {mean:.2f} > {limit}"))
+            return True
+        self.emit(self.session.settle())
+        return False
 
     async def edge_side(self) -> None:
         with anyio.CancelScope() as scope:
@@ -209,7 +208,6 @@ class RequestRun:
 
     async def edge_answer(self) -> None:
         session = self.session
-        judging = self.may_escalate
         # After a stop for the cloud (which then failed), the edge goes on from its draft.
         prefix = session.draft or None
         try:
@@ -217,31 +215,14 @@ class RequestRun:
             async with self.backends.edge.stream(self.request.edge_messages, params, prefix) as raw:
                 self.events.mark_underway()  # the prompt is with the model
                 tokens = until_stop(raw, params.stop)
-                while True:
-                    flush_at = session.next_flush_at
-                    if flush_at is None:
-                        try:
-                            text = await tokens.receive()
-                        except anyio.EndOfStream:
-                            break
-                    else:
-                        with anyio.move_on_after(flush_at - time.perf_counter()) as wait:
-                            try:
-                                text = await tokens.receive()
-                            except anyio.EndOfStream:
-                                break
-                        if wait.cancelled_caught:
-                            self.emit(session.flush(time.perf_counter()))
-                            continue
-                    self.emit(session.receive_draft(text, time.perf_counter()))
-                    if judging and self.judge(tokens):
-                        judging = False
+                draft = _DraftFeed(self, tokens, judging=self.may_escalate)
+                await draft.follow_to_end()
             if not session.stats["prompt_tokens"]:
                 session.stats["prompt_tokens"] = tokens.usage.prompt_tokens
             session.stats["edge_cached_tokens"] = tokens.usage.cached_tokens
             session.stats["edge_queue_ms"] = tokens.usage.queue_ms
             session.stats["edge_finish"] = tokens.usage.finish_reason
-            if judging:
+            if draft.judging:
                 self.emit(session.settle())  # a short answer: nothing to judge it by
             self.emit(session.edge_finished(time.perf_counter()))
         except SpeculateError as exc:
@@ -295,3 +276,64 @@ class RequestRun:
                 await offline.remember(self.request.messages, variant, text)
             except Exception:
                 log.exception("could not cache the answer of %s", self.request.request_id)
+
+
+class _DraftFeed:
+    """The edge's pieces into the session, given each on the event loop as it arrives:
+    shown at once or coalesced (a timer then shows what waits), the first ones judged
+    when the draft may be escalated."""
+
+    def __init__(self, run: RequestRun, tokens: TokenStream, *, judging: bool) -> None:
+        self.run, self.tokens, self.judging = run, tokens, judging
+        self._loop = asyncio.get_running_loop()
+        self._timer: asyncio.TimerHandle | None = None
+        self._following = anyio.CancelScope()
+        self._failure: Exception | None = None  # raised in a timer, raised again here
+
+    async def follow_to_end(self) -> None:
+        """Follow the edge to its end.  The pieces come to :meth:`piece` on the loop as
+        they arrive; this task wakes only when the feed pauses to bring the cloud in (which
+        needs a task to start it), and at the end."""
+        try:
+            with self._following:
+                while not await follow(self.tokens, self.piece):
+                    self.run.start_sides()
+        finally:
+            if self._timer is not None:
+                self._timer.cancel()
+        if self._failure is not None:
+            raise self._failure
+
+    def piece(self, text: str) -> bool:
+        """Take one piece; True pauses the following: the cloud must be brought in, which
+        takes the run's task."""
+        run, session = self.run, self.run.session
+        run.emit(session.receive_draft(text, time.perf_counter()))
+        escalate = False
+        if self.judging:
+            verdict = run.judge(self.tokens)
+            self.judging = verdict is None
+            escalate = bool(verdict)
+        if self._timer is None and session.next_flush_at is not None:
+            self._arm(session.next_flush_at)
+        return escalate
+
+    def _arm(self, flush_at: float) -> None:
+        self._timer = self._loop.call_later(flush_at - time.perf_counter(), self._flush)
+
+    def _flush(self) -> None:
+        """What waits goes out when no further piece has brought it along."""
+        self._timer = None
+        run, session = self.run, self.run.session
+        flush_at = session.next_flush_at
+        if flush_at is None:
+            return  # a later piece showed it
+        now = time.perf_counter()
+        if now < flush_at:  # a piece flushed since and left more waiting
+            self._arm(flush_at)
+            return
+        try:
+            run.emit(session.flush(now))
+        except Exception as exc:  # a bug: the run's task ends the stream as for any other
+            self._failure = exc
+            self._following.cancel()
