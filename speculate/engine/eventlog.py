@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import anyio
 
-from speculate.core.protocol import Event, StreamEnd, ends
+from speculate.core.protocol import Event, StreamEnd
 from speculate.core.summary import RunSummary, summarize
 
 
@@ -30,17 +30,17 @@ class _Wakeup:
         self._futures: list[asyncio.Future[None]] = []
         self._event: anyio.Event | None = None
 
-    async def wait(self) -> None:
+    def wait(self) -> Awaitable[object]:
+        """What to await until :meth:`set` (not a coroutine: one call less per wake)."""
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             if self._event is None:
                 self._event = anyio.Event()
-            await self._event.wait()
-            return
+            return self._event.wait()
         future = loop.create_future()  # its own: a cancelled reader cancels only it
         self._futures.append(future)
-        await future
+        return future
 
     def set(self) -> None:
         if self._futures:
@@ -62,6 +62,7 @@ class EventLog:
         self.finished = False
         self.awaiting_refinement = False  # ended with queued + a provisional done
         self._end = StreamEnd()
+        self._ends: list[int] = []  # where a done or a fatal error is, in ``events``
         self._on_finish = on_finish
         # Readers wake once per batch of events, and nothing is done while none waits.
         self._changed = _Wakeup()
@@ -71,9 +72,12 @@ class EventLog:
     def extend(self, events: list[Event]) -> None:
         if not events:
             return
+        first = len(self.events)
         self.events.extend(events)
-        for event in events:
+        for at, event in enumerate(events, first):
             end = self._end.see(event)
+            if end is not None:
+                self._ends.append(at)
             self.awaiting_refinement = end == "provisional"  # until the next event
             if end == "final" and not self.finished:
                 self.finished = True
@@ -109,12 +113,12 @@ class EventLog:
         sent = max(0, after)
         while True:
             if sent < len(self.events):
-                batch = self.events[sent:]
                 if not through_refinement:
-                    for index, event in enumerate(batch):
-                        if ends(event):
-                            yield batch[: index + 1]
+                    for at in self._ends:  # (read off the end found as it came)
+                        if at >= sent:
+                            yield self.events[sent : at + 1]
                             return
+                batch = self.events[sent:]
                 sent += len(batch)
                 yield batch
                 continue

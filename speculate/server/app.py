@@ -23,12 +23,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
+from starlette.types import Receive, Scope, Send
 
 from speculate.assets import web_dir
 from speculate.engine.context import Backends
 from speculate.errors import SpeculateError
 from speculate.server import admin, health, openai_api, openapi, prewarm, sse, ws
 from speculate.server.auth import ApiKeys
+from speculate.server.direct import DIRECT_SEND
 from speculate.server.errors import EXCEPTION_HANDLERS
 from speculate.server.headers import SecurityHeaders
 from speculate.server.hosts import HostGuard
@@ -106,6 +108,15 @@ def _declared_asyncio() -> Iterator[None]:
         yield
     finally:
         sniffio.thread_local.name = previous
+
+
+class _App(Starlette):
+    """Starlette, keeping the server's own ``send`` in the scope for streams' frames
+    (:mod:`speculate.server.direct`)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope[DIRECT_SEND] = send
+        await super().__call__(scope, receive, send)
 
 
 def create_app(
@@ -206,7 +217,7 @@ def create_app(
             )
         )
     middleware.append(Middleware(ApiKeys, keys=settings.server.api_keys))
-    return Starlette(
+    return _App(
         routes=routes,
         lifespan=lifespan,
         middleware=middleware,

@@ -24,6 +24,7 @@ from starlette.types import Message, Receive, Scope, Send
 from speculate.core.protocol import encode_sse
 from speculate.engine.eventlog import EventLog
 from speculate.errors import BadRequest, Conflict, NotFound, unwrapped
+from speculate.server.direct import direct_send
 from speculate.server.errors import client_address, read_json
 from speculate.server.limits import admit, fit_to_windows
 from speculate.server.schemas import parse_speculate
@@ -91,21 +92,25 @@ class _EventStream(EventSourceResponse):
         # short stack, not the request's whole way down through the middlewares and the
         # router (a seventh of the Python calls per event).  A client gone cancels the
         # writer, and so ends the reading at once; the stream written stops the listener.
+        frames = direct_send(scope, send)  # the start goes through the middlewares
         with unwrapped():
             async with self._reader, anyio.create_task_group() as group:
-                group.start_soon(self._write, send, group.cancel_scope)
-                await self._listen(receive, send, group.cancel_scope)
+                group.start_soon(self._write, send, frames, group.cancel_scope)
+                await self._listen(receive, frames, group.cancel_scope)
         if self.background is not None:
             await self.background()
 
-    async def _write(self, send: Send, stream: anyio.CancelScope) -> None:
-        await self._stream_response(send)
+    async def _write(self, send: Send, frames: Send, stream: anyio.CancelScope) -> None:
+        await self._stream_response(send, frames)
         stream.cancel()  # the listener's turn is over
 
-    async def _stream_response(self, send: Send) -> None:
+    async def _stream_response(self, send: Send, frames: Send | None = None) -> None:
+        """The response's start to ``send``, its frames to ``frames`` (the server's own
+        send, past the middlewares: :mod:`speculate.server.direct`)."""
         await send(
             {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
         )
+        send = frames or send
         try:
             async for data in self.body_iterator:
                 body = data if isinstance(data, bytes) else ensure_bytes(data, self.sep)
@@ -122,7 +127,7 @@ class _EventStream(EventSourceResponse):
             self.active = False
             await send({"type": "http.response.body", "body": b"", "more_body": False})
 
-    async def _listen(self, receive: Receive, send: Send, stream: anyio.CancelScope) -> None:
+    async def _listen(self, receive: Receive, frames: Send, stream: anyio.CancelScope) -> None:
         """Until the client leaves (then the stream is cancelled), a ping after every
         ``ping_interval`` of waiting; a ``receive()`` cut short consumes no message."""
         interval = self.ping_interval or math.inf
@@ -134,7 +139,7 @@ class _EventStream(EventSourceResponse):
                 continue
             async with self._send_lock:
                 if self.active:
-                    await send(self._ping_frame())
+                    await frames(self._ping_frame())
 
     def _ping_frame(self) -> Message:
         if self.ping_message_factory is not None:

@@ -27,6 +27,7 @@ from speculate.core.protocol import Error, encode_json
 from speculate.core.request import SpeculateRequest
 from speculate.engine.context import StopReason
 from speculate.errors import BadRequest, Unavailable
+from speculate.server.direct import direct_send
 from speculate.server.errors import parse_json
 from speculate.server.limits import admit, fit_to_windows
 from speculate.server.ratelimit import RateLimiter
@@ -58,11 +59,15 @@ class _Socket:
         log = self.state.requests.get(request_id)
         if log is None:
             return
+        # Each event straight to the server, past the middlewares and Starlette's socket
+        # state (speculate.server.direct): a socket gone raises OSError there, one the
+        # app has closed RuntimeError.
+        send = direct_send(self.websocket.scope, self.websocket.send)
         try:
             async with self.state.jobs.following(request_id):
                 async for batch in log.batches(after, through_refinement=True):
                     for event in batch:
-                        await self.websocket.send_text(encode_json(event))
+                        await send({"type": "websocket.send", "text": encode_json(event)})
         except (WebSocketDisconnect, OSError, RuntimeError):
             pass  # the socket is gone; the reader sees the disconnect and cancels the rest
 

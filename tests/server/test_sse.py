@@ -8,8 +8,15 @@ from typing import Any
 import anyio
 import pytest
 from sse_starlette import ServerSentEvent
+from starlette.middleware.cors import CORSMiddleware
 
+from speculate.server import create_app
+from speculate.server.auth import ApiKeys
+from speculate.server.direct import DIRECT_SEND
+from speculate.server.headers import SecurityHeaders
+from speculate.server.hosts import HostGuard
 from speculate.server.sse import _EventStream
+from speculate.settings import Settings
 
 
 async def _frames() -> Any:
@@ -105,6 +112,28 @@ async def test_frames_go_out_as_they_come_and_other_items_are_framed_by_sse_star
         await _EventStream(mixed(), nullcontext(), ping=0)(SCOPE, client.receive, client.send)
     bodies = [m["body"] for m in client.sent[1:]]
     assert bodies == [b"id: 1\r\ndata: {}\r\n\r\n", b"event: message\r\ndata: chunk\r\n\r\n", b""]
+
+
+async def test_the_start_goes_through_the_middlewares_and_the_frames_go_past_them() -> None:
+    async def two() -> Any:
+        yield b"data: 1\r\n\r\n"
+        yield b"data: 2\r\n\r\n"
+
+    chain, server = Client(), Client(pings_before_leaving=1)  # the wrapped send, the raw one
+    scope = SCOPE | {DIRECT_SEND: server.send}
+    with anyio.fail_after(10):
+        await _EventStream(two(), nullcontext(), ping=0)(scope, server.receive, chain.send)
+    assert [m["type"] for m in chain.sent] == ["http.response.start"]
+    assert [m.get("body") for m in server.sent] == [b"data: 1\r\n\r\n", b"data: 2\r\n\r\n", b""]
+
+
+async def test_every_middleware_of_the_app_leaves_response_bodies_alone() -> None:
+    # The frames' direct send is right only while no middleware changes or counts a
+    # body: a new one that does must come here (and in front of the app, not in it).
+    app = create_app(Settings())
+    kinds = {m.cls for m in app.user_middleware}
+    start_only = {HostGuard, SecurityHeaders, ApiKeys, CORSMiddleware}
+    assert kinds <= start_only, f"not known to leave bodies alone: {kinds - start_only}"
 
 
 async def test_the_response_counts_as_the_requests_reader_while_it_is_open() -> None:
