@@ -109,11 +109,7 @@ class RequestRun:
                 if first is not None:
                     await first()
         except Exception as exc:
-            known = speculate_error_in(exc)  # a side's error that a task group wrapped
-            if known is None:  # a bug: end the stream cleanly, details only in the log
-                log.exception("request %s failed", self.request.request_id)
-                known = SpeculateError("internal error; the server log has the details")
-            self.emit(self.session.fail(known))
+            self.fail(exc)
         finally:
             if self.held:
                 with anyio.CancelScope(shield=True):
@@ -121,6 +117,15 @@ class RequestRun:
             elif not self.session.finished:
                 # Cancelled from outside: client gone, cancel message or shutdown.
                 self.emit(self.session.cancel(self.stop.code, self.stop.message, self.stop.source))
+
+    def fail(self, exc: Exception) -> None:
+        """End the stream on ``exc``: a side's error as itself, a bug as an internal error
+        whose details go only to the log.  (Its fatal event cancels the run.)"""
+        known = speculate_error_in(exc)  # a side's error that a task group wrapped
+        if known is None:
+            log.exception("request %s failed", self.request.request_id, exc_info=exc)
+            known = SpeculateError("internal error; the server log has the details")
+        self.emit(self.session.fail(known))
 
     def start_sides(self, *, first_here: bool = False) -> Side | None:
         """Start whichever side the session now needs (a route can change mid-stream).
@@ -287,22 +292,17 @@ class _DraftFeed:
         self.run, self.tokens, self.judging = run, tokens, judging
         self._loop = asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | None = None
-        self._following = anyio.CancelScope()
-        self._failure: Exception | None = None  # raised in a timer, raised again here
 
     async def follow_to_end(self) -> None:
         """Follow the edge to its end.  The pieces come to :meth:`piece` on the loop as
         they arrive; this task wakes only when the feed pauses to bring the cloud in (which
         needs a task to start it), and at the end."""
         try:
-            with self._following:
-                while not await follow(self.tokens, self.piece):
-                    self.run.start_sides()
+            while not await follow(self.tokens, self.piece):
+                self.run.start_sides()
         finally:
             if self._timer is not None:
                 self._timer.cancel()
-        if self._failure is not None:
-            raise self._failure
 
     def piece(self, text: str) -> bool:
         """Take one piece; True pauses the following: the cloud must be brought in, which
@@ -334,6 +334,5 @@ class _DraftFeed:
             return
         try:
             run.emit(session.flush(now))
-        except Exception as exc:  # a bug: the run's task ends the stream as for any other
-            self._failure = exc
-            self._following.cancel()
+        except Exception as exc:  # a bug, in a loop callback: the stream still ends on it
+            run.fail(exc)
