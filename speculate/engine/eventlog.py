@@ -66,6 +66,8 @@ class EventLog:
         self._on_finish = on_finish
         # Readers wake once per batch of events, and nothing is done while none waits.
         self._changed = _Wakeup()
+        # What to await until the next events arrive (a reader that takes them itself).
+        self.changed: Callable[[], Awaitable[object]] = self._changed.wait
         self.underway = False  # the producer's first request has left for its model
         self._went = _Wakeup()
 
@@ -102,29 +104,36 @@ class EventLog:
         """What the request came to so far (read off its events)."""
         return summarize(self.request_id, self.events)
 
+    def take(self, after: int, *, through_refinement: bool = False) -> tuple[list[Event], bool]:
+        """A reader's next batch, now: the events with ``seq > after`` that have arrived,
+        cut at the stream's next ``done`` (or fatal error) unless ``through_refinement``
+        (go on past a provisional ``done`` to the queued refinement's final one), and
+        whether the reader's stream is over with them."""
+        events = self.events
+        if after >= len(events):
+            return [], self.finished
+        if not through_refinement:
+            for at in self._ends:  # (found as the events came)
+                if at >= after:
+                    return events[after : at + 1], True
+        return events[after:], self.finished
+
     async def batches(
         self, after: int = 0, *, through_refinement: bool = False
     ) -> AsyncIterator[list[Event]]:
         """Every event with ``seq > after``, live, in batches of what has arrived by the
         time the reader asks (so a transport can write them in one go), until the
-        stream's next ``done`` (or fatal error).  ``through_refinement``: go on past a
-        provisional ``done`` until the queued refinement's final one (a WebSocket
-        client stays for it)."""
+        stream's next ``done`` (or fatal error), as :meth:`take` cuts them."""
         sent = max(0, after)
         while True:
-            if sent < len(self.events):
-                if not through_refinement:
-                    for at in self._ends:  # (read off the end found as it came)
-                        if at >= sent:
-                            yield self.events[sent : at + 1]
-                            return
-                batch = self.events[sent:]
+            batch, over = self.take(sent, through_refinement=through_refinement)
+            if batch:
                 sent += len(batch)
                 yield batch
-                continue
-            if self.finished:
+            if over:
                 return
-            await self._changed.wait()
+            if sent == len(self.events):
+                await self._changed.wait()
 
     async def follow(
         self, after: int = 0, *, through_refinement: bool = False
