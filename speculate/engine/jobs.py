@@ -115,7 +115,6 @@ class Jobs:
         )
         self._running[request.request_id] = job
         self._per_client[request.client] += 1
-        self._idle = anyio.Event()
         self._group.start_soon(self._run, request, job)
         self._reap_after(job, start_grace_s if attached else job.grace_s)
         return job.log
@@ -159,6 +158,7 @@ class Jobs:
         self.draining = True
         with anyio.move_on_after(grace_s):
             if self._running:
+                self._idle = anyio.Event()  # (made here, not for every request started)
                 await self._idle.wait()
         self._stop_all(StopReason("server_shutdown", "the server is shutting down", "server"))
 
