@@ -211,18 +211,14 @@ def to_dict(event: Event) -> dict[str, Any]:
     return {"event": kind, "request_id": event.request_id, "seq": event.seq} | event.fields()
 
 
-def encode_json_bytes(event: Event) -> bytes:
-    # orjson: compact UTF-8 (non-Latin answers stay short), never a raw newline (so
-    # always a single SSE data line), and a tenth of json.dumps's time per event.
-    return orjson.dumps(to_dict(event))
-
-
 def encode_json(event: Event) -> str:
-    return orjson.dumps(to_dict(event)).decode()  # (once per WebSocket event: no detour)
+    return orjson.dumps(to_dict(event)).decode()
 
 
 def encode_sse(event: Event) -> bytes:
     # As few calls as the frame allows: this runs once per event for every SSE stream.
+    # orjson: compact UTF-8 (non-Latin answers stay short), never a raw newline (so always
+    # a single SSE data line), and a tenth of json.dumps's time per event.
     data = orjson.dumps(to_dict(event))
     return b"id: %d\nevent: %s\ndata: %s\n\n" % (event.seq, _TYPE_BYTES[type(event)], data)
 
