@@ -34,11 +34,6 @@ from speculate.core.trim import Window
 from speculate.errors import EdgeError, ModelCorrupt, SpeculateError, unwrapped
 
 
-def _put(tokens: TokenChannel, text: str) -> None:
-    """On the event loop: the token joins the answer's stream (its follower has it)."""
-    tokens.put(text)
-
-
 def handoff(tokens: TokenChannel) -> Callable[[str], None]:
     """How the decoding thread hands a token to the event loop without waiting for it:
     ``call_soon_threadsafe`` queues the token and returns, so decoding never stalls on a
@@ -46,7 +41,7 @@ def handoff(tokens: TokenChannel) -> Callable[[str], None]:
     loop = asyncio.get_running_loop()
 
     def queue(text: str) -> None:
-        loop.call_soon_threadsafe(_put, tokens, text)
+        loop.call_soon_threadsafe(tokens.put, text)  # its follower has it in that callback
 
     return queue
 

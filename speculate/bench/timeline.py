@@ -65,6 +65,7 @@ def _install_stamps(stamps: list[tuple[str, float]]) -> None:
     from uvicorn.protocols.websockets import websockets_sansio_impl as uvicorn_ws
 
     from speculate.backends import llamacpp
+    from speculate.backends.base import TokenChannel
     from speculate.engine.orchestrator import Orchestrator
     from speculate.server import ws
 
@@ -99,7 +100,7 @@ def _install_stamps(stamps: list[tuple[str, float]]) -> None:
     stamp(llamacpp.LlamaCppEdge, "_first_turn_now", "handed_to_thread", when="called")
     stamp(llamacpp.LlamaCppEdge, "_turn", "thread_began", when="called")
     stamp(llamacpp._Answer, "keep", "token_handed_over", when="called")
-    stamp(llamacpp, "_put", "token_on_loop", when="called")
+    stamp(TokenChannel, "put", "token_on_loop", when="called")
 
     create_completion = llama_cpp.Llama.create_completion
 

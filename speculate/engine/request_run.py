@@ -314,8 +314,10 @@ class _DraftFeed:
             verdict = run.judge(self.tokens)
             self.judging = verdict is None
             escalate = bool(verdict)
-        if self._timer is None and session.next_flush_at is not None:
-            self._arm(session.next_flush_at)
+        if self._timer is None:
+            flush_at = session.next_flush_at
+            if flush_at is not None:
+                self._arm(flush_at)
         return escalate
 
     def _arm(self, flush_at: float) -> None:
