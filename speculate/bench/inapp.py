@@ -295,8 +295,7 @@ def run_loop(main: Coroutine[Any, Any, Any]) -> Any:
 def calls_per_event(count: int = 200, tokens: int = 40, tps: float = 10.0) -> dict[str, float]:
     """Python and C calls per SSE event of speculate and of the capacity suite's minimal
     app, ``count`` streams of ``tokens`` fake tokens each (one counted round after one to
-    warm up):
-    the per-event work as a count, the same on every machine."""
+    warm up): the per-event work as a count, the same on every machine."""
     result: dict[str, float] = {"streams": count, "tokens": tokens}
     for name, baseline in (("speculate", False), ("baseline", True)):
         measured = run_loop(
