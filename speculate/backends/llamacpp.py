@@ -206,7 +206,7 @@ class LlamaCppEdge:
         # own error among it): the caller gets its exception back.
         with unwrapped():
             async with anyio.create_task_group() as group:
-                group.start_soon(self._run, answer, tokens, first_turn)
+                group.start_soon(self._run, answer, tokens, first_turn, name="edge decoding")
                 try:
                     yield tokens
                 finally:

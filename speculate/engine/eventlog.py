@@ -8,6 +8,7 @@ Each transport (SSE, WebSocket, a resumed connection) follows the log from the
 from __future__ import annotations
 
 import asyncio
+import math
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -53,6 +54,11 @@ class _Wakeup:
             self._event = None
 
 
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
 class EventLog:
     def __init__(
         self, request_id: str, on_finish: Callable[[EventLog], None] | None = None
@@ -95,10 +101,27 @@ class EventLog:
             self.underway = True
             self._went.set()
 
-    async def wait_underway(self) -> None:
-        """Until :meth:`mark_underway` (at once if it has been)."""
-        if not self.underway:
-            await self._went.wait()
+    async def wait_underway(self, within: float = math.inf) -> None:
+        """Until :meth:`mark_underway` (at once if it has been), or ``within`` seconds.
+
+        The bound is a loop timer that resolves the wait, not a cancel scope: a request's
+        response waits here once, and a scope's set-up and delivery cost more than the
+        rest of the wait."""
+        if self.underway:
+            return
+        went = self._went.wait()
+        if math.isinf(within):
+            await went
+            return
+        if not isinstance(went, asyncio.Future):  # (not on asyncio)
+            with anyio.move_on_after(within):
+                await went
+            return
+        timer = asyncio.get_running_loop().call_later(within, _resolve, went)
+        try:
+            await went
+        finally:
+            timer.cancel()
 
     def summary(self) -> RunSummary:
         """What the request came to so far (read off its events)."""

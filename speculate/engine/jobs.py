@@ -115,7 +115,7 @@ class Jobs:
         )
         self._running[request.request_id] = job
         self._per_client[request.client] += 1
-        self._group.start_soon(self._run, request, job)
+        self._group.start_soon(self._run, request, job, name="request run")
         self._reap_after(job, start_grace_s if attached else job.grace_s)
         return job.log
 
@@ -127,8 +127,7 @@ class Jobs:
         client that yields to the loop a few times before it writes, and delay the
         request by their write.  Waits at most ``FIRST_STEP_WAIT_S``: the headers do not
         wait long for a peer that is slow to take a request."""
-        with anyio.move_on_after(FIRST_STEP_WAIT_S):
-            await log.wait_underway()
+        await log.wait_underway(within=FIRST_STEP_WAIT_S)
 
     def cancel(self, request_id: str, reason: StopReason | None = None) -> bool:
         job = self._running.get(request_id)
