@@ -65,6 +65,9 @@ class RequestRun:
         self.cloud_started = False
         self.edge_started = False
         self.edge_scope: anyio.CancelScope | None = None  # to stop the edge alone
+        self.host: asyncio.Task[Any] | None = None  # the run's own task
+        self.spawned = 0  # sides running in tasks of their own
+        self.verifying = session.route == "verify"  # (its rounds have tasks of their own)
 
     def emit(self, events: list[Event]) -> None:
         for index, event in enumerate(events):
@@ -73,7 +76,11 @@ class RequestRun:
                 break
         self.events.extend(events)
         if self.session.finished and self.group is not None:
-            self.group.cancel_scope.cancel()
+            if self.spawned or asyncio.current_task() is not self.host or self.verifying:
+                self.group.cancel_scope.cancel()
+            # else the side in the run's own task finished it and is returning: nothing
+            # is left to stop, and a cancel (its delivery, and the task's repr that anyio
+            # formats into the reason) would cost the request for nothing.
         elif self.session.edge_overtaken and self.edge_scope is not None:
             self.edge_scope.cancel()  # the cloud has passed the draft: spare the device
 
@@ -103,7 +110,7 @@ class RequestRun:
             self.events.mark_underway()
         try:
             async with anyio.create_task_group() as group:
-                self.group = group
+                self.group, self.host = group, asyncio.current_task()
                 first = self.start_sides(first_here=True)
                 self.emit(start)
                 if first is not None:
@@ -148,8 +155,15 @@ class RequestRun:
                 sides.append(self.cloud_side)
         here = sides.pop(0) if first_here and sides else None
         for side in sides:
-            self.group.start_soon(side)
+            self.spawned += 1
+            self.group.start_soon(self._spawned_side, side, name="request side")
         return here
+
+    async def _spawned_side(self, side: Side) -> None:
+        try:
+            await side()
+        finally:
+            self.spawned -= 1
 
     def verify_run(self) -> VerifyRun:
         """Verify mode's rounds, given exactly what they need."""
@@ -204,6 +218,9 @@ class RequestRun:
         return False
 
     async def edge_side(self) -> None:
+        if self.session.route == "edge" and not self.may_escalate:
+            await self.edge_answer()  # no cloud can come to overtake it: no scope to stop it
+            return
         with anyio.CancelScope() as scope:
             self.edge_scope = scope
             await self.edge_answer()
