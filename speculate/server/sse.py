@@ -9,7 +9,7 @@ reader is gone and so is the request.
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
 from typing import Any
@@ -104,6 +104,8 @@ class _EventStream(EventSourceResponse):
     ) -> None:
         super().__init__(frames, ping=ping, headers=headers)
         self._reader = reader
+        # The ping and the last frame take turns; taking a free lock yields to nothing.
+        self._send_lock = anyio.Lock(fast_acquire=True)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] == "HEAD":
@@ -116,18 +118,20 @@ class _EventStream(EventSourceResponse):
         frames = direct_send(scope, send)  # the start goes through the middlewares
         with unwrapped():
             async with self._reader, anyio.create_task_group() as group:
-                group.start_soon(self._write, send, frames, group.cancel_scope)
-                await self._listen(receive, frames, group.cancel_scope)
+                stream = group.cancel_scope  # the writer ends the listener's turn
+                group.start_soon(
+                    self._stream_response, send, frames, stream.cancel, name="sse writer"
+                )
+                await self._listen(receive, frames, stream)
         if self.background is not None:
             await self.background()
 
-    async def _write(self, send: Send, frames: Send, stream: anyio.CancelScope) -> None:
-        await self._stream_response(send, frames)
-        stream.cancel()  # the listener's turn is over
-
-    async def _stream_response(self, send: Send, frames: Send | None = None) -> None:
+    async def _stream_response(
+        self, send: Send, frames: Send | None = None, then: Callable[[], object] | None = None
+    ) -> None:
         """The response's start to ``send``, its frames to ``frames`` (the server's own
-        send, past the middlewares: :mod:`speculate.server.direct`)."""
+        send, past the middlewares: :mod:`speculate.server.direct`); ``then`` once the
+        last is sent."""
         await send(
             {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
         )
@@ -150,6 +154,8 @@ class _EventStream(EventSourceResponse):
         async with self._send_lock:
             self.active = False
             await send({"type": "http.response.body", "body": b"", "more_body": False})
+        if then is not None:
+            then()
 
     async def _listen(self, receive: Receive, frames: Send, stream: anyio.CancelScope) -> None:
         """Until the client leaves (then the stream is cancelled), a ping after every
