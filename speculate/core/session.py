@@ -182,7 +182,7 @@ class Session:
             return []
         self._last_flush = now
         events = self._show(self._target(), "edge")
-        if self.route == "edge":
+        if self.route == "edge" and self._progressive:
             events += self._commit(len(self.shown))
         return events
 
@@ -339,10 +339,12 @@ class Session:
     # -- internals -----------------------------------------------------------------
     def _target(self) -> str:
         """What the client should see now: cloud words so far + the uncovered draft tail."""
+        if self.route == "edge":
+            return self.draft
         covered = self.cloud[: self._cloud_scanned]
         if self.route == "cloud":
             return covered
-        if self.route == "edge" or not covered:
+        if not covered:
             return self.draft
         if self.cloud_state == "failed" and not self._progressive:
             return self.draft
