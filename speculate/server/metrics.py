@@ -7,6 +7,7 @@ what clients saw: route, outcome, timings from ``done.stats``, cloud errors by c
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -73,6 +74,9 @@ class Metrics:
             "speculate_cloud_up", "1 if the last cloud probe succeeded", registry=r
         )
 
+        # Each metric's child per label values, looked up once: ``labels()`` validates
+        # and locks on every call, and a finished request makes seven of them.
+        self._children: dict[tuple[object, tuple[str, ...]], Any] = {}
         self.circuit_open = Gauge(
             "speculate_cloud_circuit_open",
             "1 while the cloud circuit breaker sends requests to the edge",
@@ -81,6 +85,13 @@ class Metrics:
         self.queued = Counter(
             "speculate_refinements_queued", "Cloud refinements queued while offline", registry=r
         )
+
+    def _child(self, metric: Any, *values: str) -> Any:
+        key = (metric, values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
 
     def watch_edge_queue(self, depth: Callable[[], float]) -> None:
         self.edge_queue.set_function(depth)
@@ -98,12 +109,12 @@ class Metrics:
         self.active.dec()
         route = summary.route or "unknown"
         for code in summary.cloud_errors:
-            self.cloud_errors.labels(code).inc()
+            self._child(self.cloud_errors, code).inc()
         outcome: str = summary.outcome
         if summary.outcome == "done":
             outcome = f"final_{summary.final_source}"
             self._done(route, summary.stats)
-        self.requests.labels(route, outcome).inc()
+        self._child(self.requests, route, outcome).inc()
 
     def _done(self, route: str, stats: dict[str, object]) -> None:
         def seconds(key: str) -> float | None:
@@ -117,10 +128,10 @@ class Metrics:
         ):
             value = seconds(key)
             if value is not None:
-                histogram.labels(route).observe(value)
-        self.edit_distance.labels(route).observe(float(str(stats.get("edit_distance", 0))))
-        self.tokens.labels("edge").inc(float(str(stats.get("draft_tokens", 0))))
-        self.tokens.labels("cloud").inc(float(str(stats.get("cloud_tokens", 0))))
+                self._child(histogram, route).observe(value)
+        self._child(self.edit_distance, route).observe(float(str(stats.get("edit_distance", 0))))
+        self._child(self.tokens, "edge").inc(float(str(stats.get("draft_tokens", 0))))
+        self._child(self.tokens, "cloud").inc(float(str(stats.get("cloud_tokens", 0))))
         self.cost.inc(max(0.0, float(str(stats.get("cost_usd", 0.0)))))
         saved = float(str(stats.get("cost_saved_usd", 0.0)))
         if saved > 0:
