@@ -178,6 +178,29 @@ async def test_the_in_app_profile_counts_every_event_and_times_the_primitives() 
     assert all(value > 0 for value in parts.values())
 
 
+def test_the_collector_clock_times_each_generations_passes_under_the_given_thresholds() -> None:
+    import gc
+
+    from speculate.bench.inapp import _CollectorClock
+
+    before = gc.get_threshold()
+    try:
+        with _CollectorClock(12_345, 7) as clock:
+            gc.collect(0)
+            gc.collect(2)
+        assert gc.get_threshold() == (12_345, 7, before[2])
+        assert clock.passes[0] >= 1
+        assert clock.passes[2] >= 1
+        gc.collect(1)  # after the block: not counted
+        assert clock.passes[1] == 0
+        assert sum(clock.seconds) > 0
+        report = clock.report(cpu_s=4 * sum(clock.seconds))
+        assert report["gc_passes"] == clock.passes
+        assert report["gc_share_of_cpu"] == 0.25
+    finally:
+        gc.set_threshold(*before)
+
+
 def test_the_calls_per_event_are_counted_for_speculate_and_the_minimal_app() -> None:
     from speculate.bench.inapp import calls_per_event
 

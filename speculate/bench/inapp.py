@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
+import gc
 import json
 import statistics
 import sys
@@ -321,19 +322,71 @@ def main() -> None:
         action="store_true",
         help="also count the Python and C calls per event (one more round, profiled)",
     )
+    parser.add_argument(
+        "--gc",
+        metavar="YOUNG,MIDDLE",
+        nargs="?",
+        const="",
+        help="also time the garbage collector's passes; with YOUNG,MIDDLE: under those "
+        "thresholds instead of the server's",
+    )
     args = parser.parse_args()
     if args.primitives:
         print(json.dumps(run_loop(primitives())))
-    else:
-        measured = streams(
-            args.streams,
-            args.tokens,
-            args.tps,
-            args.rounds + args.calls,
-            baseline=args.baseline,
-            count_python_calls=args.calls,
-        )
+        return
+    measured = streams(
+        args.streams,
+        args.tokens,
+        args.tps,
+        args.rounds + args.calls,
+        baseline=args.baseline,
+        count_python_calls=args.calls,
+    )
+    if args.gc is None:
         print(json.dumps(run_loop(measured)))
+        return
+    collector = _CollectorClock(*map(int, args.gc.split(","))) if args.gc else _CollectorClock()
+    with collector:
+        cpu = time.process_time()
+        result = run_loop(measured)
+        cpu = time.process_time() - cpu
+    print(json.dumps(result | collector.report(cpu)))
+
+
+class _CollectorClock:
+    """The time of the collector's passes by generation (``gc.callbacks``), with the
+    young and middle thresholds set after the server's own set-up where given."""
+
+    def __init__(self, young: int | None = None, middle: int | None = None) -> None:
+        self.thresholds = (young, middle)
+        self.passes = [0, 0, 0]
+        self.seconds = [0.0, 0.0, 0.0]
+        self._began = 0.0
+
+    def _tick(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._began = time.perf_counter()  # (a pass blocks nothing: its wall time)
+            young, middle = self.thresholds
+            if young is not None and middle is not None:  # (after settle_heap's own)
+                gc.set_threshold(young, middle, gc.get_threshold()[2])
+        else:
+            self.passes[info["generation"]] += 1
+            self.seconds[info["generation"]] += time.perf_counter() - self._began
+
+    def __enter__(self) -> _CollectorClock:
+        gc.callbacks.append(self._tick)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        gc.callbacks.remove(self._tick)
+
+    def report(self, cpu_s: float) -> dict[str, object]:
+        return {
+            "gc_thresholds": list(gc.get_threshold()),
+            "gc_passes": self.passes,
+            "gc_ms": [round(s * 1000, 1) for s in self.seconds],
+            "gc_share_of_cpu": round(sum(self.seconds) / cpu_s, 3),
+        }
 
 
 if __name__ == "__main__":

@@ -62,21 +62,29 @@ def uvicorn_config(
     )
 
 
-YOUNG_COLLECTION_EVERY = 10_000  # allocations; CPython's default is 700
+YOUNG_COLLECTION_EVERY = 50_000  # allocations; CPython's default is 700
+# Young collections before a middle one; CPython's default is 10.  A middle collection
+# walks every object that survived the young ones since (all live streams' state).
+MIDDLE_COLLECTION_EVERY = 20
 
 
 def settle_heap() -> None:
     """Once the server has started: what start-up built (modules, the app, the models)
     lives as long as the process, so it moves out of the collector's way
-    (``gc.freeze``), and young collections run every 10,000 allocations, not 700.
+    (``gc.freeze``), young collections run every 50,000 allocations, not 700, and
+    middle ones every 20 young ones, not 10.
 
     A stream allocates on every event; with CPython's defaults the collector took an
     eighth of the server's CPU under load, and each full collection walked every
-    start-up object while all streams waited (73 ms each at 500 streams)."""
+    start-up object while all streams waited (73 ms each at 500 streams).  With 10,000
+    and 10 it still took 7.8% of the app's CPU at 500 streams of 40 tokens, half of it
+    in middle collections of ~35 ms each; with these 5.5%, and one middle collection
+    (``python -m speculate.bench.inapp --streams 500 --tokens 40 --tps 10 --gc``, and
+    ``--gc 10000,10`` for the old thresholds)."""
     gc.collect()  # start-up's garbage is freed, not frozen
     gc.freeze()
-    _, older, oldest = gc.get_threshold()
-    gc.set_threshold(YOUNG_COLLECTION_EVERY, older, oldest)
+    oldest = gc.get_threshold()[2]
+    gc.set_threshold(YOUNG_COLLECTION_EVERY, MIDDLE_COLLECTION_EVERY, oldest)
 
 
 GIL_SWITCH_INTERVAL_S = 0.0002  # CPython's default is 0.005
