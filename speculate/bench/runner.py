@@ -178,7 +178,9 @@ def run(
         results["capacity"] = capacity.run(levels, repeat=3)
         console.print(_table("capacity (fake models at 10 tokens/s)", results["capacity"]))
         console.print("[cyan]suite 3b[/]: against a minimal app streaming the same frames …")
-        results["baseline"] = capacity.against_baseline(repeat=1 if quick else 3)
+        # Three alternating runs even when quick: one run's CPU per event moves by a
+        # fifth on a shared machine, and the ratio is the figure its target is judged by.
+        results["baseline"] = capacity.against_baseline(repeat=3)
         console.print(
             _table(
                 "server CPU per event and streams held (p99 extra < 50 ms), uncapped",
