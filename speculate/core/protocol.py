@@ -164,10 +164,6 @@ _CLASS_OF: dict[str, type[Event]] = {name: cls for cls, name in _TYPE_OF.items()
 _TYPE_BYTES: dict[type[Event], bytes] = {cls: name.encode() for cls, name in _TYPE_OF.items()}
 
 
-# What a stream's text is made of: never its end, nor a ``queued``.
-_BODY = frozenset({Draft, Patch, Commit})
-
-
 def ends(event: Event) -> bool:
     """A ``done`` or a fatal ``error``: the end of the stream, or of its first part."""
     return isinstance(event, Done) or (isinstance(event, Error) and event.fatal)
@@ -183,8 +179,6 @@ class StreamEnd:
         self.provisional = False
 
     def see(self, event: Event) -> Literal["provisional", "final"] | None:
-        if type(event) in _BODY:  # (most events: answered without a further call)
-            return None
         if isinstance(event, Queued):
             self.queued = True
         if not ends(event):

@@ -8,7 +8,6 @@ Each transport (SSE, WebSocket, a resumed connection) follows the log from the
 from __future__ import annotations
 
 import asyncio
-import math
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -101,8 +100,8 @@ class EventLog:
             self.underway = True
             self._went.set()
 
-    async def wait_underway(self, within: float = math.inf) -> None:
-        """Until :meth:`mark_underway` (at once if it has been), or ``within`` seconds.
+    async def wait_underway(self, within: float) -> None:
+        """Until :meth:`mark_underway` (at once if it has been), at most ``within`` seconds.
 
         The bound is a loop timer that resolves the wait, not a cancel scope: a request's
         response waits here once, and a scope's set-up and delivery cost more than the
@@ -110,9 +109,6 @@ class EventLog:
         if self.underway:
             return
         went = self._went.wait()
-        if math.isinf(within):
-            await went
-            return
         if not isinstance(went, asyncio.Future):  # (not on asyncio)
             with anyio.move_on_after(within):
                 await went

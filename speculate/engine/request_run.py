@@ -65,9 +65,6 @@ class RequestRun:
         self.cloud_started = False
         self.edge_started = False
         self.edge_scope: anyio.CancelScope | None = None  # to stop the edge alone
-        self.host: asyncio.Task[Any] | None = None  # the run's own task
-        self.spawned = 0  # sides running in tasks of their own
-        self.verifying = session.route == "verify"  # (its rounds have tasks of their own)
 
     def emit(self, events: list[Event]) -> None:
         for index, event in enumerate(events):
@@ -76,11 +73,7 @@ class RequestRun:
                 break
         self.events.extend(events)
         if self.session.finished and self.group is not None:
-            if self.spawned or asyncio.current_task() is not self.host or self.verifying:
-                self.group.cancel_scope.cancel()
-            # else the side in the run's own task finished it and is returning: nothing
-            # is left to stop, and a cancel (its delivery, and the task's repr that anyio
-            # formats into the reason) would cost the request for nothing.
+            self.group.cancel_scope.cancel()
         elif self.session.edge_overtaken and self.edge_scope is not None:
             self.edge_scope.cancel()  # the cloud has passed the draft: spare the device
 
@@ -110,7 +103,7 @@ class RequestRun:
             self.events.mark_underway()
         try:
             async with anyio.create_task_group() as group:
-                self.group, self.host = group, asyncio.current_task()
+                self.group = group
                 first = self.start_sides(first_here=True)
                 self.emit(start)
                 if first is not None:
@@ -155,15 +148,8 @@ class RequestRun:
                 sides.append(self.cloud_side)
         here = sides.pop(0) if first_here and sides else None
         for side in sides:
-            self.spawned += 1
-            self.group.start_soon(self._spawned_side, side, name="request side")
+            self.group.start_soon(side, name="request side")
         return here
-
-    async def _spawned_side(self, side: Side) -> None:
-        try:
-            await side()
-        finally:
-            self.spawned -= 1
 
     def verify_run(self) -> VerifyRun:
         """Verify mode's rounds, given exactly what they need."""

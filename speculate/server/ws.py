@@ -23,7 +23,6 @@ from anyio.abc import TaskGroup
 from starlette.exceptions import WebSocketException
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from speculate.core.chat import Message
 from speculate.core.protocol import Error, encode_json
 from speculate.core.request import SpeculateRequest
 from speculate.engine.context import StopReason
@@ -48,7 +47,6 @@ class _Socket:
         self.state = state
         self.client = client
         self.started: list[str] = []  # requests this socket started
-        self.spawned = 0  # its tasks still running (forwarders, prewarms)
 
     def end_streams(self, reason: str) -> None:
         """The socket was closed for a violation: its requests end now, with no grace
@@ -60,7 +58,6 @@ class _Socket:
     async def forward(self, request_id: str, after: int) -> None:
         log = self.state.requests.get(request_id)
         if log is None:
-            self.spawned -= 1
             return
         # Each event straight to the server, past the middlewares and Starlette's socket
         # state (speculate.server.direct): a socket gone raises OSError there, one the
@@ -68,28 +65,11 @@ class _Socket:
         send = direct_send(self.websocket.scope, self.websocket.send)
         try:
             async with self.state.jobs.following(request_id):
-                # EventLog.batches's loop without its generator (whose resumption would
-                # be a frame more per event): the rule of a batch is ``take``'s.
-                sent = after
-                while True:
-                    batch, over = log.take(sent, through_refinement=True)
+                async for batch in log.batches(after, through_refinement=True):
                     for event in batch:
                         await send({"type": "websocket.send", "text": encode_json(event)})
-                    sent += len(batch)
-                    if over:
-                        return
-                    if sent == len(log.events):  # (more may have come while these went)
-                        await log.changed()
         except (WebSocketDisconnect, OSError, RuntimeError):
             pass  # the socket is gone; the reader sees the disconnect and cancels the rest
-        finally:
-            self.spawned -= 1
-
-    async def prewarm(self, messages: list[Message]) -> None:
-        try:
-            await self.state.orchestrator.prewarm(messages)
-        finally:
-            self.spawned -= 1
 
     async def reject(self, request_id: str, exc: BadRequest) -> None:
         event = Error(
@@ -124,7 +104,6 @@ class _Socket:
             raise WebSocketException(CLOSE_TRY_AGAIN, exc.message) from None
         self.state.jobs.start(job)
         self.started.append(job.request_id)
-        self.spawned += 1
         group.start_soon(self.forward, job.request_id, 0, name="ws forwarder")
 
     async def handle(self, message: dict[str, Any], group: TaskGroup) -> None:
@@ -136,8 +115,7 @@ class _Socket:
                 messages = parse_prewarm(message, self.state.settings.server)
             except BadRequest as exc:
                 raise WebSocketException(CLOSE_POLICY, f"prewarm: {exc.message}") from None
-            self.spawned += 1
-            group.start_soon(self.prewarm, messages, name="ws prewarm")
+            group.start_soon(self.state.orchestrator.prewarm, messages, name="ws prewarm")
         elif kind == "cancel":
             self.state.jobs.cancel(str(message.get("request_id")))
         elif kind == "resume":
@@ -149,7 +127,6 @@ class _Socket:
                 raise WebSocketException(
                     CLOSE_POLICY, "resume: 'after' must be a non-negative integer"
                 )
-            self.spawned += 1
             group.start_soon(self.forward, request_id, after, name="ws forwarder")
         else:
             raise WebSocketException(
@@ -202,5 +179,4 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         except WebSocketDisconnect:
             pass
         finally:
-            if socket.spawned:  # (a cancel that would stop nothing still costs its delivery)
-                group.cancel_scope.cancel()
+            group.cancel_scope.cancel()
