@@ -178,6 +178,22 @@ async def test_the_in_app_profile_counts_every_event_and_times_the_primitives() 
     assert all(value > 0 for value in parts.values())
 
 
+async def test_the_in_app_stages_cut_each_token_after_its_stage_and_restore_the_run() -> None:
+    from speculate.bench import inapp
+    from speculate.engine.request_run import _DraftFeed
+
+    listener = _DraftFeed.piece
+    measured = await inapp.stages(count=4, tokens=3, tps=40, repeat=1)
+    assert _DraftFeed.piece is listener  # the run's own listener again
+    assert set(measured["cpu_us_per_request"]) == set(inapp.STAGES)
+    written = measured["events_written_per_stream"]
+    # Cut at the model or the session: no draft reaches the client (start, commit, done);
+    # appended to the log: every event (start, three drafts, commit, done), as in full.
+    assert written["model"] == written["session"] == 3
+    assert written["log"] == written["all"] == 6
+    assert set(measured["us_per_token_over_the_stage_before"]) == {"session", "log", "all"}
+
+
 def test_the_collector_clock_times_each_generations_passes_under_the_given_thresholds() -> None:
     import gc
 

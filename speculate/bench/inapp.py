@@ -9,9 +9,14 @@ made of: the pure work of a draft event (session, log, encoding), an anyio task 
 thread hand-off (and one whose thread needs the GIL while the loop runs 2 ms of Python,
 with CPython's GIL switch interval and with the server's), a token queued from a thread
 onto the loop (the thread asleep after it, or still running Python),
-one event through an event log to a waiting reader.  A tool for profiling (run it under
-``py-spy`` or ``cProfile``), not a suite: the capacity suite measures the server as users
-run it.
+one event through an event log to a waiting reader.  ``--stages`` cuts every draft token
+short after the model, the session or the log, to show what each step adds per token.
+
+A tool for profiling, not a suite: the capacity suite measures the server as users run
+it.  Under ``cProfile`` (deterministic; it inflates every call alike) or ``py-spy
+--nonblocking``: py-spy's default sampling, which stops the process for each sample, put
+a fifth of this harness's samples in ``asyncio.current_task``, a 0.2 µs call (it asks the
+kernel for the process id); sampled without stopping it, that call all but vanished.
 """
 
 from __future__ import annotations
@@ -24,7 +29,8 @@ import json
 import statistics
 import sys
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import anyio
@@ -36,6 +42,7 @@ from speculate.bench.fake import FakeBackend
 from speculate.bench.inprocess import quiet_settings
 from speculate.core.protocol import Done, Draft, encode_sse
 from speculate.core.session import Session
+from speculate.engine import request_run
 from speculate.engine.context import Backends
 from speculate.engine.eventlog import EventLog
 from speculate.server import create_app
@@ -165,6 +172,64 @@ async def streams(
         result["python_calls_per_event"] = round(calls["call"] / counter[0], 1)
         result["c_calls_per_event"] = round(calls["c_call"] / counter[0], 1)
     return result
+
+
+# How far each edge token goes in :func:`stages`, in the order it goes there.
+STAGES = ("model", "session", "log", "all")
+
+
+@contextmanager
+def _draft_cut(stage: str) -> Iterator[None]:
+    """While the block runs, each draft token of a run stops after ``stage``: "model" (the
+    token is dropped as it arrives), "session" (the session takes it, its events are
+    dropped), "log" (they are appended to the log without waking its reader, which writes
+    them with the last event), "all" (as the server runs).  A diagnostic that patches the
+    run's draft listener, not a way the server can run."""
+    feed = request_run._DraftFeed
+    kept = feed.piece
+
+    def dropped(self: Any, text: str) -> bool:
+        return False
+
+    def to_session(self: Any, text: str) -> bool:
+        self.run.session.receive_draft(text, time.perf_counter())
+        return False
+
+    def to_log(self: Any, text: str) -> bool:
+        self.run.events.events.extend(self.run.session.receive_draft(text, time.perf_counter()))
+        return False
+
+    cut = {"model": dropped, "session": to_session, "log": to_log, "all": kept}[stage]
+    feed.piece = cut  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        feed.piece = kept  # type: ignore[method-assign]
+
+
+async def stages(count: int, tokens: int, tps: float, repeat: int = 3) -> dict[str, Any]:
+    """Where a streamed token's CPU goes: :func:`streams` with each token cut after each of
+    :data:`STAGES` in turn (``repeat`` times, the stages alternating), the medians per
+    request, and each stage's cost per token over the one before it."""
+    per_request: dict[str, list[float]] = {stage: [] for stage in STAGES}
+    written: dict[str, float] = {}
+    for _ in range(repeat):
+        for stage in STAGES:
+            with _draft_cut(stage):
+                measured = await streams(count, tokens, tps, 2)
+            per_request[stage].append(measured["cpu_us_per_request"])
+            written[stage] = measured["events_per_stream"]
+    medians = {stage: statistics.median(runs) for stage, runs in per_request.items()}
+    steps = zip(STAGES, STAGES[1:], strict=False)
+    return {
+        "cpu_us_per_request": {stage: round(value) for stage, value in medians.items()},
+        "runs": per_request,
+        "events_written_per_stream": written,
+        "us_per_token_over_the_stage_before": {
+            later: round((medians[later] - medians[earlier]) / tokens, 1)
+            for earlier, later in steps
+        },
+    }
 
 
 async def primitives(samples: int = 2000) -> dict[str, float]:
@@ -315,6 +380,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--primitives", action="store_true")
     parser.add_argument(
+        "--stages",
+        type=int,
+        metavar="REPEAT",
+        help="where a token's CPU goes: each token cut after the model, the session, the log "
+        "or nothing, REPEAT times alternating (medians per request)",
+    )
+    parser.add_argument(
         "--baseline", action="store_true", help="the minimal app of the capacity suite instead"
     )
     parser.add_argument(
@@ -333,6 +405,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.primitives:
         print(json.dumps(run_loop(primitives())))
+        return
+    if args.stages:
+        print(json.dumps(run_loop(stages(args.streams, args.tokens, args.tps, args.stages))))
         return
     measured = streams(
         args.streams,
