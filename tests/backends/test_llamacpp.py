@@ -27,6 +27,16 @@ def edge() -> Iterator[LlamaCppEdge]:
     return LlamaCppEdge(models.resolve("smollm2-135m"), model_name="smollm2-135m", n_threads=1)
 
 
+def test_the_llama_cpp_build_runs_no_amx_kernels() -> None:
+    # scripts/setup builds llama.cpp without them: on some Sapphire Rapids machines (and
+    # the virtual machines on them) the first AMX tile instruction kills the process.
+    import llama_cpp
+
+    features = llama_cpp.llama_print_system_info().decode()
+    assert "AVX" in features or "NEON" in features  # (the report is what it should be)
+    assert "AMX_INT8 = 1" not in features
+
+
 async def test_streams_tokens_and_reports_usage(edge: LlamaCppEdge) -> None:
     params = GenerationParams(max_tokens=16, temperature=0.0)
     pieces = []
