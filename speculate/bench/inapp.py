@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import concurrent.futures
 import gc
+import itertools
 import json
 import statistics
 import sys
@@ -220,7 +221,7 @@ async def stages(count: int, tokens: int, tps: float, repeat: int = 3) -> dict[s
             per_request[stage].append(measured["cpu_us_per_request"])
             written[stage] = measured["events_per_stream"]
     medians = {stage: statistics.median(runs) for stage, runs in per_request.items()}
-    steps = zip(STAGES, STAGES[1:], strict=False)
+    steps = itertools.pairwise(STAGES)
     return {
         "cpu_us_per_request": {stage: round(value) for stage, value in medians.items()},
         "runs": per_request,
