@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import threading
 import time
@@ -32,6 +33,22 @@ from speculate.backends.turns import FairTurns
 from speculate.core.chat import Message
 from speculate.core.trim import Window
 from speculate.errors import EdgeError, ModelCorrupt, SpeculateError, unwrapped
+
+log = logging.getLogger("speculate.backends.llamacpp")
+
+
+def warn_of_amx(system_info: str) -> bool:
+    """Warn (and say so) when llama.cpp was built with its AMX kernels: on some Intel Xeon
+    machines of the Sapphire Rapids generation and later, and the virtual machines on
+    them, their first tile instruction kills the process at the first answer."""
+    if "AMX_INT8 = 1" not in system_info:
+        return False
+    log.warning(
+        "this llama-cpp-python was built with llama.cpp's AMX kernels, which crash on some "
+        "Intel Xeon machines (a segmentation fault at the first answer); scripts/setup "
+        "builds it without them (README: When things go wrong)"
+    )
+    return True
 
 
 def handoff(tokens: TokenChannel) -> Callable[[str], None]:
@@ -126,8 +143,9 @@ class LlamaCppEdge:
         chat_format: str | None = None,
         prompt_cache_bytes: int = 256 << 20,
     ) -> None:
-        from llama_cpp import Llama  # imported here: loading the library is slow
+        from llama_cpp import Llama, llama_print_system_info  # (slow to load: here)
 
+        warn_of_amx(llama_print_system_info().decode(errors="replace"))
         threads = n_threads or default_threads()
         try:
             self._llama: Any = Llama(

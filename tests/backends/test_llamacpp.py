@@ -37,6 +37,18 @@ def test_the_llama_cpp_build_runs_no_amx_kernels() -> None:
     assert "AMX_INT8 = 1" not in features
 
 
+def test_a_build_with_amx_kernels_is_warned_of(caplog: pytest.LogCaptureFixture) -> None:
+    from speculate.backends.llamacpp import warn_of_amx
+
+    with caplog.at_level("WARNING", logger="speculate.backends.llamacpp"):
+        assert not warn_of_amx("CPU : AVX2 = 1 | AVX512 = 1 | LLAMAFILE = 1 |")
+        assert not caplog.records
+        assert warn_of_amx("CPU : AVX2 = 1 | AVX512 = 1 | AMX_INT8 = 1 | LLAMAFILE = 1 |")
+    (record,) = caplog.records
+    assert "AMX" in record.getMessage()
+    assert "scripts/setup" in record.getMessage()
+
+
 async def test_streams_tokens_and_reports_usage(edge: LlamaCppEdge) -> None:
     params = GenerationParams(max_tokens=16, temperature=0.0)
     pieces = []
