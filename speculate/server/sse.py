@@ -8,10 +8,12 @@ reader is gone and so is the request.
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 import anyio
@@ -106,6 +108,7 @@ class _EventStream(EventSourceResponse):
         self._reader = reader
         # The ping and the last frame take turns; taking a free lock yields to nothing.
         self._send_lock = anyio.Lock(fast_acquire=True)
+        self._listening = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] == "HEAD":
@@ -118,10 +121,9 @@ class _EventStream(EventSourceResponse):
         frames = direct_send(scope, send)  # the start goes through the middlewares
         with unwrapped():
             async with self._reader, anyio.create_task_group() as group:
-                stream = group.cancel_scope  # the writer ends the listener's turn
-                group.start_soon(
-                    self._stream_response, send, frames, stream.cancel, name="sse writer"
-                )
+                stream = group.cancel_scope
+                written = partial(self._stop_listening, stream)
+                group.start_soon(self._stream_response, send, frames, written, name="sse writer")
                 await self._listen(receive, frames, stream)
         if self.background is not None:
             await self.background()
@@ -158,18 +160,38 @@ class _EventStream(EventSourceResponse):
             then()
 
     async def _listen(self, receive: Receive, frames: Send, stream: anyio.CancelScope) -> None:
-        """Until the client leaves (then the stream is cancelled), a ping after every
-        ``ping_interval`` of waiting; a ``receive()`` cut short consumes no message."""
+        """Until the client leaves (then the stream is cancelled) or the stream is
+        written, a ping after every ``ping_interval`` of waiting; a ``receive()`` cut
+        short consumes no message."""
         interval = self.ping_interval or math.inf
-        while self.active:
-            with anyio.move_on_after(interval):
-                if (await receive())["type"] == "http.disconnect":
-                    self.active = False
-                    stream.cancel()
-                continue
-            async with self._send_lock:
-                if self.active:
-                    await frames(self._ping_frame())
+        self._listening = True
+        try:
+            while self.active:
+                with anyio.move_on_after(interval):
+                    if (await receive())["type"] == "http.disconnect":
+                        if self.active:  # gone before the stream's end: stop the writer
+                            self.active = False
+                            stream.cancel()
+                        return
+                    continue
+                async with self._send_lock:
+                    if self.active:
+                        await frames(self._ping_frame())
+        finally:
+            self._listening = False
+
+    def _stop_listening(self, stream: anyio.CancelScope) -> None:
+        """The stream is written.  The server answers a ``receive()`` that waits with
+        ``http.disconnect`` once the response is complete (uvicorn wakes it right away,
+        as ASGI asks), so the listener ends on its own; it is cancelled only if it is
+        still waiting by the loop's next turn.  (A cancel scope's ``cancel()`` formats
+        the current task's repr, a real share of a short stream's cost.)"""
+        self.active = False
+        asyncio.get_running_loop().call_soon(self._cancel_listener, stream)
+
+    def _cancel_listener(self, stream: anyio.CancelScope) -> None:
+        if self._listening:
+            stream.cancel()
 
     def _ping_frame(self) -> Message:
         if self.ping_message_factory is not None:
