@@ -55,7 +55,8 @@ class RequestRun:
         self.decision = decision
         self.session = session
         self.events = events
-        self.group: TaskGroup | None = None
+        self.group: TaskGroup | None = None  # where sides are spawned, if any can be
+        self.scope: anyio.CancelScope | None = None  # cancelled, it stops every side
         self.held: list[Event] = []  # queued + provisional done, until stored
         self.cloud_messages: list[Message] = request.cloud_messages
         self.originals: dict[str, str] = {}
@@ -65,15 +66,22 @@ class RequestRun:
         self.cloud_started = False
         self.edge_started = False
         self.edge_scope: anyio.CancelScope | None = None  # to stop the edge alone
+        self.sides_running = 0
 
-    def emit(self, events: list[Event]) -> None:
+    def emit(self, events: list[Event], *, side_ends: bool = False) -> None:
+        """Append ``events``; once the session is finished, stop whatever still runs.
+
+        ``side_ends``: the caller is a side's own task, at its end, so if no other side
+        runs there is nothing to cancel (a cancel scope's ``cancel()``
+        and the cancellation's delivery are a real share of a short request's cost)."""
         for index, event in enumerate(events):
             if isinstance(event, Queued):  # hold the end back until it is stored
                 self.held, events = events[index:], events[:index]
                 break
         self.events.extend(events)
-        if self.session.finished and self.group is not None:
-            self.group.cancel_scope.cancel()
+        if self.session.finished and self.scope is not None:
+            if not side_ends or self.sides_running > 1:
+                self.scope.cancel()
         elif self.session.edge_overtaken and self.edge_scope is not None:
             self.edge_scope.cancel()  # the cloud has passed the draft: spare the device
 
@@ -102,21 +110,43 @@ class RequestRun:
         if self.session.route == "verify":  # its rounds start with the edge, right here
             self.events.mark_underway()
         try:
-            async with anyio.create_task_group() as group:
-                self.group = group
-                first = self.start_sides(first_here=True)
-                self.emit(start)
-                if first is not None:
-                    await first()
+            if self.only_the_edge_runs:
+                # No side can join it: a scope to stop it is all the run needs (a task
+                # group's exit takes a turn of the loop even when it has no tasks).
+                with anyio.CancelScope() as self.scope:
+                    await self.run_sides(start)
+            else:
+                async with anyio.create_task_group() as group:
+                    self.group, self.scope = group, group.cancel_scope
+                    await self.run_sides(start)
         except Exception as exc:
+            self.group = self.scope = None
             self.fail(exc)
         finally:
+            self.group = self.scope = None
             if self.held:
                 with anyio.CancelScope(shield=True):
                     await self.store_queued()
             elif not self.session.finished:
                 # Cancelled from outside: client gone, cancel message or shutdown.
                 self.emit(self.session.cancel(self.stop.code, self.stop.message, self.stop.source))
+
+    @property
+    def only_the_edge_runs(self) -> bool:
+        """The edge answers alone and nothing can bring the cloud in mid-stream."""
+        session = self.session
+        return (
+            session.route == "edge"
+            and session.edge == "running"
+            and session.cloud_state != "running"
+            and not self.may_escalate
+        )
+
+    async def run_sides(self, start: list[Event]) -> None:
+        first = self.start_sides(first_here=True)
+        self.emit(start)
+        if first is not None:
+            await first()
 
     def fail(self, exc: Exception) -> None:
         """End the stream on ``exc``: a side's error as itself, a bug as an internal error
@@ -133,12 +163,11 @@ class RequestRun:
         ``first_here``: the first side is not spawned but given back for the run's own
         task to drive (the others are spawned), so a request's first token waits for no
         task switch; a side that joins later is always spawned."""
-        assert self.group is not None
         sides: list[Side] = []
         if self.session.route == "verify":
             if not self.edge_started:  # one task drives both sides, in rounds
                 self.edge_started = self.cloud_started = True
-                sides.append(self.verify_run().execute)
+                sides.append(self.verify_side)
         else:
             if self.session.edge == "running" and not self.edge_started:
                 self.edge_started = True
@@ -146,10 +175,18 @@ class RequestRun:
             if self.session.cloud_state == "running" and not self.cloud_started:
                 self.cloud_started = True
                 sides.append(self.cloud_side)
+        self.sides_running += len(sides)
         here = sides.pop(0) if first_here and sides else None
         for side in sides:
+            assert self.group is not None, "a side joined a run that has no task group"
             self.group.start_soon(side, name="request side")
         return here
+
+    async def verify_side(self) -> None:
+        try:
+            await self.verify_run().execute()
+        finally:
+            self.sides_running -= 1
 
     def verify_run(self) -> VerifyRun:
         """Verify mode's rounds, given exactly what they need."""
@@ -204,15 +241,18 @@ class RequestRun:
         return False
 
     async def edge_side(self) -> None:
-        if self.session.route == "edge" and not self.may_escalate:
-            await self.edge_answer()  # no cloud can come to overtake it: no scope to stop it
-            return
-        with anyio.CancelScope() as scope:
-            self.edge_scope = scope
-            await self.edge_answer()
-        self.edge_scope = None
-        if scope.cancelled_caught:  # stopped for the cloud: it may be asked to go on
-            self.edge_started = False
+        try:
+            if self.session.route == "edge" and not self.may_escalate:
+                await self.edge_answer()  # no cloud can come to overtake it: no scope to stop
+                return
+            with anyio.CancelScope() as scope:
+                self.edge_scope = scope
+                await self.edge_answer()
+            self.edge_scope = None
+            if scope.cancelled_caught:  # stopped for the cloud: it may be asked to go on
+                self.edge_started = False
+        finally:
+            self.sides_running -= 1
 
     async def edge_answer(self) -> None:
         session = self.session
@@ -232,11 +272,17 @@ class RequestRun:
             session.stats["edge_finish"] = tokens.usage.finish_reason
             if draft.judging:
                 self.emit(session.settle())  # a short answer: nothing to judge it by
-            self.emit(session.edge_finished(time.perf_counter()))
+            self.emit(session.edge_finished(time.perf_counter()), side_ends=True)
         except SpeculateError as exc:
-            self.emit(session.edge_failed(exc, time.perf_counter()))
+            self.emit(session.edge_failed(exc, time.perf_counter()), side_ends=True)
 
     async def cloud_side(self) -> None:
+        try:
+            await self.cloud_answer()
+        finally:
+            self.sides_running -= 1
+
+    async def cloud_answer(self) -> None:
         cloud, session, health = self.backends.cloud, self.session, self.context.health
         assert cloud is not None
         restorer = Restorer(self.originals) if self.originals else None
@@ -262,12 +308,13 @@ class RequestRun:
                         time.perf_counter(),
                         completion_tokens=tokens.usage.completion_tokens or None,
                         tool_calls=tokens.usage.tool_calls,
-                    )
+                    ),
+                    side_ends=True,  # (what is left, closing and caching, is shielded)
                 )
         except SpeculateError as exc:
             if health is not None:
                 health.failed(exc)
-            self.emit(session.cloud_failed(exc, time.perf_counter()))
+            self.emit(session.cloud_failed(exc, time.perf_counter()), side_ends=True)
             # A cloud-only request falls back to the edge; an edge stopped for the cloud
             # goes on.
             self.start_sides()
