@@ -148,6 +148,8 @@ async def streams(
     for index in range(rounds):
         counter = [0]
         counting = count_python_calls and index == rounds - 1  # after the others' warm-up
+        # (Set only for the counted round: under cProfile the hook in place is its own,
+        # which sys.setprofile cannot put back.)
         hook = sys.getprofile()
         if counting:
             sys.setprofile(count_calls)
@@ -156,7 +158,8 @@ async def streams(
             await asyncio.gather(*(_one(app, body, counter) for _ in range(count)))
             cpu = time.process_time() - cpu
         finally:
-            sys.setprofile(hook)
+            if counting:
+                sys.setprofile(hook)
         if not counting:
             per_event.append(cpu / counter[0] * 1e6)
             per_request.append(cpu / count * 1e6)

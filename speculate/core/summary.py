@@ -36,10 +36,10 @@ def summarize(request_id: str, events: list[Event]) -> RunSummary:
     edge_model = cloud_model = text = None
     drafted: list[str] = []
     for event in events:
-        if isinstance(event, Queued):
-            queued = True
-        elif isinstance(event, Draft):
+        if isinstance(event, Draft):  # most of them: asked first
             drafted.append(event.text)
+        elif isinstance(event, Queued):
+            queued = True
         elif isinstance(event, Start):
             route, edge_model, cloud_model = event.route, event.edge_model, event.cloud_model
         elif isinstance(event, Error):
