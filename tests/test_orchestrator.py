@@ -365,3 +365,27 @@ async def test_a_requests_first_side_runs_in_the_runs_own_task(mode: str) -> Non
         assert other.tasks[0] is not run_task
     else:
         assert other.tasks == []
+
+
+@pytest.mark.parametrize("mode", ["edge", "cloud"])
+async def test_a_run_whose_only_side_finishes_cancels_nothing(
+    mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Whoever finishes first cancels the rest; a side alone has no rest to cancel, and a
+    # cancellation (its delivery, the task's repr anyio formats) is a share of a short
+    # request's cost.  A run that must stop another side still does (the tests above).
+    cancelled: list[object] = []
+    scope_class = type(anyio.CancelScope())
+    cancel = scope_class.cancel
+
+    def counted(self: Any, *args: Any) -> None:
+        cancelled.append(self)
+        cancel(self, *args)
+
+    monkeypatch.setattr(scope_class, "cancel", counted)
+    edge = ScriptedBackend("edge", words(DRAFT), delay_s=0.001)
+    cloud = ScriptedBackend("cloud", words(CLOUD), delay_s=0.001)
+    shown, _ = await run(Backends(edge, cloud), mode)
+    assert shown.done is not None
+    assert shown.text == (DRAFT if mode == "edge" else CLOUD)
+    assert cancelled == []

@@ -92,6 +92,43 @@ async def test_a_stream_that_ends_stops_listening_for_the_client() -> None:
     assert client.sent[-1]["more_body"] is False
 
 
+class Server(Client):
+    """A server as uvicorn is: a waiting ``receive()`` hears ``http.disconnect`` as soon
+    as the response is complete."""
+
+    async def send(self, message: Any) -> None:
+        await super().send(message)
+        if message.get("more_body") is False:
+            self.leave.set()
+
+
+async def test_a_stream_whose_server_ends_the_listening_ends_without_a_cancellation(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A cancel scope's cancel() formats the calling task's repr: too dear for every
+    # stream's end when hundreds end at once.  Only a client gone mid-stream needs one.
+    cancelled: list[object] = []
+    scope_class = type(anyio.CancelScope())
+    cancel = scope_class.cancel
+
+    def counted(self: Any, *args: Any) -> None:
+        cancelled.append(self)
+        cancel(self, *args)
+
+    monkeypatch.setattr(scope_class, "cancel", counted)
+
+    async def two() -> Any:
+        yield b"data: 1\r\n\r\n"
+        yield b"data: 2\r\n\r\n"
+
+    server = Server()
+    with anyio.fail_after(10):
+        await _EventStream(two(), nullcontext(), ping=0)(SCOPE, server.receive, server.send)
+        await anyio.sleep(0)  # the loop's next turn, when a listener still waiting is cancelled
+    assert [m.get("body") for m in server.sent[1:]] == [b"data: 1\r\n\r\n", b"data: 2\r\n\r\n", b""]
+    assert cancelled == []
+
+
 async def test_a_failing_send_raises_its_own_error_not_a_group() -> None:
     async def send(message: Any) -> None:
         if message["type"] == "http.response.body":
