@@ -14,7 +14,7 @@ request.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -23,6 +23,7 @@ from anyio.abc import TaskGroup
 from starlette.exceptions import WebSocketException
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from speculate.core.chat import Message
 from speculate.core.protocol import Error, encode_json
 from speculate.core.request import SpeculateRequest
 from speculate.engine.context import StopReason
@@ -47,6 +48,7 @@ class _Socket:
         self.state = state
         self.client = client
         self.started: list[str] = []  # requests this socket started
+        self.tasks = 0  # its forwarders and prewarms still running
 
     def end_streams(self, reason: str) -> None:
         """The socket was closed for a violation: its requests end now, with no grace
@@ -55,7 +57,21 @@ class _Socket:
         for request_id in self.started:
             self.state.jobs.cancel(request_id, stop)
 
+    def spawn(
+        self, group: TaskGroup, task: Callable[..., Coroutine[Any, Any, None]], *args: Any
+    ) -> None:
+        """Start one of the socket's tasks (each counts itself out as it ends; counted in
+        here, before it runs, so the socket's end never misses one to cancel)."""
+        self.tasks += 1
+        group.start_soon(task, *args, name=f"ws {task.__name__}")
+
     async def forward(self, request_id: str, after: int) -> None:
+        try:
+            await self._forward(request_id, after)
+        finally:
+            self.tasks -= 1
+
+    async def _forward(self, request_id: str, after: int) -> None:
         log = self.state.requests.get(request_id)
         if log is None:
             return
@@ -70,6 +86,12 @@ class _Socket:
                         await send({"type": "websocket.send", "text": encode_json(event)})
         except (WebSocketDisconnect, OSError, RuntimeError):
             pass  # the socket is gone; the reader sees the disconnect and cancels the rest
+
+    async def prewarm(self, messages: list[Message]) -> None:
+        try:
+            await self.state.orchestrator.prewarm(messages)
+        finally:
+            self.tasks -= 1
 
     async def reject(self, request_id: str, exc: BadRequest) -> None:
         event = Error(
@@ -104,7 +126,7 @@ class _Socket:
             raise WebSocketException(CLOSE_TRY_AGAIN, exc.message) from None
         self.state.jobs.start(job)
         self.started.append(job.request_id)
-        group.start_soon(self.forward, job.request_id, 0, name="ws forwarder")
+        self.spawn(group, self.forward, job.request_id, 0)
 
     async def handle(self, message: dict[str, Any], group: TaskGroup) -> None:
         kind = message.get("type")
@@ -115,7 +137,7 @@ class _Socket:
                 messages = parse_prewarm(message, self.state.settings.server)
             except BadRequest as exc:
                 raise WebSocketException(CLOSE_POLICY, f"prewarm: {exc.message}") from None
-            group.start_soon(self.state.orchestrator.prewarm, messages, name="ws prewarm")
+            self.spawn(group, self.prewarm, messages)
         elif kind == "cancel":
             self.state.jobs.cancel(str(message.get("request_id")))
         elif kind == "resume":
@@ -127,7 +149,7 @@ class _Socket:
                 raise WebSocketException(
                     CLOSE_POLICY, "resume: 'after' must be a non-negative integer"
                 )
-            group.start_soon(self.forward, request_id, after, name="ws forwarder")
+            self.spawn(group, self.forward, request_id, after)
         else:
             raise WebSocketException(
                 CLOSE_POLICY, "unknown message type; use speculate, prewarm, cancel or resume"
@@ -179,4 +201,7 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         except WebSocketDisconnect:
             pass
         finally:
-            group.cancel_scope.cancel()
+            # (Only if anything runs: a cancel scope's cancel() formats the task's repr,
+            # a share of a socket's end when hundreds end together.)
+            if socket.tasks:
+                group.cancel_scope.cancel()
