@@ -6,6 +6,7 @@ from contextlib import nullcontext
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 from sse_starlette import ServerSentEvent
 from starlette.middleware.cors import CORSMiddleware
@@ -124,7 +125,8 @@ async def test_a_stream_whose_server_ends_the_listening_ends_without_a_cancellat
     server = Server()
     with anyio.fail_after(10):
         await _EventStream(two(), nullcontext(), ping=0)(SCOPE, server.receive, server.send)
-        await anyio.sleep(0)  # the loop's next turn, when a listener still waiting is cancelled
+        # The loop's next turn, when a listener still waiting would be cancelled.
+        await anyio.lowlevel.checkpoint()
     assert [m.get("body") for m in server.sent[1:]] == [b"data: 1\r\n\r\n", b"data: 2\r\n\r\n", b""]
     assert cancelled == []
 
