@@ -72,8 +72,8 @@ class RequestRun:
         """Append ``events``; once the session is finished, stop whatever still runs.
 
         ``side_ends``: the caller is a side's own task, at its end, so if no other side
-        runs there is nothing to cancel (a cancel scope's ``cancel()``
-        and the cancellation's delivery are a real share of a short request's cost)."""
+        runs there is nothing to cancel (a cancel scope's ``cancel()`` and the delivery of
+        the cancellation are a real share of a short request's cost)."""
         for index, event in enumerate(events):
             if isinstance(event, Queued):  # hold the end back until it is stored
                 self.held, events = events[index:], events[:index]
