@@ -28,6 +28,9 @@ import websockets
 from speculate.backends.standin import free_port
 from speculate.client import ws_url
 
+# A gap this much beyond the token interval counts as slow in ``slow_gaps``.
+SLOW_GAP_S = 0.030
+
 
 def _percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
@@ -41,8 +44,9 @@ class _SSEStream(asyncio.Protocol):
     Events are told apart by their blank-line ends in the raw bytes (chunk sizes between
     them are ignored), as every event is one ``id``/``event``/``data`` block."""
 
-    def __init__(self, request: bytes, gaps: list[float], counter: list[int]) -> None:
+    def __init__(self, request: bytes, gaps: list[tuple[int, float]], counter: list[int]) -> None:
         self.request, self.gaps, self.counter = request, gaps, counter
+        self.drafts = 0
         self.ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.buffer = b""
         self.last: float | None = None
@@ -61,8 +65,9 @@ class _SSEStream(asyncio.Protocol):
                 continue
             self.counter[0] += 1
             if b"event: draft" in block:
+                self.drafts += 1
                 if self.last is not None:
-                    self.gaps.append(now - self.last)
+                    self.gaps.append((self.drafts, now - self.last))
                 self.last = now
             elif b"event: done" in block or b"event: error" in block:
                 assert self.transport is not None
@@ -78,7 +83,11 @@ class _SSEStream(asyncio.Protocol):
             self.ended.set_result(None)
 
 
-async def _sse(url: str, body: dict[str, Any], gaps: list[float], counter: list[int]) -> None:
+# A gap between two drafts: the later draft's number in its stream (2, 3, …) and seconds.
+Gaps = list[tuple[int, float]]
+
+
+async def _sse(url: str, body: dict[str, Any], gaps: Gaps, counter: list[int]) -> None:
     host, port = url.removeprefix("http://").split(":")
     payload = json.dumps(body).encode()
     request = (
@@ -94,16 +103,17 @@ async def _sse(url: str, body: dict[str, Any], gaps: list[float], counter: list[
         transport.close()
 
 
-async def _ws(url: str, body: dict[str, Any], gaps: list[float], counter: list[int]) -> None:
-    last = None
+async def _ws(url: str, body: dict[str, Any], gaps: Gaps, counter: list[int]) -> None:
+    last, drafts = None, 0
     async with websockets.connect(ws_url(url), compression=None, max_queue=None) as socket:
         await socket.send(json.dumps({"type": "speculate", **body}))
         async for frame in socket:
             now = time.perf_counter()
             kind = json.loads(frame)["event"]
-            if kind == "draft" and last is not None:
-                gaps.append(now - last)
             if kind == "draft":
+                drafts += 1
+                if last is not None:
+                    gaps.append((drafts, now - last))
                 last = now
             counter[0] += 1
             if kind in ("done", "error"):
@@ -145,7 +155,7 @@ def measure(
                 raise RuntimeError("the capacity server did not start")
             time.sleep(0.1)  # bounded start-up poll of a child process
         proc = psutil.Process(server.pid)
-        gaps: list[float] = []
+        gaps: Gaps = []
         counter = [0]
         body = {
             "messages": [{"role": "user", "content": "go"}],
@@ -175,18 +185,23 @@ def measure(
         server.terminate()
         server.wait(timeout=20)
     interval = 1 / tps
-    extra = [max(0.0, gap - interval) for gap in gaps]
+    extra = [max(0.0, gap - interval) for _, gap in gaps]
+    # Where the slow gaps fall: all streams start together, so they also end together,
+    # and a burst of ends shows as slow gaps between the streams' last drafts.
+    slow = [draft for draft, gap in gaps if gap - interval > SLOW_GAP_S]
     return {
         "server": server_kind,
         "streams": streams,
         "transport": transport,
         "events": counter[0],
         "seconds": round(elapsed, 2),
-        "gap_ms_p50": round(statistics.median(gaps) * 1000, 2) if gaps else None,
+        "gap_ms_p50": round(statistics.median(g for _, g in gaps) * 1000, 2) if gaps else None,
         "extra_delay_ms_p50": round(_percentile(extra, 0.5) * 1000, 2),
         "extra_delay_ms_p99": round(_percentile(extra, 0.99) * 1000, 2),
         "server_cpu_ms_per_1000_events": round(cpu / max(1, counter[0]) * 1e6, 2),
         "server_cpu_share": round(cpu / elapsed, 3),
+        "slow_gaps": len(slow),  # more than SLOW_GAP_S beyond the token interval
+        "slow_gaps_among_last_5": sum(1 for draft in slow if draft > tokens - 5),
     }
 
 
@@ -214,6 +229,8 @@ def run(
             "extra_delay_ms_p99",
             "server_cpu_ms_per_1000_events",
             "server_cpu_share",
+            "slow_gaps",
+            "slow_gaps_among_last_5",
         ):
             values = [m[key] for m in measured if m[key] is not None]
             row[key] = statistics.median(values) if values else None
