@@ -15,6 +15,7 @@ import statistics
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import replace
+from functools import partial
 from typing import Any, Literal
 
 import anyio
@@ -167,7 +168,7 @@ class RequestRun:
         if self.session.route == "verify":
             if not self.edge_started:  # one task drives both sides, in rounds
                 self.edge_started = self.cloud_started = True
-                sides.append(self.verify_side)
+                sides.append(self.verify_run().execute)
         else:
             if self.session.edge == "running" and not self.edge_started:
                 self.edge_started = True
@@ -179,12 +180,13 @@ class RequestRun:
         here = sides.pop(0) if first_here and sides else None
         for side in sides:
             assert self.group is not None, "a side joined a run that has no task group"
-            self.group.start_soon(side, name="request side")
-        return here
+            self.group.start_soon(self.counted, side, name="request side")
+        return None if here is None else partial(self.counted, here)
 
-    async def verify_side(self) -> None:
+    async def counted(self, side: Side) -> None:
+        """Run a side, counted in ``sides_running`` (by :meth:`start_sides`) until it ends."""
         try:
-            await self.verify_run().execute()
+            await side()
         finally:
             self.sides_running -= 1
 
@@ -241,18 +243,15 @@ class RequestRun:
         return False
 
     async def edge_side(self) -> None:
-        try:
-            if self.session.route == "edge" and not self.may_escalate:
-                await self.edge_answer()  # no cloud can come to overtake it: no scope to stop
-                return
-            with anyio.CancelScope() as scope:
-                self.edge_scope = scope
-                await self.edge_answer()
-            self.edge_scope = None
-            if scope.cancelled_caught:  # stopped for the cloud: it may be asked to go on
-                self.edge_started = False
-        finally:
-            self.sides_running -= 1
+        if self.session.route == "edge" and not self.may_escalate:
+            await self.edge_answer()  # no cloud can come to overtake it: no scope to stop it
+            return
+        with anyio.CancelScope() as scope:
+            self.edge_scope = scope
+            await self.edge_answer()
+        self.edge_scope = None
+        if scope.cancelled_caught:  # stopped for the cloud: it may be asked to go on
+            self.edge_started = False
 
     async def edge_answer(self) -> None:
         session = self.session
@@ -277,12 +276,6 @@ class RequestRun:
             self.emit(session.edge_failed(exc, time.perf_counter()), side_ends=True)
 
     async def cloud_side(self) -> None:
-        try:
-            await self.cloud_answer()
-        finally:
-            self.sides_running -= 1
-
-    async def cloud_answer(self) -> None:
         cloud, session, health = self.backends.cloud, self.session, self.context.health
         assert cloud is not None
         restorer = Restorer(self.originals) if self.originals else None

@@ -23,7 +23,6 @@ from anyio.abc import TaskGroup
 from starlette.exceptions import WebSocketException
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from speculate.core.chat import Message
 from speculate.core.protocol import Error, encode_json
 from speculate.core.request import SpeculateRequest
 from speculate.engine.context import StopReason
@@ -39,6 +38,8 @@ CLOSE_UNSUPPORTED = 1003
 CLOSE_INVALID_PAYLOAD = 1007
 CLOSE_POLICY = 1008
 CLOSE_TRY_AGAIN = 1013
+
+Task = Callable[..., Coroutine[Any, Any, object]]
 _CLIENT_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 
 
@@ -57,21 +58,19 @@ class _Socket:
         for request_id in self.started:
             self.state.jobs.cancel(request_id, stop)
 
-    def spawn(
-        self, group: TaskGroup, task: Callable[..., Coroutine[Any, Any, None]], *args: Any
-    ) -> None:
-        """Start one of the socket's tasks (each counts itself out as it ends; counted in
-        here, before it runs, so the socket's end never misses one to cancel)."""
+    def spawn(self, group: TaskGroup, task: Task, *args: Any) -> None:
+        """Start one of the socket's tasks, counted from here (before it runs, so the
+        socket's end never misses one to cancel) until it ends."""
         self.tasks += 1
-        group.start_soon(task, *args, name=f"ws {task.__name__}")
+        group.start_soon(self._counted, task, *args, name=f"ws {task.__name__}")
 
-    async def forward(self, request_id: str, after: int) -> None:
+    async def _counted(self, task: Task, *args: Any) -> None:
         try:
-            await self._forward(request_id, after)
+            await task(*args)
         finally:
             self.tasks -= 1
 
-    async def _forward(self, request_id: str, after: int) -> None:
+    async def forward(self, request_id: str, after: int) -> None:
         log = self.state.requests.get(request_id)
         if log is None:
             return
@@ -86,12 +85,6 @@ class _Socket:
                         await send({"type": "websocket.send", "text": encode_json(event)})
         except (WebSocketDisconnect, OSError, RuntimeError):
             pass  # the socket is gone; the reader sees the disconnect and cancels the rest
-
-    async def prewarm(self, messages: list[Message]) -> None:
-        try:
-            await self.state.orchestrator.prewarm(messages)
-        finally:
-            self.tasks -= 1
 
     async def reject(self, request_id: str, exc: BadRequest) -> None:
         event = Error(
@@ -137,7 +130,7 @@ class _Socket:
                 messages = parse_prewarm(message, self.state.settings.server)
             except BadRequest as exc:
                 raise WebSocketException(CLOSE_POLICY, f"prewarm: {exc.message}") from None
-            self.spawn(group, self.prewarm, messages)
+            self.spawn(group, self.state.orchestrator.prewarm, messages)
         elif kind == "cancel":
             self.state.jobs.cancel(str(message.get("request_id")))
         elif kind == "resume":
