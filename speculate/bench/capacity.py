@@ -31,6 +31,9 @@ from speculate.client import ws_url
 # A gap this much beyond the token interval counts as slow in ``slow_gaps``.
 SLOW_GAP_S = 0.030
 
+# A gap between two drafts: the later draft's number in its stream (2, 3, …) and seconds.
+Gaps = list[tuple[int, float]]
+
 
 def _percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
@@ -44,7 +47,7 @@ class _SSEStream(asyncio.Protocol):
     Events are told apart by their blank-line ends in the raw bytes (chunk sizes between
     them are ignored), as every event is one ``id``/``event``/``data`` block."""
 
-    def __init__(self, request: bytes, gaps: list[tuple[int, float]], counter: list[int]) -> None:
+    def __init__(self, request: bytes, gaps: Gaps, counter: list[int]) -> None:
         self.request, self.gaps, self.counter = request, gaps, counter
         self.drafts = 0
         self.ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -81,10 +84,6 @@ class _SSEStream(asyncio.Protocol):
     def _end(self) -> None:
         if not self.ended.done():
             self.ended.set_result(None)
-
-
-# A gap between two drafts: the later draft's number in its stream (2, 3, …) and seconds.
-Gaps = list[tuple[int, float]]
 
 
 async def _sse(url: str, body: dict[str, Any], gaps: Gaps, counter: list[int]) -> None:

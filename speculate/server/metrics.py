@@ -13,6 +13,7 @@ The gauges that read a function stay prometheus-client's.
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -56,24 +57,25 @@ class _Histogram:
     ) -> None:
         self.name, self.documentation, self.labels = name, documentation, list(labels)
         self.bounds = [float(b) for b in buckets] + [math.inf]
-        self.series: dict[tuple[str, ...], tuple[list[int], list[float]]] = {}
+        self.counts: dict[tuple[str, ...], list[int]] = {}  # per bucket, not cumulative
+        self.sums: dict[tuple[str, ...], float] = {}
 
     def observe(self, key: tuple[str, ...], value: float) -> None:
-        series = self.series.get(key)
-        if series is None:
-            series = self.series[key] = ([0] * len(self.bounds), [0.0])
-        counts, total = series
+        counts = self.counts.get(key)
+        if counts is None:
+            counts = self.counts[key] = [0] * len(self.bounds)
         counts[bisect.bisect_left(self.bounds, value)] += 1  # the first bucket with le >= value
-        total[0] += value
+        self.sums[key] = self.sums.get(key, 0.0) + value
 
     def family(self) -> HistogramMetricFamily:
         family = HistogramMetricFamily(self.name, self.documentation, labels=self.labels)
-        for key, (counts, total) in self.series.items():
-            running, buckets = 0, []
-            for bound, count in zip(self.bounds, counts, strict=True):
-                running += count
-                buckets.append(("+Inf" if bound == math.inf else repr(bound), running))
-            family.add_metric(list(key), buckets, total[0])
+        for key, counts in self.counts.items():
+            cumulative = itertools.accumulate(counts)
+            buckets = [
+                ("+Inf" if bound == math.inf else repr(bound), count)
+                for bound, count in zip(self.bounds, cumulative, strict=True)
+            ]
+            family.add_metric(list(key), buckets, self.sums[key])
         return family
 
 

@@ -181,12 +181,12 @@ class _EventStream(EventSourceResponse):
             self._listening = False
 
     def _stop_listening(self, stream: anyio.CancelScope) -> None:
-        """The stream is written.  The server answers a ``receive()`` that waits with
-        ``http.disconnect`` once the response is complete (uvicorn wakes it right away,
-        as ASGI asks), so the listener ends on its own; it is cancelled only if it is
-        still waiting by the loop's next turn.  (A cancel scope's ``cancel()`` formats
-        the current task's repr, a real share of a short stream's cost.)"""
-        self.active = False
+        """The stream is written (``active`` is off).  The server answers a ``receive()``
+        that waits with ``http.disconnect`` once the response is complete (uvicorn wakes
+        it right away, as ASGI asks), so the listener ends on its own; it is cancelled
+        only if it is still waiting by the loop's next turn.  (A cancel scope's
+        ``cancel()`` formats the current task's repr, a real share of a short stream's
+        cost.)"""
         asyncio.get_running_loop().call_soon(self._cancel_listener, stream)
 
     def _cancel_listener(self, stream: anyio.CancelScope) -> None:
