@@ -16,6 +16,7 @@ from speculate.engine.eventlog import EventLog
 from speculate.engine.orchestrator import Orchestrator
 from speculate.errors import CloudStalled, ContextTooLong, EdgeError
 from speculate.settings import Settings
+from tests.cancels import count_cancels
 from tests.scripted import ScriptedBackend, words
 
 DRAFT = "The capital of France is Paris, a city on the Seine river."
@@ -371,18 +372,9 @@ async def test_a_requests_first_side_runs_in_the_runs_own_task(mode: str) -> Non
 async def test_a_run_whose_only_side_finishes_cancels_nothing(
     mode: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Whoever finishes first cancels the rest; a side alone has no rest to cancel, and a
-    # cancellation (its delivery, the task's repr anyio formats) is a share of a short
-    # request's cost.  A run that must stop another side still does (the tests above).
-    cancelled: list[object] = []
-    scope_class = type(anyio.CancelScope())
-    cancel = scope_class.cancel
-
-    def counted(self: Any, *args: Any) -> None:
-        cancelled.append(self)
-        cancel(self, *args)
-
-    monkeypatch.setattr(scope_class, "cancel", counted)
+    # Whoever finishes first cancels the rest; a side alone has no rest to cancel.  A run
+    # that must stop another side still does (the tests above).
+    cancelled = count_cancels(monkeypatch)
     edge = ScriptedBackend("edge", words(DRAFT), delay_s=0.001)
     cloud = ScriptedBackend("cloud", words(CLOUD), delay_s=0.001)
     shown, _ = await run(Backends(edge, cloud), mode)

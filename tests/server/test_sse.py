@@ -18,6 +18,7 @@ from speculate.server.headers import SecurityHeaders
 from speculate.server.hosts import HostGuard
 from speculate.server.sse import _EventStream
 from speculate.settings import Settings
+from tests.cancels import count_cancels
 
 
 async def _frames() -> Any:
@@ -106,17 +107,8 @@ class Server(Client):
 async def test_a_stream_whose_server_ends_the_listening_ends_without_a_cancellation(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # A cancel scope's cancel() formats the calling task's repr: too dear for every
-    # stream's end when hundreds end at once.  Only a client gone mid-stream needs one.
-    cancelled: list[object] = []
-    scope_class = type(anyio.CancelScope())
-    cancel = scope_class.cancel
-
-    def counted(self: Any, *args: Any) -> None:
-        cancelled.append(self)
-        cancel(self, *args)
-
-    monkeypatch.setattr(scope_class, "cancel", counted)
+    # Only a client gone mid-stream needs a cancellation (tests/cancels.py says why).
+    cancelled = count_cancels(monkeypatch)
 
     async def two() -> Any:
         yield b"data: 1\r\n\r\n"
