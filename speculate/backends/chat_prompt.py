@@ -9,12 +9,15 @@ generated through ``/v1/completions`` sees the same tokens as ``/v1/chat/complet
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any, cast
 
 from speculate.core.chat import Message
 from speculate.core.trim import Window
 from speculate.errors import ConfigError
+
+MEMO_S = 1.0  # how long the last rendering is reused for the same chat
 
 
 class ChatPrompt:
@@ -30,6 +33,10 @@ class ChatPrompt:
         self.bos_text = model.token_get_text(bos) if bos != -1 else ""
         self.eos_text = model.token_get_text(eos) if eos != -1 else ""
         self.adds_bos = bool(model.add_bos_token())
+        # The last chat rendered, when, and its rendering: a request's prompt is rendered
+        # on the event loop to fit it to the window, then on the decoding thread to run
+        # it, moments later (a memo for that, not a cache: some templates write the date).
+        self._last: tuple[tuple[object, ...], float, tuple[str, list[str]]] | None = None
         template = llama.metadata.get("tokenizer.chat_template")
         self._jinja = None
         if self.chat_format == "chat_template.default" and template:
@@ -79,6 +86,17 @@ class ChatPrompt:
     def render_with_stops(self, messages: list[Message]) -> tuple[str, list[str]]:
         """The prompt text and the stop strings the chat endpoint would add for this
         format (a turn's end written as text, where it is not the model's EOS token)."""
+        key, now = _plain_key(messages), time.monotonic()
+        last = self._last  # (read once: the decoding thread and the event loop both render)
+        if key is not None and last is not None and last[0] == key and now - last[1] < MEMO_S:
+            prompt, stops = last[2]
+            return prompt, list(stops)
+        prompt, stops = self._render(messages)
+        if key is not None:
+            self._last = (key, now, (prompt, stops))
+        return prompt, list(stops)
+
+    def _render(self, messages: list[Message]) -> tuple[str, list[str]]:
         if self._jinja is not None:
             result = self._jinja(messages=cast(Any, messages))  # llama_cpp's TypedDicts
         else:
@@ -91,3 +109,16 @@ class ChatPrompt:
         stop = result.stop
         stops = [stop] if isinstance(stop, str) else list(stop or [])
         return prompt, stops
+
+
+def _plain_key(messages: list[Message]) -> tuple[object, ...] | None:
+    """Every field of every message, when all are text (None when one is not): what a
+    rendering depends on, compared by value."""
+    key = []
+    for message in messages:
+        fields = tuple(message.items())
+        for _, value in fields:
+            if value is not None and not isinstance(value, str):
+                return None
+        key.append(fields)
+    return tuple(key)

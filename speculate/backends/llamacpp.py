@@ -96,6 +96,11 @@ def json_grammar(response_format: dict[str, Any] | None) -> Any:
         raise EdgeError(f"the edge model cannot follow this JSON schema: {exc}") from exc
 
 
+# How long the event loop waits for a first turn's thread to reach the tokenizer (it
+# takes a few tenths of a millisecond; the bound is for a thread the OS is slow to run).
+FIRST_TURN_HANDOVER_S = 0.002
+
+
 def default_threads() -> int:
     return max(1, (os.cpu_count() or 2) // 2)
 
@@ -111,6 +116,8 @@ class _Answer:
     deliver: Callable[[str], None]
     stop: threading.Event = field(default_factory=threading.Event)
     generated: list[str] = field(default_factory=list)
+    # Set on the decoding thread as its prompt goes into the tokenizer (see _first_turn_now).
+    tokenizing: threading.Event = field(default_factory=threading.Event)
 
     def keep(self, text: str) -> None:  # on the decoding thread
         self.generated.append(text)
@@ -242,7 +249,15 @@ class LlamaCppEdge:
         if not self._turns.try_acquire(answer.params.client):
             return None
         answer.usage.queue_ms = 0.0
-        return loop.run_in_executor(self._decoder, self._turn, answer)
+        turn = loop.run_in_executor(self._decoder, self._turn, answer)
+        # The loop lets the thread have the interpreter until its prompt is in the
+        # tokenizer, which runs without it: the response's set-up that follows here then
+        # overlaps the tokenizing.  Left to itself, the thread would get the interpreter
+        # only once the loop next waited (a loop that keeps releasing it for its own
+        # system calls never lets CPython's switch interval hand it over), and the
+        # request's Python and the tokenizer would run one after the other.
+        answer.tokenizing.wait(FIRST_TURN_HANDOVER_S)
+        return turn
 
     async def _run(
         self,
@@ -295,7 +310,18 @@ class LlamaCppEdge:
         left = replace(answer.params, max_tokens=answer.params.max_tokens - len(answer.generated))
         prefix = answer.prefix
         start = prefix + so_far if prefix is not None else so_far or None
-        return self._generate(answer.messages, left, answer.stop, answer.usage, answer.keep, start)
+        try:
+            return self._generate(
+                answer.messages,
+                left,
+                answer.stop,
+                answer.usage,
+                answer.keep,
+                start,
+                answer.tokenizing,
+            )
+        finally:
+            answer.tokenizing.set()  # (a turn that failed before it: the loop waits no more)
 
     def _generate(
         self,
@@ -305,9 +331,11 @@ class LlamaCppEdge:
         usage: Usage,
         deliver: Callable[[str], None],
         prefix: str | None,
+        tokenizing: threading.Event | None = None,
     ) -> bool:
         """One turn on the model (on the decoding thread); True if it gave way to another
-        client before the answer was done."""
+        client before the answer was done.  ``tokenizing`` is set as the prompt goes into
+        the tokenizer."""
         kwargs: dict[str, Any] = {
             "stream": True,
             "max_tokens": params.max_tokens,
@@ -330,6 +358,8 @@ class LlamaCppEdge:
         # Another conversation's evaluated prompt is kept before this one overwrites it,
         # and this one's is brought back if it was kept; llama-cpp-python then evaluates
         # only what its cache does not hold.
+        if tokenizing is not None:
+            tokenizing.set()
         tokens = self._prompt_tokens(prompt)
         held = min(self.saved_prompts.prepare(self._llama, tokens), len(tokens) - 1)
         first_turn = usage.prompt_tokens == 0

@@ -12,7 +12,7 @@ from typing import Any
 import anyio
 import pytest
 
-from speculate.backends import models
+from speculate.backends import llamacpp, models
 from speculate.backends.base import GenerationParams, texts
 from speculate.backends.llamacpp import LlamaCppEdge
 from speculate.errors import EdgeError
@@ -98,6 +98,49 @@ async def test_a_free_model_starts_decoding_before_the_caller_lets_any_task_run(
             assert started.wait(timeout=30)
             assert await tokens.receive()
     assert tokens.usage.queue_ms == 0.0
+
+
+async def test_a_first_turn_has_its_prompt_in_the_tokenizer_when_the_stream_opens(
+    edge: LlamaCppEdge, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The loop hands the interpreter to the decoding thread until the tokenizer has the
+    # prompt, so the caller's own work (a response's set-up) overlaps the tokenizing.
+    # Left to itself the thread would wait for the loop's next await: the caller below
+    # makes none before it looks.
+    tokenizing = threading.Event()
+    prompt_tokens = edge._prompt_tokens
+
+    def noting(prompt: str) -> list[int]:
+        tokenizing.set()
+        return prompt_tokens(prompt)
+
+    # (The loop's wait is bounded for a thread the OS is slow to run: not bounded here.)
+    monkeypatch.setattr(llamacpp, "FIRST_TURN_HANDOVER_S", 30.0)
+    params = GenerationParams(max_tokens=4, temperature=0.0)
+    with anyio.fail_after(60):
+        async with edge.stream(MESSAGES, params) as tokens:  # the thread is up and waiting
+            assert await tokens.receive()
+        monkeypatch.setattr(edge, "_prompt_tokens", noting)
+        async with edge.stream(MESSAGES, params) as tokens:
+            assert tokenizing.is_set()
+            assert await tokens.receive()
+
+
+async def test_a_turn_that_fails_before_the_tokenizer_does_not_hold_the_loop(
+    edge: LlamaCppEdge, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(llamacpp, "FIRST_TURN_HANDOVER_S", 30.0)  # only the thread ends it
+
+    def unrenderable(messages: list[dict[str, str]]) -> tuple[str, list[str]]:
+        raise EdgeError("no prompt for this chat")
+
+    monkeypatch.setattr(edge._chat_prompt, "render_with_stops", unrenderable)
+    params = GenerationParams(max_tokens=4, temperature=0.0)
+    started = time.perf_counter()
+    with anyio.fail_after(60), pytest.raises(EdgeError, match="no prompt"):
+        async with edge.stream(MESSAGES, params) as tokens:
+            await tokens.receive()
+    assert time.perf_counter() - started < 10
 
 
 async def test_the_event_loop_stays_responsive_while_decoding(edge: LlamaCppEdge) -> None:
