@@ -336,10 +336,21 @@ class LlamaCppEdge:
         """One turn on the model (on the decoding thread); True if it gave way to another
         client before the answer was done.  ``tokenizing`` is set as the prompt goes into
         the tokenizer."""
+        # The chat's prompt as the chat endpoint would build it (then the answer so far,
+        # to continue it), tokenized once here and handed to llama.cpp as tokens: the
+        # tokenizer is a real share of a short prompt's time to first token.  Into the
+        # tokenizer first: the first turn's event loop waits for that (_first_turn_now).
+        prompt, chat_stops = self._chat_prompt.render_with_stops(messages)
+        if prefix is not None:
+            prompt += prefix
+        if tokenizing is not None:
+            tokenizing.set()
+        tokens = self._prompt_tokens(prompt)
         kwargs: dict[str, Any] = {
             "stream": True,
             "max_tokens": params.max_tokens,
             "temperature": params.temperature,
+            "stop": [*chat_stops, *params.stop],
             **params.sampler_settings(),
         }
         grammar = json_grammar(params.response_format)
@@ -348,19 +359,9 @@ class LlamaCppEdge:
         if params.confidence_tokens:
             entropies = usage.extra.setdefault("entropy", [])
             kwargs["logits_processor"] = [_entropy_recorder(entropies, params.confidence_tokens)]
-        # The chat's prompt as the chat endpoint would build it (then the answer so far,
-        # to continue it), tokenized once here and handed to llama.cpp as tokens: the
-        # tokenizer is a real share of a short prompt's time to first token.
-        prompt, chat_stops = self._chat_prompt.render_with_stops(messages)
-        kwargs["stop"] = [*chat_stops, *params.stop]
-        if prefix is not None:
-            prompt += prefix
         # Another conversation's evaluated prompt is kept before this one overwrites it,
         # and this one's is brought back if it was kept; llama-cpp-python then evaluates
         # only what its cache does not hold.
-        if tokenizing is not None:
-            tokenizing.set()
-        tokens = self._prompt_tokens(prompt)
         held = min(self.saved_prompts.prepare(self._llama, tokens), len(tokens) - 1)
         first_turn = usage.prompt_tokens == 0
         if first_turn:
