@@ -36,6 +36,12 @@ from speculate.errors import EdgeError, ModelCorrupt, SpeculateError, unwrapped
 
 log = logging.getLogger("speculate.backends.llamacpp")
 
+# How long the event loop waits for a first turn's thread to reach the tokenizer (it
+# takes a few tenths of a millisecond; the bound is for a thread the OS is slow to run).
+FIRST_TURN_HANDOVER_S = 0.002
+# How long the decoding thread waits for the loop to send an answer's first token.
+FIRST_TOKEN_HANDBACK_S = 0.002
+
 
 def warn_of_amx(system_info: str) -> bool:
     """Warn (and say so) when llama.cpp was built with its AMX kernels: on some Intel Xeon
@@ -52,13 +58,28 @@ def warn_of_amx(system_info: str) -> bool:
 
 
 def handoff(tokens: TokenChannel) -> Callable[[str], None]:
-    """How the decoding thread hands a token to the event loop without waiting for it:
-    ``call_soon_threadsafe`` queues the token and returns, so decoding never stalls on a
-    busy loop."""
+    """How the decoding thread hands a token to the event loop: ``call_soon_threadsafe``
+    queues the token and returns, so decoding never stalls on a busy loop.
+
+    Except once: after the answer's first token the thread waits (at most
+    :data:`FIRST_TOKEN_HANDBACK_S`) until the loop has done that token's work and what it
+    set going at once (the response's writer sending it).  The thread's own Python
+    between tokens would otherwise hold the interpreter while the loop waits for it, and
+    the first token, which the user waits for, would leave later than the rest."""
     loop = asyncio.get_running_loop()
+    first_out = threading.Event()
+
+    def put_first(text: str) -> None:
+        tokens.put(text)  # its follower has it in this callback
+        loop.call_soon(first_out.set)  # after what the follower scheduled just now
 
     def queue(text: str) -> None:
-        loop.call_soon_threadsafe(tokens.put, text)  # its follower has it in that callback
+        if first_out.is_set():
+            loop.call_soon_threadsafe(tokens.put, text)
+            return
+        loop.call_soon_threadsafe(put_first, text)
+        first_out.wait(FIRST_TOKEN_HANDBACK_S)
+        first_out.set()  # (waited long enough: the rest go without waiting)
 
     return queue
 
@@ -94,11 +115,6 @@ def json_grammar(response_format: dict[str, Any] | None) -> Any:
         return LlamaGrammar.from_string(JSON_GBNF, verbose=False)
     except (ValueError, RuntimeError, KeyError, TypeError) as exc:
         raise EdgeError(f"the edge model cannot follow this JSON schema: {exc}") from exc
-
-
-# How long the event loop waits for a first turn's thread to reach the tokenizer (it
-# takes a few tenths of a millisecond; the bound is for a thread the OS is slow to run).
-FIRST_TURN_HANDOVER_S = 0.002
 
 
 def default_threads() -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import statistics
 import threading
@@ -13,7 +14,7 @@ import anyio
 import pytest
 
 from speculate.backends import llamacpp, models
-from speculate.backends.base import GenerationParams, texts
+from speculate.backends.base import GenerationParams, TokenChannel, texts
 from speculate.backends.llamacpp import LlamaCppEdge
 from speculate.errors import EdgeError
 
@@ -141,6 +142,51 @@ async def test_a_turn_that_fails_before_the_tokenizer_does_not_hold_the_loop(
         async with edge.stream(MESSAGES, params) as tokens:
             await tokens.receive()
     assert time.perf_counter() - started < 10
+
+
+async def test_the_decoding_thread_waits_for_the_first_token_to_go_out_and_only_for_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # After the first token the thread lets the loop do that token's work and what the
+    # work set going at once (the response's writer); later tokens never wait, even for
+    # a loop that is busy.
+    monkeypatch.setattr(llamacpp, "FIRST_TOKEN_HANDBACK_S", 30.0)  # only the loop ends it
+    loop = asyncio.get_running_loop()
+    channel = TokenChannel()
+    seen: list[str] = []
+
+    def listener(piece: str) -> bool:
+        seen.append(piece)
+        loop.call_soon(seen.append, f"{piece} sent")
+        return False
+
+    queue = llamacpp.handoff(channel)
+    loop_blocked, second_queued = threading.Event(), threading.Event()
+    blocked_for: list[float] = []
+
+    def block() -> None:  # on the loop: nothing else runs until "b" is queued
+        loop_blocked.set()
+        started = time.perf_counter()
+        second_queued.wait(10)
+        blocked_for.append(time.perf_counter() - started)
+
+    def decoding() -> list[str]:
+        queue("a")
+        back = list(seen)
+        loop.call_soon_threadsafe(block)
+        assert loop_blocked.wait(10)
+        queue("b")
+        second_queued.set()
+        loop.call_soon_threadsafe(channel.end)
+        return back
+
+    with anyio.fail_after(30):
+        following = asyncio.ensure_future(channel.follow(listener))
+        first_back = await anyio.to_thread.run_sync(decoding)
+        assert await following
+    assert first_back == ["a", "a sent"]
+    assert blocked_for[0] < 5  # "b" was queued while the loop was blocked
+    assert seen == ["a", "a sent", "b", "b sent"]
 
 
 async def test_the_event_loop_stays_responsive_while_decoding(edge: LlamaCppEdge) -> None:
