@@ -46,6 +46,7 @@ STEPS: tuple[tuple[str, str], ...] = (
     ("run_began", "the request's run has begun (its own task)"),
     ("handed_to_thread", "the first turn is handed to the decoding thread"),
     ("thread_began", "the decoding thread has begun the turn"),
+    ("tokenizing", "the prompt goes into llama.cpp's tokenizer (the loop waits until then)"),
     ("prompt_to_llama", "the prompt's tokens are handed to llama.cpp"),
     ("first_token", "llama.cpp has given the first token"),
     ("token_handed_over", "the decoding thread hands the token to the event loop"),
@@ -99,6 +100,7 @@ def _install_stamps(stamps: list[tuple[str, float]]) -> None:
     stamp(Orchestrator, "run", "run_began", when="called", awaited=True)
     stamp(llamacpp.LlamaCppEdge, "_first_turn_now", "handed_to_thread", when="called")
     stamp(llamacpp.LlamaCppEdge, "_turn", "thread_began", when="called")
+    stamp(llamacpp.LlamaCppEdge, "_prompt_tokens", "tokenizing", when="called")
     stamp(llamacpp._Answer, "keep", "token_handed_over", when="called")
     stamp(TokenChannel, "put", "token_on_loop", when="called")
 
