@@ -268,10 +268,10 @@ class LlamaCppEdge:
         turn = loop.run_in_executor(self._decoder, self._turn, answer)
         # The loop lets the thread have the interpreter until its prompt is in the
         # tokenizer, which runs without it: the response's set-up that follows here then
-        # overlaps the tokenizing.  Left to itself, the thread would get the interpreter
-        # only once the loop next waited (a loop that keeps releasing it for its own
-        # system calls never lets CPython's switch interval hand it over), and the
-        # request's Python and the tokenizer would run one after the other.
+        # overlaps the tokenizing.  Left to itself, the thread got the interpreter only
+        # once that set-up was done (measured: the server's 0.2 ms switch interval did not
+        # hand it over sooner, nor did 0.05 ms), and the request's Python and the
+        # tokenizer ran one after the other.
         answer.tokenizing.wait(FIRST_TURN_HANDOVER_S)
         return turn
 
