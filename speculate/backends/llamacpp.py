@@ -347,7 +347,7 @@ class LlamaCppEdge:
         usage: Usage,
         deliver: Callable[[str], None],
         prefix: str | None,
-        tokenizing: threading.Event | None = None,
+        tokenizing: threading.Event,
     ) -> bool:
         """One turn on the model (on the decoding thread); True if it gave way to another
         client before the answer was done.  ``tokenizing`` is set as the prompt goes into
@@ -359,8 +359,7 @@ class LlamaCppEdge:
         prompt, chat_stops = self._chat_prompt.render_with_stops(messages)
         if prefix is not None:
             prompt += prefix
-        if tokenizing is not None:
-            tokenizing.set()
+        tokenizing.set()
         tokens = self._prompt_tokens(prompt)
         kwargs: dict[str, Any] = {
             "stream": True,
